@@ -1,0 +1,313 @@
+//! The GPU context: adapter choice, device creation, and the shared caches.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::caps::Capabilities;
+use crate::error::{KestrelError, Result};
+use crate::pipeline::PipelineCache;
+use crate::pool::BufferPool;
+
+/// How to choose and configure the device.
+#[derive(Clone, Debug, Default)]
+pub struct ContextOptions {
+    /// Backends to search; `None` reads `WGPU_BACKEND` (e.g. `vulkan`, `gl`) or uses all.
+    pub backends: Option<wgpu::Backends>,
+    /// Case-insensitive substring of the adapter name; `None` reads `KESTREL_ADAPTER`.
+    pub adapter_filter: Option<String>,
+    /// Pretend the device has no `SHADER_F16` (tests the packed-u32 fallback).
+    pub disable_f16: bool,
+    /// Pretend the device has no subgroups (tests the workgroup-reduction fallback).
+    pub disable_subgroups: bool,
+    /// Use a smaller storage-binding limit than the device's (tests tensor chunking cheaply).
+    pub max_binding_override: Option<u64>,
+    /// Where the driver pipeline cache is persisted; `None` uses `KESTREL_CACHE_DIR`, then
+    /// `$XDG_CACHE_HOME/kestrel`, then `$HOME/.cache/kestrel`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl ContextOptions {
+    /// Options from the environment: `WGPU_BACKEND`, `KESTREL_ADAPTER`, and
+    /// `KESTREL_NO_F16=1` / `KESTREL_NO_SUBGROUPS=1` to force the fallback kernels.
+    pub fn from_env() -> Self {
+        let flag = |name: &str| std::env::var(name).map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
+        ContextOptions {
+            disable_f16: flag("KESTREL_NO_F16"),
+            disable_subgroups: flag("KESTREL_NO_SUBGROUPS"),
+            ..Default::default()
+        }
+    }
+
+    fn resolved_backends(&self) -> wgpu::Backends {
+        self.backends.or_else(wgpu::Backends::from_env).unwrap_or(wgpu::Backends::all())
+    }
+
+    fn resolved_filter(&self) -> Option<String> {
+        self.adapter_filter
+            .clone()
+            .or_else(|| std::env::var("KESTREL_ADAPTER").ok())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn resolved_cache_dir(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        if let Some(dir) = std::env::var_os("KESTREL_CACHE_DIR") {
+            return Some(PathBuf::from(dir));
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(dir).join("kestrel"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("kestrel"))
+    }
+}
+
+/// A description of one adapter, as reported by the driver.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterSummary {
+    /// Adapter name (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`).
+    pub name: String,
+    /// Backend (`vulkan`, `gl`, `metal`, `dx12`).
+    pub backend: String,
+    /// Device type (`DiscreteGpu`, `IntegratedGpu`, `Cpu`, …).
+    pub device_type: String,
+    /// Driver name.
+    pub driver: String,
+    /// Driver version / description.
+    pub driver_info: String,
+    /// PCI vendor id.
+    pub vendor: u32,
+    /// PCI device id.
+    pub device: u32,
+}
+
+impl AdapterSummary {
+    fn from_info(info: &wgpu::AdapterInfo) -> Self {
+        AdapterSummary {
+            name: info.name.clone(),
+            backend: info.backend.to_str().to_string(),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            vendor: info.vendor,
+            device: info.device,
+        }
+    }
+}
+
+/// Lists every adapter on the given backends (`None`: as [`ContextOptions`] resolves them).
+pub fn list_adapters(backends: Option<wgpu::Backends>) -> Vec<AdapterSummary> {
+    let opts = ContextOptions { backends, ..Default::default() };
+    let instance = make_instance(opts.resolved_backends());
+    pollster::block_on(instance.enumerate_adapters(opts.resolved_backends()))
+        .iter()
+        .map(|a| AdapterSummary::from_info(&a.get_info()))
+        .collect()
+}
+
+fn make_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    desc.flags = wgpu::InstanceFlags::default().with_env();
+    wgpu::Instance::new(desc)
+}
+
+/// Preference order: real GPUs first, then native backends before GL.
+fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (ty, backend)
+}
+
+/// Features Kestrel asks for when the adapter offers them.
+fn wanted_features(opts: &ContextOptions) -> wgpu::Features {
+    let mut f = wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        | wgpu::Features::PIPELINE_CACHE;
+    if !opts.disable_f16 {
+        f |= wgpu::Features::SHADER_F16;
+    }
+    if !opts.disable_subgroups {
+        f |= wgpu::Features::SUBGROUP;
+    }
+    f
+}
+
+/// The GPU device and everything shared by all sessions on it.
+pub struct Context {
+    adapter_info: wgpu::AdapterInfo,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    caps: Capabilities,
+    limits: wgpu::Limits,
+    pipelines: PipelineCache,
+    pool: BufferPool,
+    gpu_errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("adapter", &self.adapter_info.name).field("caps", &self.caps).finish()
+    }
+}
+
+impl Context {
+    /// Chooses an adapter and creates the device, asking for the adapter's own limits.
+    pub fn new(opts: &ContextOptions) -> Result<Arc<Context>> {
+        let backends = opts.resolved_backends();
+        let filter = opts.resolved_filter();
+        let instance = make_instance(backends);
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let available = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({})", i.name, i.backend.to_str())
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| a.get_info().name.to_lowercase().contains(&f.to_lowercase()))
+            })
+            .min_by_key(|a| adapter_rank(&a.get_info()))
+            .ok_or_else(|| KestrelError::NoAdapter {
+                backends: format!("{backends:?}"),
+                filter: filter.clone(),
+                available: if available.is_empty() { "none".into() } else { available },
+            })?;
+        let adapter_info = adapter.get_info();
+        let features = adapter.features() & wanted_features(opts);
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("kestrel"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| KestrelError::RequestDevice(e.to_string()))?;
+
+        let gpu_errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = gpu_errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("wgpu: {e}");
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+
+        let mut caps = Capabilities::new(device.features(), &device.limits(), &adapter_info);
+        if let Some(over) = opts.max_binding_override {
+            caps.max_storage_binding = caps.max_storage_binding.min(over.max(caps.storage_offset_alignment as u64 * 4));
+        }
+        let cache_file = opts.resolved_cache_dir().and_then(|dir| {
+            wgpu::util::pipeline_cache_key(&adapter_info).map(|key| dir.join(key))
+        });
+        let pipelines = PipelineCache::new(&device, &caps, cache_file);
+        log::info!(
+            "kestrel: adapter {} ({}, {:?}), f16={} subgroups={} timestamps={}",
+            adapter_info.name,
+            adapter_info.backend.to_str(),
+            adapter_info.device_type,
+            caps.f16,
+            caps.subgroups,
+            caps.timestamp
+        );
+        Ok(Arc::new(Context {
+            adapter_info,
+            device,
+            queue,
+            caps,
+            limits,
+            pipelines,
+            pool: BufferPool::default(),
+            gpu_errors,
+        }))
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Effective capabilities (after any forced fallbacks).
+    pub fn caps(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The device limits as granted (the adapter's own).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The chosen adapter.
+    pub fn adapter(&self) -> AdapterSummary {
+        AdapterSummary::from_info(&self.adapter_info)
+    }
+
+    /// The pipeline cache.
+    pub fn pipelines(&self) -> &PipelineCache {
+        &self.pipelines
+    }
+
+    /// The buffer pool.
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
+    }
+
+    /// Persists the driver pipeline cache (where supported) so the next run compiles faster.
+    pub fn save_pipeline_cache(&self) {
+        self.pipelines.save();
+    }
+
+    /// Blocks until all submitted work is done, then reports any GPU error raised meanwhile.
+    pub fn sync(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| KestrelError::Gpu(e.to_string()))?;
+        self.take_gpu_error()
+    }
+
+    /// Returns the first GPU error recorded since the last call, if any.
+    pub fn take_gpu_error(&self) -> Result<()> {
+        let mut errs = match self.gpu_errors.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if errs.is_empty() {
+            return Ok(());
+        }
+        let msg = errs.join("; ");
+        errs.clear();
+        Err(KestrelError::Gpu(msg))
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        self.pipelines.save();
+    }
+}

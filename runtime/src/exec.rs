@@ -1,0 +1,342 @@
+//! Recording a forward pass: every dispatch goes into one command encoder, submitted once.
+//!
+//! Ops append [`Dispatch`]es to a [`Recorder`]; nothing touches the GPU queue until
+//! [`Recorder::submit`]. Kernel parameters of the whole pass are packed into one uniform buffer.
+//! Binding 0 of every kernel is its parameter struct; storage bindings follow from 1.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::context::Context;
+use crate::error::{KestrelError, Result};
+use crate::pipeline::{Kernel, KernelKey};
+use crate::pool::{BufferKind, PooledBuffer};
+use crate::profile::{DispatchTiming, Profile, TimingSource};
+use crate::shader::Defines;
+use crate::tensor::Tensor;
+
+/// A byte window of a buffer bound as one storage binding.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    buf: Arc<PooledBuffer>,
+    offset: u64,
+    size: u64,
+}
+
+impl Binding {
+    /// The whole buffer of a tensor.
+    pub fn whole(t: &Tensor) -> Binding {
+        let size = t.byte_size().div_ceil(16).max(1) * 16;
+        Binding { buf: t.pooled().clone(), offset: 0, size: size.min(t.pooled().size()) }
+    }
+
+    /// `size` bytes of a tensor's buffer from byte `offset` (aligned by the caller).
+    pub fn window(t: &Tensor, offset: u64, size: u64) -> Binding {
+        let size = size.div_ceil(4).max(1) * 4;
+        let size = size.min(t.pooled().size().saturating_sub(offset));
+        Binding { buf: t.pooled().clone(), offset, size }
+    }
+}
+
+/// One kernel launch.
+#[derive(Debug)]
+pub struct Dispatch {
+    /// The compiled kernel.
+    pub kernel: Arc<Kernel>,
+    /// Storage bindings 1..=n.
+    pub bindings: Vec<Binding>,
+    /// Bytes of the parameter struct (binding 0).
+    pub params: Vec<u8>,
+    /// Workgroup counts.
+    pub workgroups: [u32; 3],
+    /// Op name for profiles (e.g. `matmul`).
+    pub op: &'static str,
+    /// Human-readable shape summary for profiles.
+    pub shape: String,
+    /// Floating-point operations done (for GFLOP/s).
+    pub flops: u64,
+    /// Bytes read and written (for GB/s).
+    pub bytes: u64,
+}
+
+struct Recorded {
+    dispatch: Dispatch,
+    param_offset: u64,
+    param_size: u64,
+}
+
+/// Collects the dispatches of one forward pass.
+pub struct Recorder {
+    ctx: Arc<Context>,
+    cmds: Vec<Recorded>,
+    params: Vec<u8>,
+    profile: bool,
+}
+
+/// Splits `groups` workgroups into an `[x, y, 1]` grid within the per-dimension limit.
+/// Kernels recover the linear index as `wg.y * num_workgroups.x + wg.x` and bound-check it.
+pub fn grid(groups: u64, max_per_dim: u32) -> Result<[u32; 3]> {
+    let max = u64::from(max_per_dim.max(1));
+    if groups <= max {
+        return Ok([groups.max(1) as u32, 1, 1]);
+    }
+    let y = groups.div_ceil(max);
+    if y > max {
+        return Err(KestrelError::InvalidArgument { op: "dispatch", detail: format!("{groups} workgroups exceed the grid") });
+    }
+    Ok([groups.div_ceil(y) as u32, y as u32, 1])
+}
+
+impl Recorder {
+    /// A recorder without profiling.
+    pub fn new(ctx: &Arc<Context>) -> Recorder {
+        Recorder { ctx: ctx.clone(), cmds: Vec::new(), params: Vec::new(), profile: false }
+    }
+
+    /// A recorder that times every dispatch (GPU timestamps when the device has them).
+    pub fn with_profiling(ctx: &Arc<Context>) -> Recorder {
+        Recorder { profile: true, ..Recorder::new(ctx) }
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Number of dispatches recorded so far.
+    pub fn len(&self) -> usize {
+        self.cmds.len()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.cmds.is_empty()
+    }
+
+    /// Fetches (compiling once) a kernel variant.
+    pub fn kernel(&self, family: &'static str, entry: &'static str, defines: Defines) -> Result<Arc<Kernel>> {
+        self.ctx.pipelines().get(self.ctx.device(), &KernelKey { family, entry, defines })
+    }
+
+    /// Records one dispatch.
+    pub fn dispatch(&mut self, d: Dispatch) -> Result<()> {
+        let caps = self.ctx.caps();
+        for b in &d.bindings {
+            if b.offset % u64::from(caps.storage_offset_alignment) != 0 || b.size > self.ctx.limits().max_storage_buffer_binding_size {
+                return Err(KestrelError::InvalidArgument {
+                    op: d.op,
+                    detail: format!("binding window offset {} size {} violates device limits", b.offset, b.size),
+                });
+            }
+        }
+        if d.workgroups.iter().any(|&w| w > caps.max_workgroups_per_dim) {
+            return Err(KestrelError::InvalidArgument { op: d.op, detail: format!("grid {:?} too large", d.workgroups) });
+        }
+        let align = u64::from(caps.uniform_offset_alignment.max(16));
+        let param_offset = (self.params.len() as u64).div_ceil(align) * align;
+        let param_size = (d.params.len() as u64).div_ceil(16).max(1) * 16;
+        self.params.resize(param_offset as usize, 0);
+        self.params.extend_from_slice(&d.params);
+        self.params.resize((param_offset + param_size) as usize, 0);
+        self.cmds.push(Recorded { dispatch: d, param_offset, param_size });
+        Ok(())
+    }
+
+    /// Encodes everything into one command encoder and submits it; returns without waiting.
+    pub fn submit(self) -> Result<()> {
+        self.encode_and_submit().map(|_| ())
+    }
+
+    /// Submits and waits; returns the timings when profiling was requested.
+    pub fn finish(self) -> Result<Option<Profile>> {
+        let profile = self.profile;
+        let start = Instant::now();
+        let (cmds, queries) = self.encode_and_submit()?;
+        let ctx = cmds.0;
+        ctx.sync()?;
+        let wall_ns = start.elapsed().as_nanos() as u64;
+        if !profile {
+            return Ok(None);
+        }
+        let gpu = match queries {
+            Some(q) => Some(q.read(&ctx)?),
+            None => None,
+        };
+        let source = if gpu.is_some() { TimingSource::GpuTimestamps } else { TimingSource::CpuWall };
+        let dispatches = cmds
+            .1
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| DispatchTiming {
+                op: d.op,
+                kernel: d.kernel_name,
+                shape: d.shape,
+                flops: d.flops,
+                bytes: d.bytes,
+                gpu_ns: gpu.as_ref().and_then(|g| g.get(i).copied()),
+            })
+            .collect();
+        Ok(Some(Profile { dispatches, wall_ns, source }))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn encode_and_submit(self) -> Result<((Arc<Context>, Vec<Meta>), Option<Queries>)> {
+        let ctx = self.ctx.clone();
+        let device = ctx.device();
+        let mut meta = Vec::with_capacity(self.cmds.len());
+        if self.cmds.is_empty() {
+            return Ok(((ctx, meta), None));
+        }
+        let params = ctx.pool().get(device, self.params.len() as u64, BufferKind::Uniform);
+        ctx.queue().write_buffer(params.buffer(), 0, &self.params);
+        let bind_groups: Vec<wgpu::BindGroup> = self
+            .cmds
+            .iter()
+            .map(|c| {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: params.buffer(),
+                        offset: c.param_offset,
+                        size: wgpu::BufferSize::new(c.param_size),
+                    }),
+                }];
+                for (i, b) in c.dispatch.bindings.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: b.buf.buffer(),
+                            offset: b.offset,
+                            size: wgpu::BufferSize::new(b.size),
+                        }),
+                    });
+                }
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &c.dispatch.kernel.layout,
+                    entries: &entries,
+                })
+            })
+            .collect();
+
+        let queries = if self.profile && ctx.caps().timestamp { Some(Queries::new(&ctx, self.cmds.len())) } else { None };
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("kestrel-pass") });
+        match &queries {
+            Some(q) => {
+                for (i, (c, bg)) in self.cmds.iter().zip(&bind_groups).enumerate() {
+                    let (set, idx) = q.slot(i);
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(c.dispatch.op),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: set,
+                            beginning_of_pass_write_index: Some(idx),
+                            end_of_pass_write_index: Some(idx + 1),
+                        }),
+                    });
+                    record(&mut pass, c, bg);
+                }
+                q.resolve(&mut enc);
+            }
+            None => {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kestrel"), timestamp_writes: None });
+                for (c, bg) in self.cmds.iter().zip(&bind_groups) {
+                    record(&mut pass, c, bg);
+                }
+            }
+        }
+        ctx.queue().submit([enc.finish()]);
+        for c in self.cmds {
+            let d = c.dispatch;
+            meta.push(Meta { op: d.op, kernel_name: d.kernel.name.clone(), shape: d.shape, flops: d.flops, bytes: d.bytes });
+        }
+        drop(params);
+        Ok(((ctx, meta), queries))
+    }
+}
+
+struct Meta {
+    op: &'static str,
+    kernel_name: String,
+    shape: String,
+    flops: u64,
+    bytes: u64,
+}
+
+fn record(pass: &mut wgpu::ComputePass<'_>, c: &Recorded, bg: &wgpu::BindGroup) {
+    pass.set_pipeline(&c.dispatch.kernel.pipeline);
+    pass.set_bind_group(0, bg, &[]);
+    let [x, y, z] = c.dispatch.workgroups;
+    pass.dispatch_workgroups(x, y, z);
+}
+
+/// Timestamp query sets for one profiled pass (two queries per dispatch).
+struct Queries {
+    sets: Vec<wgpu::QuerySet>,
+    resolve: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    count: usize,
+}
+
+/// Queries per query set (wgpu's maximum is 4096).
+const QUERIES_PER_SET: usize = 4096;
+
+impl Queries {
+    fn new(ctx: &Context, dispatches: usize) -> Queries {
+        let total = dispatches * 2;
+        let sets = (0..total.div_ceil(QUERIES_PER_SET))
+            .map(|s| {
+                let n = (total - s * QUERIES_PER_SET).min(QUERIES_PER_SET);
+                ctx.device().create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("kestrel-timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: n as u32,
+                })
+            })
+            .collect();
+        let bytes = (total * 8) as u64;
+        let resolve = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kestrel-timestamps-resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kestrel-timestamps-staging"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Queries { sets, resolve, staging, count: total }
+    }
+
+    fn slot(&self, dispatch: usize) -> (&wgpu::QuerySet, u32) {
+        let q = dispatch * 2;
+        (&self.sets[q / QUERIES_PER_SET], (q % QUERIES_PER_SET) as u32)
+    }
+
+    fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
+        for (s, set) in self.sets.iter().enumerate() {
+            let n = (self.count - s * QUERIES_PER_SET).min(QUERIES_PER_SET);
+            enc.resolve_query_set(set, 0..n as u32, &self.resolve, (s * QUERIES_PER_SET * 8) as u64);
+        }
+        enc.copy_buffer_to_buffer(&self.resolve, 0, &self.staging, 0, (self.count * 8) as u64);
+    }
+
+    /// Reads back per-dispatch durations in nanoseconds (after the work completed).
+    fn read(&self, ctx: &Context) -> Result<Vec<u64>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        ctx.sync()?;
+        rx.recv()
+            .map_err(|e| KestrelError::Readback(e.to_string()))?
+            .map_err(|e| KestrelError::Readback(e.to_string()))?;
+        let view = self.staging.get_mapped_range(..).map_err(|e| KestrelError::Readback(e.to_string()))?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&view);
+        drop(view);
+        self.staging.unmap();
+        let period = f64::from(ctx.queue().get_timestamp_period());
+        Ok(ticks.chunks_exact(2).map(|p| (p[1].saturating_sub(p[0]) as f64 * period) as u64).collect())
+    }
+}

@@ -1,0 +1,45 @@
+//! Ops: shape checks, kernel selection and dispatch. Each op records into a [`Recorder`]
+//! and returns its output tensor; the CPU reference of every op is in [`crate::reference`].
+//!
+//! [`Recorder`]: crate::exec::Recorder
+
+pub mod elementwise;
+
+use crate::caps::Capabilities;
+
+/// Serialises a parameter struct for binding 0.
+pub(crate) fn param_bytes<T: bytemuck::Pod>(p: &T) -> Vec<u8> {
+    bytemuck::bytes_of(p).to_vec()
+}
+
+/// A storage-binding window over part of a tensor's buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    /// Byte offset of the window (aligned to the device's storage offset alignment).
+    pub byte_offset: u64,
+    /// Byte size of the window.
+    pub byte_size: u64,
+    /// Element index (in the whole tensor) at which the window begins.
+    pub elem_start: usize,
+}
+
+/// The window that covers elements `[start, start + count)` of a tensor with `esize`-byte
+/// elements: the start is aligned down to the storage offset alignment.
+pub(crate) fn window(caps: &Capabilities, start: usize, count: usize, esize: usize) -> Window {
+    let align = u64::from(caps.storage_offset_alignment);
+    let begin = (start * esize) as u64;
+    let aligned = begin / align * align;
+    let end = ((start + count) * esize) as u64;
+    Window { byte_offset: aligned, byte_size: end - aligned, elem_start: (aligned / esize as u64) as usize }
+}
+
+/// Most elements one window may hold, leaving room for the alignment slack and vec4 tails.
+pub(crate) fn max_window_elems(caps: &Capabilities, esize: usize) -> usize {
+    let usable = caps.max_storage_binding.saturating_sub(u64::from(caps.storage_offset_alignment) + 64);
+    (usable / esize as u64) as usize
+}
+
+/// Workgroups needed for `n` items at `per_group` items each.
+pub(crate) fn groups(n: usize, per_group: usize) -> u64 {
+    n.div_ceil(per_group) as u64
+}

@@ -1,0 +1,149 @@
+//! WGSL sources (from `shaders/`) and the tiny preprocessor that makes their variants.
+//!
+//! A source may contain `#if NAME`, `#else`, `#endif` lines (nesting allowed; `NAME` is true when
+//! defined and not `"0"`), and `{{NAME}}` placeholders replaced by the define's value. This is all
+//! the variation kernels need: `enable f16;`, storage element types, workgroup sizes, and the
+//! expression of an activation.
+
+use crate::error::{KestrelError, Result};
+
+/// Every kernel family: its name and WGSL text. One file per family in `shaders/`.
+pub const FAMILIES: &[(&str, &str)] = &[
+    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+];
+
+/// Returns the WGSL source of a kernel family.
+pub fn source(family: &str) -> Result<&'static str> {
+    FAMILIES
+        .iter()
+        .find(|(name, _)| *name == family)
+        .map(|(_, src)| *src)
+        .ok_or_else(|| KestrelError::Shader {
+            family: family.to_string(),
+            variant: String::new(),
+            message: "unknown kernel family".into(),
+        })
+}
+
+/// A set of preprocessor defines, kept sorted so equal variants have equal keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Defines(Vec<(String, String)>);
+
+impl Defines {
+    /// An empty set.
+    pub fn new() -> Self {
+        Defines(Vec::new())
+    }
+
+    /// Adds or replaces a define.
+    pub fn set(mut self, name: &str, value: impl ToString) -> Self {
+        let value = value.to_string();
+        match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name.to_string(), value)),
+        }
+        self
+    }
+
+    /// Adds a boolean flag (`1` when on, absent when off).
+    pub fn flag(self, name: &str, on: bool) -> Self {
+        if on { self.set(name, 1) } else { self }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn is_true(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|v| v != "0" && v != "false")
+    }
+
+    /// A stable text form, used in pipeline keys and error messages.
+    pub fn key(&self) -> String {
+        self.0.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Expands `#if/#else/#endif` blocks and `{{NAME}}` placeholders.
+pub fn preprocess(family: &str, src: &str, defines: &Defines) -> Result<String> {
+    let err = |message: String| KestrelError::Shader { family: family.to_string(), variant: defines.key(), message };
+    // Each stack entry: (this block is active, an enclosing block is active).
+    let mut stack: Vec<(bool, bool)> = Vec::new();
+    let mut out = String::with_capacity(src.len());
+    for (lineno, line) in src.lines().enumerate() {
+        let t = line.trim_start();
+        let active = stack.last().is_none_or(|&(a, p)| a && p);
+        if let Some(rest) = t.strip_prefix("#if ") {
+            stack.push((defines.is_true(rest.trim()), active));
+        } else if t.starts_with("#else") {
+            let top = stack.last_mut().ok_or_else(|| err(format!("line {}: #else without #if", lineno + 1)))?;
+            top.0 = !top.0;
+        } else if t.starts_with("#endif") {
+            stack.pop().ok_or_else(|| err(format!("line {}: #endif without #if", lineno + 1)))?;
+        } else if active {
+            out.push_str(&substitute(line, defines).map_err(|m| err(format!("line {}: {m}", lineno + 1)))?);
+            out.push('\n');
+        }
+    }
+    if !stack.is_empty() {
+        return Err(err("unterminated #if".into()));
+    }
+    Ok(out)
+}
+
+fn substitute(line: &str, defines: &Defines) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or("unclosed {{")?;
+        let name = after[..end].trim();
+        out.push_str(defines.get(name).ok_or_else(|| format!("undefined placeholder {{{{{name}}}}}"))?);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses and validates WGSL with naga (all capabilities a variant may use allowed).
+pub fn validate(family: &str, variant: &Defines, wgsl: &str) -> Result<()> {
+    let err = |message: String| KestrelError::Shader { family: family.to_string(), variant: variant.key(), message };
+    let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| err(e.emit_to_string(wgsl)))?;
+    let caps = naga::valid::Capabilities::SHADER_FLOAT16
+        | naga::valid::Capabilities::SUBGROUP
+        | naga::valid::Capabilities::SUBGROUP_BARRIER;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .map_err(|e| err(e.emit_to_string(wgsl)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_else_endif_and_placeholders() {
+        let src = "a\n#if X\nb {{V}}\n#if Y\nc\n#else\nd\n#endif\n#else\ne\n#endif\nf";
+        let d = Defines::new().flag("X", true).set("V", 7);
+        assert_eq!(preprocess("t", src, &d).unwrap(), "a\nb 7\nd\nf\n");
+        let d = Defines::new().set("V", 1);
+        assert_eq!(preprocess("t", src, &d).unwrap(), "a\ne\nf\n");
+    }
+
+    #[test]
+    fn errors_are_reported() {
+        assert!(preprocess("t", "#if A\n", &Defines::new()).is_err());
+        assert!(preprocess("t", "#endif\n", &Defines::new()).is_err());
+        assert!(preprocess("t", "x {{MISSING}}\n", &Defines::new()).is_err());
+    }
+
+    #[test]
+    fn defines_key_is_order_independent() {
+        let a = Defines::new().set("B", 1).set("A", 2);
+        let b = Defines::new().set("A", 2).set("B", 1);
+        assert_eq!(a, b);
+        assert_eq!(a.key(), "A=2,B=1");
+    }
+}

@@ -1,0 +1,201 @@
+//! Tensors: a shape, an element type and a pooled GPU buffer.
+
+use std::sync::Arc;
+
+use crate::context::Context;
+use crate::dtype::DType;
+use crate::error::{KestrelError, Result};
+use crate::pool::{BufferKind, PooledBuffer};
+
+/// A dense, row-major tensor in GPU memory. Cloning shares the buffer.
+#[derive(Clone)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    dtype: DType,
+    buf: Arc<PooledBuffer>,
+    ctx: Arc<Context>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?}, {})", self.shape, self.dtype.name())
+    }
+}
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// An uninitialised tensor (contents are whatever the pooled buffer held).
+    pub fn empty(ctx: &Arc<Context>, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let bytes = (numel(shape) as u64)
+            .checked_mul(dtype.size() as u64)
+            .ok_or(KestrelError::BufferTooLarge { requested: u64::MAX, limit: ctx.caps().max_buffer_size })?;
+        // Pad to 16 bytes so kernels may use vec4 loads; they mask the tail.
+        let padded = bytes.div_ceil(16) * 16;
+        let limit = ctx.caps().max_buffer_size;
+        if crate::pool::size_class(padded) > limit {
+            return Err(KestrelError::BufferTooLarge { requested: padded, limit });
+        }
+        let buf = ctx.pool().get(ctx.device(), padded, BufferKind::Storage);
+        Ok(Tensor { shape: shape.to_vec(), dtype, buf, ctx: ctx.clone() })
+    }
+
+    fn from_bytes(ctx: &Arc<Context>, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
+        let t = Tensor::empty(ctx, shape, dtype)?;
+        let mut data = bytes;
+        let padded;
+        if data.len() % 4 != 0 {
+            padded = [bytes, &[0u8; 2]].concat();
+            data = &padded;
+        }
+        if !data.is_empty() {
+            ctx.queue().write_buffer(t.buf.buffer(), 0, data);
+        }
+        Ok(t)
+    }
+
+    /// Uploads f32 data.
+    pub fn from_f32(ctx: &Arc<Context>, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        Tensor::from_bytes(ctx, shape, DType::F32, bytemuck::cast_slice(data))
+    }
+
+    /// Uploads f32 data converted to f16.
+    pub fn from_f32_as_f16(ctx: &Arc<Context>, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+        Tensor::from_bytes(ctx, shape, DType::F16, bytemuck::cast_slice(&h))
+    }
+
+    /// Uploads f16 data.
+    pub fn from_f16(ctx: &Arc<Context>, shape: &[usize], data: &[half::f16]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        Tensor::from_bytes(ctx, shape, DType::F16, bytemuck::cast_slice(data))
+    }
+
+    /// Uploads u32 data (indices, token ids).
+    pub fn from_u32(ctx: &Arc<Context>, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        check_len(shape, data.len())?;
+        Tensor::from_bytes(ctx, shape, DType::U32, bytemuck::cast_slice(data))
+    }
+
+    /// Uploads f32 data and stores it as `dtype` (f32 or f16).
+    pub fn from_f32_as(ctx: &Arc<Context>, shape: &[usize], data: &[f32], dtype: DType) -> Result<Tensor> {
+        match dtype {
+            DType::F32 => Tensor::from_f32(ctx, shape, data),
+            DType::F16 => Tensor::from_f32_as_f16(ctx, shape, data),
+            DType::U32 => Err(KestrelError::UnsupportedDtype { op: "from_f32_as", dtype }),
+        }
+    }
+
+    /// Shape (row-major, last dimension contiguous).
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    /// Bytes of data (without padding).
+    pub fn byte_size(&self) -> u64 {
+        (self.numel() * self.dtype.size()) as u64
+    }
+
+    /// The underlying GPU buffer.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.buffer()
+    }
+
+    /// The pooled buffer handle (kept alive by recorded work until it is submitted).
+    pub fn pooled(&self) -> &Arc<PooledBuffer> {
+        &self.buf
+    }
+
+    /// The context the tensor lives on.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Same data, new shape with the same number of elements (no copy).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(KestrelError::Shape {
+                op: "reshape",
+                detail: format!("{:?} has {} elements, {:?} has {}", self.shape, self.numel(), shape, numel(shape)),
+            });
+        }
+        Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
+    }
+
+    /// Downloads the raw bytes (waits for all submitted work).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let bytes = self.byte_size();
+        let copy = bytes.div_ceil(4) * 4;
+        if copy == 0 {
+            return Ok(Vec::new());
+        }
+        let device = self.ctx.device();
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kestrel-readback"),
+            size: copy,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, copy);
+        self.ctx.queue().submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx.sync()?;
+        rx.recv()
+            .map_err(|e| KestrelError::Readback(e.to_string()))?
+            .map_err(|e| KestrelError::Readback(e.to_string()))?;
+        let view = staging.get_mapped_range(..).map_err(|e| KestrelError::Readback(e.to_string()))?;
+        let mut out = view.to_vec();
+        drop(view);
+        staging.unmap();
+        out.truncate(bytes as usize);
+        Ok(out)
+    }
+
+    /// Downloads as f32 (f16 is widened).
+    pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        let bytes = self.to_bytes()?;
+        match self.dtype {
+            DType::F32 => Ok(bytemuck::pod_collect_to_vec(&bytes)),
+            DType::F16 => {
+                let h: Vec<half::f16> = bytemuck::pod_collect_to_vec(&bytes);
+                Ok(h.iter().map(|x| x.to_f32()).collect())
+            }
+            DType::U32 => Err(KestrelError::UnsupportedDtype { op: "to_vec_f32", dtype: self.dtype }),
+        }
+    }
+
+    /// Downloads as u32.
+    pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
+        if self.dtype != DType::U32 {
+            return Err(KestrelError::UnsupportedDtype { op: "to_vec_u32", dtype: self.dtype });
+        }
+        Ok(bytemuck::pod_collect_to_vec(&self.to_bytes()?))
+    }
+}
+
+fn check_len(shape: &[usize], got: usize) -> Result<()> {
+    let expected = numel(shape);
+    if expected != got {
+        return Err(KestrelError::DataLength { expected, got });
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Shared harness of the kernel tests: one context per configuration, seeded data, and
+//! comparisons against the CPU reference.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use kestrel::{Context, ContextOptions};
+
+/// The shapes every kernel is tried at: 1, odd primes, tile-size neighbours, ViT token counts.
+pub const AWKWARD: &[usize] = &[1, 7, 33, 197, 577];
+
+fn make(opts: ContextOptions) -> Arc<Context> {
+    match Context::new(&opts) {
+        Ok(c) => c,
+        Err(e) => panic!("cannot create a GPU context (is lavapipe installed?): {e}"),
+    }
+}
+
+/// The device with every fast path it offers.
+pub fn fast() -> Arc<Context> {
+    static C: OnceLock<Arc<Context>> = OnceLock::new();
+    C.get_or_init(|| make(ContextOptions::from_env())).clone()
+}
+
+/// The same device with f16 and subgroups hidden, so fallback kernels run.
+pub fn fallback() -> Arc<Context> {
+    static C: OnceLock<Arc<Context>> = OnceLock::new();
+    C.get_or_init(|| make(ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() }))
+        .clone()
+}
+
+/// The same device with a 1 MiB storage-binding limit, so chunked (windowed) paths run at
+/// small sizes.
+pub fn small_bindings() -> Arc<Context> {
+    static C: OnceLock<Arc<Context>> = OnceLock::new();
+    C.get_or_init(|| make(ContextOptions { max_binding_override: Some(1 << 20), ..ContextOptions::from_env() }))
+        .clone()
+}
+
+/// Both configurations, labelled.
+pub fn all() -> Vec<(&'static str, Arc<Context>)> {
+    vec![("fast", fast()), ("fallback", fallback())]
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (xorshift64*).
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            let r = s.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            ((r >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Asserts `|got - want| <= atol + rtol·|want|` everywhere; names the first offender.
+#[track_caller]
+pub fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0f32);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let tol = atol + rtol * w.abs();
+        if !(err <= tol) {
+            panic!("{what}: element {i}: got {g}, want {w} (|Δ| {err} > tol {tol})");
+        }
+        if err > worst.1 {
+            worst = (i, err);
+        }
+    }
+}
+
+/// Rounds through f16, as an f16 tensor stores values.
+pub fn f16_round(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
