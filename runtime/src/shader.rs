@@ -9,6 +9,7 @@ use crate::error::{KestrelError, Result};
 
 /// Every kernel family: its name and WGSL text. One file per family in `shaders/`.
 pub const FAMILIES: &[(&str, &str)] = &[
+    ("copy", include_str!("../../shaders/copy.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
 ];
 
@@ -111,6 +112,7 @@ pub fn validate(family: &str, variant: &Defines, wgsl: &str) -> Result<()> {
     let err = |message: String| KestrelError::Shader { family: family.to_string(), variant: variant.key(), message };
     let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| err(e.emit_to_string(wgsl)))?;
     let caps = naga::valid::Capabilities::SHADER_FLOAT16
+        | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
         | naga::valid::Capabilities::SUBGROUP
         | naga::valid::Capabilities::SUBGROUP_BARRIER;
     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)

@@ -5,6 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::exec::{Binding, Dispatch, Recorder, grid};
+use crate::pipeline::KernelKey;
 use crate::ops::{groups, max_window_elems, param_bytes, window};
 use crate::shader::Defines;
 use crate::tensor::Tensor;
@@ -335,3 +336,40 @@ pub fn cast(rec: &mut Recorder, x: &Tensor, dtype: DType) -> Result<Tensor> {
     })?;
     Ok(out)
 }
+
+/// Every kernel variant this module can select (validated by the shader test).
+pub fn variants() -> Vec<KernelKey> {
+    let mut v: Vec<KernelKey> = ALL_UNARY
+        .iter()
+        .map(|op| KernelKey {
+            family: "elementwise",
+            entry: "unary",
+            defines: Defines::new().flag("UNARY", true).set("EXPR", op.wgsl()),
+        })
+        .collect();
+    for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div] {
+        for same in [false, true] {
+            v.push(KernelKey {
+                family: "elementwise",
+                entry: "binary",
+                defines: Defines::new().flag("BINARY", true).flag("SAME_SHAPE", same).set("OP", op.wgsl()),
+            });
+        }
+    }
+    v.push(KernelKey { family: "elementwise", entry: "cast_f32_to_f16", defines: Defines::new().flag("CAST_TO_F16", true) });
+    v.push(KernelKey { family: "elementwise", entry: "cast_f16_to_f32", defines: Defines::new().flag("CAST_TO_F32", true) });
+    v
+}
+
+/// One of each unary op (parameters of `Scale` do not change the kernel).
+pub const ALL_UNARY: &[Unary] = &[
+    Unary::Relu,
+    Unary::Sigmoid,
+    Unary::Silu,
+    Unary::GeluErf,
+    Unary::GeluTanh,
+    Unary::QuickGelu,
+    Unary::Hardswish,
+    Unary::Hardsigmoid,
+    Unary::Scale { alpha: 1.0, beta: 0.0 },
+];

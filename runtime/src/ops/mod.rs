@@ -3,6 +3,7 @@
 //!
 //! [`Recorder`]: crate::exec::Recorder
 
+pub mod copy;
 pub mod elementwise;
 
 use crate::caps::Capabilities;
@@ -42,4 +43,11 @@ pub(crate) fn max_window_elems(caps: &Capabilities, esize: usize) -> usize {
 /// Workgroups needed for `n` items at `per_group` items each.
 pub(crate) fn groups(n: usize, per_group: usize) -> u64 {
     n.div_ceil(per_group) as u64
+}
+
+/// Every kernel variant any op can select: the shader test preprocesses and validates each.
+pub fn all_variants() -> Vec<crate::pipeline::KernelKey> {
+    let mut v = elementwise::variants();
+    v.extend(copy::variants());
+    v
 }

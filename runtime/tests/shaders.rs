@@ -1,0 +1,29 @@
+//! Every WGSL file parses, and every kernel variant an op can select preprocesses and
+//! validates with naga (with f16 and subgroup capabilities allowed).
+
+use kestrel::ops::all_variants;
+use kestrel::shader::{Defines, FAMILIES, preprocess, source, validate};
+
+#[test]
+fn every_variant_validates() {
+    let variants = all_variants();
+    assert!(!variants.is_empty());
+    for key in &variants {
+        let src = source(key.family).unwrap();
+        let wgsl = preprocess(key.family, src, &key.defines).unwrap();
+        if let Err(e) = validate(key.family, &key.defines, &wgsl) {
+            panic!("{e}");
+        }
+        assert!(wgsl.contains(&format!("fn {}(", key.entry)), "{}: entry {} missing", key.family, key.entry);
+        assert!(!wgsl.contains("enable subgroups"), "{}: WGSL must not say `enable subgroups;`", key.family);
+    }
+}
+
+#[test]
+fn every_family_is_used_by_some_variant() {
+    let variants = all_variants();
+    for (family, _) in FAMILIES {
+        assert!(variants.iter().any(|k| k.family == *family), "family {family} has no variant");
+    }
+    let _ = Defines::new();
+}
