@@ -11,6 +11,9 @@ use crate::error::{KestrelError, Result};
 pub const FAMILIES: &[(&str, &str)] = &[
     ("copy", include_str!("../../shaders/copy.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("gemv", include_str!("../../shaders/gemv.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_baseline", include_str!("../../shaders/matmul_baseline.wgsl")),
 ];
 
 /// Returns the WGSL source of a kernel family.

@@ -5,6 +5,8 @@
 
 pub mod copy;
 pub mod elementwise;
+pub mod gemv;
+pub mod matmul;
 
 use crate::caps::Capabilities;
 
@@ -49,5 +51,7 @@ pub(crate) fn groups(n: usize, per_group: usize) -> u64 {
 pub fn all_variants() -> Vec<crate::pipeline::KernelKey> {
     let mut v = elementwise::variants();
     v.extend(copy::variants());
+    v.extend(gemv::variants());
+    v.extend(matmul::variants());
     v
 }

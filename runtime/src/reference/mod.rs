@@ -2,3 +2,4 @@
 //! op-by-op backend check. Written for clarity, not speed; all arithmetic in f64 where it is cheap.
 
 pub mod elementwise;
+pub mod matmul;

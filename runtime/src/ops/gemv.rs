@@ -1,0 +1,141 @@
+//! Matrix-vector product for M = 1 (decode): `y = W·x (+ bias)` with W stored `[N, K]`.
+//! Subgroup-reduction and workgroup-reduction variants; W larger than one storage binding is
+//! split into row windows.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::caps::Capabilities;
+use crate::dtype::DType;
+use crate::error::{KestrelError, Result};
+use crate::exec::{Binding, Dispatch, Recorder, grid};
+use crate::ops::{groups, max_window_elems, param_bytes, window};
+use crate::pipeline::KernelKey;
+use crate::shader::Defines;
+use crate::tensor::Tensor;
+
+/// Which reduction a GEMV uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemvVariant {
+    /// Subgroups when the device has them (and its subgroups fit a 64-invocation row).
+    Auto,
+    /// `subgroupAdd` reduction (an error where unsupported).
+    Subgroup,
+    /// Shared-memory tree reduction (works everywhere).
+    Workgroup,
+}
+
+/// Outputs per workgroup.
+const ROWS: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct Params {
+    n: u32,
+    k: u32,
+    w_off: u32,
+    y_off: u32,
+    bias_off: u32,
+    pad: [u32; 3],
+}
+
+/// True when the subgroup variant is valid on this device: subgroups exist and never straddle
+/// the 64-invocation row groups (sizes 4..=64).
+pub fn subgroup_ok(caps: &Capabilities) -> bool {
+    caps.subgroups && caps.subgroup_min_size >= 4 && caps.subgroup_max_size <= 64
+}
+
+fn key(native_f16: bool, w_f16: bool, vec4: bool, subgroup: bool, bias: bool) -> KernelKey {
+    KernelKey {
+        family: "gemv",
+        entry: "gemv",
+        defines: Defines::new()
+            .flag("F16", native_f16 && w_f16)
+            .flag("W_F16", w_f16)
+            .flag("W_VEC4", vec4)
+            .flag("SUBGROUP", subgroup)
+            .flag("BIAS", bias),
+    }
+}
+
+/// `y[n] = Σ_k x[k]·W[n, k] (+ bias[n])`; x f32 `[K]` or `[1, K]`, W f32/f16 `[N, K]`,
+/// y f32 with x's leading shape and N.
+pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, variant: GemvVariant) -> Result<Tensor> {
+    let err = |detail: String| KestrelError::Shape { op: "gemv", detail };
+    if x.dtype() != DType::F32 {
+        return Err(KestrelError::UnsupportedDtype { op: "gemv", dtype: x.dtype() });
+    }
+    let w_f16 = match w.dtype() {
+        DType::F32 => false,
+        DType::F16 => true,
+        d => return Err(KestrelError::UnsupportedDtype { op: "gemv", dtype: d }),
+    };
+    let &[n, k] = w.shape() else { return Err(err(format!("W {:?} must be [N, K]", w.shape()))) };
+    if x.numel() != k || x.shape().len() > 2 || x.shape().len() == 2 && x.shape()[0] != 1 {
+        return Err(err(format!("x {:?} must be [{k}] or [1, {k}]", x.shape())));
+    }
+    if let Some(b) = bias {
+        if b.dtype() != DType::F32 || b.shape() != [n] {
+            return Err(err(format!("bias {:?} must be f32 [{n}]", b.shape())));
+        }
+    }
+    let caps = rec.context().caps().clone();
+    let subgroup = match variant {
+        GemvVariant::Auto => subgroup_ok(&caps),
+        GemvVariant::Subgroup if subgroup_ok(&caps) => true,
+        GemvVariant::Subgroup => {
+            return Err(KestrelError::InvalidArgument { op: "gemv", detail: "device has no usable subgroups".into() });
+        }
+        GemvVariant::Workgroup => false,
+    };
+    let mut out_shape = x.shape()[..x.shape().len() - 1].to_vec();
+    out_shape.push(n);
+    let y = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let ew = w.dtype().size();
+    let rows_per_window = (max_window_elems(&caps, ew) / k.max(1)).min(n);
+    if rows_per_window == 0 || x.byte_size() > caps.max_storage_binding {
+        return Err(KestrelError::InvalidArgument { op: "gemv", detail: "one row of W exceeds a storage binding".into() });
+    }
+    let vec4 = k % 4 == 0;
+    let kernel = rec.kernel("gemv", "gemv", key(caps.f16, w_f16, vec4, subgroup, bias.is_some()).defines)?;
+    for n0 in (0..n).step_by(rows_per_window) {
+        let ncur = rows_per_window.min(n - n0);
+        let ww = window(&caps, n0 * k, ncur * k, ew);
+        let wy = window(&caps, n0, ncur, 4);
+        let params = Params {
+            n: ncur as u32,
+            k: k as u32,
+            w_off: (n0 * k - ww.elem_start) as u32,
+            y_off: (n0 - wy.elem_start) as u32,
+            bias_off: n0 as u32,
+            ..Default::default()
+        };
+        let mut bindings = vec![Binding::whole(x), Binding::window(w, ww.byte_offset, ww.byte_size), Binding::window(&y, wy.byte_offset, wy.byte_size)];
+        if let Some(b) = bias {
+            bindings.push(Binding::whole(b));
+        }
+        rec.dispatch(Dispatch {
+            kernel: kernel.clone(),
+            bindings,
+            params: param_bytes(&params),
+            workgroups: grid(groups(ncur, ROWS), caps.max_workgroups_per_dim)?,
+            op: "gemv",
+            shape: format!("[1,{k}]x[{n},{k}]^T"),
+            flops: 2 * (ncur * k) as u64,
+            bytes: (ncur * k * ew + k * 4 + ncur * 4) as u64,
+        })?;
+    }
+    Ok(y)
+}
+
+/// Every GEMV kernel variant.
+pub fn variants() -> Vec<KernelKey> {
+    let mut v = Vec::new();
+    for bits in 0u32..32 {
+        let on = |i: u32| bits & (1 << i) != 0;
+        if on(0) && !on(1) {
+            continue;
+        }
+        v.push(key(on(0), on(1), on(2), on(3), on(4)));
+    }
+    v
+}

@@ -1,0 +1,309 @@
+//! Matrix multiply: batched, optional bias, B transposed or not, f32/f16 storage, f32
+//! accumulation; M = 1 goes to [`gemv`](crate::ops::gemv). Operands larger than one storage
+//! binding are split into windows over M, N and (for a row-major B) K.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::dtype::DType;
+use crate::error::{KestrelError, Result};
+use crate::exec::{Binding, Dispatch, Recorder, grid};
+use crate::ops::gemv::{self, GemvVariant};
+use crate::ops::{max_window_elems, param_bytes, window};
+use crate::pipeline::KernelKey;
+use crate::shader::Defines;
+use crate::tensor::Tensor;
+
+/// Options of [`matmul`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MatmulOptions<'a> {
+    /// `[N]` f32 added to every output row.
+    pub bias: Option<&'a Tensor>,
+    /// B is stored `[N, K]` (a PyTorch `nn.Linear` weight) instead of `[K, N]`.
+    pub transpose_b: bool,
+}
+
+/// Output tile of one workgroup (rows and columns).
+const TILE: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    bias_off: u32,
+    a_bs: u32,
+    b_bs: u32,
+    c_bs: u32,
+    pad: [u32; 3],
+}
+
+/// Which kernel variant a product needs.
+#[derive(Clone, Copy, Debug)]
+struct Variant {
+    native_f16: bool,
+    a_f16: bool,
+    b_f16: bool,
+    a_vec4: bool,
+    b_vec4: bool,
+    trans_b: bool,
+    bias: bool,
+    accum: bool,
+}
+
+impl Variant {
+    fn key(self) -> KernelKey {
+        KernelKey {
+            family: "matmul",
+            entry: "matmul",
+            defines: Defines::new()
+                .flag("F16", self.native_f16 && (self.a_f16 || self.b_f16))
+                .flag("A_F16", self.a_f16)
+                .flag("B_F16", self.b_f16)
+                .flag("A_VEC4", self.a_vec4)
+                .flag("B_VEC4", self.b_vec4)
+                .flag("TRANS_B", self.trans_b)
+                .flag("BIAS", self.bias)
+                .flag("ACCUM", self.accum),
+        }
+    }
+}
+
+fn float_operand(op: &'static str, t: &Tensor) -> Result<bool> {
+    match t.dtype() {
+        DType::F32 => Ok(false),
+        DType::F16 => Ok(true),
+        d => Err(KestrelError::UnsupportedDtype { op, dtype: d }),
+    }
+}
+
+fn shape_err(detail: String) -> KestrelError {
+    KestrelError::Shape { op: "matmul", detail }
+}
+
+/// `C = A·B (+ bias)`. A is `[..batch, M, K]`; B is `[K, N]` (or `[N, K]` with
+/// `transpose_b`), either shared by all batches or with A's batch dimensions. C is f32
+/// `[..batch, M, N]`. A and B may each be f32 or f16.
+pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Tensor> {
+    let a_f16 = float_operand("matmul", a)?;
+    let b_f16 = float_operand("matmul", b)?;
+    let (ash, bsh) = (a.shape(), b.shape());
+    if ash.is_empty() || bsh.len() < 2 {
+        return Err(shape_err(format!("A {ash:?} needs rank >= 1 and B {bsh:?} rank >= 2")));
+    }
+    let (m, k) = if ash.len() == 1 { (1, ash[0]) } else { (ash[ash.len() - 2], ash[ash.len() - 1]) };
+    let batch_dims = if ash.len() > 2 { &ash[..ash.len() - 2] } else { &[][..] };
+    let batch: usize = batch_dims.iter().product();
+    let (kb, n) = if opts.transpose_b { (bsh[bsh.len() - 1], bsh[bsh.len() - 2]) } else { (bsh[bsh.len() - 2], bsh[bsh.len() - 1]) };
+    if kb != k {
+        return Err(shape_err(format!("A {ash:?} and B {bsh:?} (transpose_b={}) disagree on K", opts.transpose_b)));
+    }
+    let b_batched = bsh.len() > 2;
+    if b_batched && bsh[..bsh.len() - 2] != *batch_dims {
+        return Err(shape_err(format!("B {bsh:?} batch dims differ from A {ash:?}")));
+    }
+    if let Some(bias) = opts.bias {
+        if bias.dtype() != DType::F32 || bias.shape() != [n] {
+            return Err(shape_err(format!("bias {:?} ({}) must be f32 [{n}]", bias.shape(), bias.dtype().name())));
+        }
+    }
+    let mut out_shape: Vec<usize> = ash[..ash.len().saturating_sub(1)].to_vec();
+    out_shape.push(n);
+    for (what, v) in [("M", m), ("N", n), ("K", k), ("batch", batch)] {
+        if v == 0 || v > u32::MAX as usize / 4 {
+            return Err(KestrelError::InvalidArgument { op: "matmul", detail: format!("{what} = {v} out of range") });
+        }
+    }
+    if m == 1 && batch == 1 && opts.transpose_b {
+        let y = gemv::gemv(rec, &a.reshape(&[k])?, b, opts.bias, GemvVariant::Auto)?;
+        return y.reshape(&out_shape);
+    }
+    let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let caps = rec.context().caps().clone();
+    let (ea, eb) = (a.dtype().size(), b.dtype().size());
+    let variant = Variant {
+        native_f16: caps.f16,
+        a_f16,
+        b_f16,
+        a_vec4: k % 4 == 0,
+        b_vec4: if opts.transpose_b { k % 4 == 0 } else { n % 4 == 0 },
+        trans_b: opts.transpose_b,
+        bias: opts.bias.is_some(),
+        accum: false,
+    };
+    let flops_per_batch = 2 * (m * n * k) as u64;
+    let shape_label = format!("{ash:?}x{bsh:?}{}", if opts.transpose_b { "^T" } else { "" });
+    let b_elems = k * n;
+
+    let fits = |elems: usize, esize: usize| elems <= max_window_elems(&caps, esize);
+    let single = fits(batch * m * k, ea) && fits(if b_batched { batch } else { 1 } * b_elems, eb) && fits(batch * m * n, 4) && batch <= caps.max_workgroups_per_dim as usize;
+    if single {
+        let params = Params {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            lda: k as u32,
+            ldb: if opts.transpose_b { k } else { n } as u32,
+            ldc: n as u32,
+            a_bs: (m * k) as u32,
+            b_bs: if b_batched { b_elems as u32 } else { 0 },
+            c_bs: (m * n) as u32,
+            ..Default::default()
+        };
+        let mut bindings = vec![Binding::whole(a), Binding::whole(b), Binding::whole(&out)];
+        if let Some(bias) = opts.bias {
+            bindings.push(Binding::whole(bias));
+        }
+        rec.dispatch(Dispatch {
+            kernel: rec.kernel("matmul", "matmul", variant.key().defines)?,
+            bindings,
+            params: param_bytes(&params),
+            workgroups: [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, batch as u32],
+            op: "matmul",
+            shape: shape_label,
+            flops: flops_per_batch * batch as u64,
+            bytes: ((batch * m * k) * ea + b_elems * eb + batch * m * n * 4) as u64,
+        })?;
+        return Ok(out);
+    }
+
+    // Windowed: one batch at a time; M rows of A and C, N rows of a transposed B, or K rows of
+    // a row-major B (accumulating into C) per window.
+    let too_big = |what: &str| KestrelError::InvalidArgument { op: "matmul", detail: format!("one {what} exceeds a storage binding") };
+    let mc = (max_window_elems(&caps, ea) / k).min(max_window_elems(&caps, 4) / n).min(m);
+    if mc == 0 {
+        return Err(too_big("row of A or C"));
+    }
+    let (nc, kc) = if opts.transpose_b {
+        (max_window_elems(&caps, eb) / k, k)
+    } else if fits(b_elems, eb) {
+        (n, k)
+    } else {
+        (n, (max_window_elems(&caps, eb) / n) / 4 * 4)
+    };
+    if nc == 0 || kc == 0 {
+        return Err(too_big("row of B"));
+    }
+    let nc = nc.min(n);
+    for bi in 0..batch {
+        let bb = if b_batched { bi } else { 0 };
+        for m0 in (0..m).step_by(mc) {
+            let mcur = mc.min(m - m0);
+            let a_start = bi * m * k + m0 * k;
+            let wa = window(&caps, a_start, mcur * k, ea);
+            let c_start = bi * m * n + m0 * n;
+            let wc = window(&caps, c_start, mcur * n, 4);
+            for n0 in (0..n).step_by(nc) {
+                let ncur = nc.min(n - n0);
+                for k0 in (0..k).step_by(kc) {
+                    let kcur = kc.min(k - k0);
+                    let (b_start, b_count) =
+                        if opts.transpose_b { (bb * b_elems + n0 * k, ncur * k) } else { (bb * b_elems + k0 * n, kcur * n) };
+                    let wb = window(&caps, b_start, b_count, eb);
+                    let params = Params {
+                        m: mcur as u32,
+                        n: ncur as u32,
+                        k: kcur as u32,
+                        lda: k as u32,
+                        ldb: if opts.transpose_b { k } else { n } as u32,
+                        ldc: n as u32,
+                        a_off: (a_start - wa.elem_start + k0) as u32,
+                        b_off: (b_start - wb.elem_start) as u32,
+                        c_off: (c_start - wc.elem_start + n0) as u32,
+                        bias_off: n0 as u32,
+                        ..Default::default()
+                    };
+                    let v = Variant { bias: opts.bias.is_some() && k0 == 0, accum: k0 > 0, ..variant };
+                    let mut bindings = vec![
+                        Binding::window(a, wa.byte_offset, wa.byte_size),
+                        Binding::window(b, wb.byte_offset, wb.byte_size),
+                        Binding::window(&out, wc.byte_offset, wc.byte_size),
+                    ];
+                    if let (Some(bias), true) = (opts.bias, v.bias) {
+                        bindings.push(Binding::whole(bias));
+                    }
+                    rec.dispatch(Dispatch {
+                        kernel: rec.kernel("matmul", "matmul", v.key().defines)?,
+                        bindings,
+                        params: param_bytes(&params),
+                        workgroups: grid_2d(ncur, mcur, &caps)?,
+                        op: "matmul",
+                        shape: shape_label.clone(),
+                        flops: 2 * (mcur * ncur * kcur) as u64,
+                        bytes: (mcur * kcur * ea + ncur * kcur * eb + mcur * ncur * 4) as u64,
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn grid_2d(n: usize, m: usize, caps: &crate::caps::Capabilities) -> Result<[u32; 3]> {
+    let (x, y) = (n.div_ceil(TILE), m.div_ceil(TILE));
+    if x.max(y) > caps.max_workgroups_per_dim as usize {
+        return grid(u64::MAX, 0);
+    }
+    Ok([x as u32, y as u32, 1])
+}
+
+/// The 16×16 shared-memory tiled f32 kernel used as the benchmarks' yardstick
+/// (`A [M, K] · B [K, N]`, one output per invocation, no vectorisation).
+pub fn matmul_baseline(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dtype() != DType::F32 || b.dtype() != DType::F32 {
+        return Err(KestrelError::UnsupportedDtype { op: "matmul_baseline", dtype: DType::F16 });
+    }
+    let (&[m, k], &[kb, n]) = (a.shape(), b.shape()) else {
+        return Err(shape_err(format!("baseline takes 2-D operands, got {:?} and {:?}", a.shape(), b.shape())));
+    };
+    if k != kb {
+        return Err(shape_err(format!("{:?} x {:?}", a.shape(), b.shape())));
+    }
+    let caps = rec.context().caps().clone();
+    if a.byte_size().max(b.byte_size()).max((m * n * 4) as u64) > caps.max_storage_binding {
+        return Err(KestrelError::InvalidArgument { op: "matmul_baseline", detail: "operands exceed one binding".into() });
+    }
+    let out = Tensor::empty(rec.context(), &[m, n], DType::F32)?;
+    let params: [u32; 4] = [m as u32, n as u32, k as u32, 0];
+    rec.dispatch(Dispatch {
+        kernel: rec.kernel("matmul_baseline", "matmul_baseline", Defines::new())?,
+        bindings: vec![Binding::whole(a), Binding::whole(b), Binding::whole(&out)],
+        params: param_bytes(&params),
+        workgroups: [n.div_ceil(16) as u32, m.div_ceil(16) as u32, 1],
+        op: "matmul_baseline",
+        shape: format!("{:?}x{:?}", a.shape(), b.shape()),
+        flops: 2 * (m * n * k) as u64,
+        bytes: ((m * k + k * n + m * n) * 4) as u64,
+    })?;
+    Ok(out)
+}
+
+/// Every matmul kernel variant.
+pub fn variants() -> Vec<KernelKey> {
+    let mut v = Vec::new();
+    for bits in 0u32..256 {
+        let on = |i: u32| bits & (1 << i) != 0;
+        let var = Variant {
+            native_f16: on(0),
+            a_f16: on(1),
+            b_f16: on(2),
+            a_vec4: on(3),
+            b_vec4: on(4),
+            trans_b: on(5),
+            bias: on(6),
+            accum: on(7),
+        };
+        if var.native_f16 && !(var.a_f16 || var.b_f16) {
+            continue;
+        }
+        v.push(var.key());
+    }
+    v.push(KernelKey { family: "matmul_baseline", entry: "matmul_baseline", defines: Defines::new() });
+    v
+}

@@ -1,0 +1,158 @@
+//! Matmul and GEMV kernels vs the CPU reference.
+
+mod common;
+
+use common::{AWKWARD, all, assert_close, f16_round, rand_vec};
+use kestrel::ops::gemv::{self, GemvVariant};
+use kestrel::ops::matmul::{MatmulOptions, matmul, matmul_baseline};
+use kestrel::reference;
+use kestrel::{DType, Recorder, Tensor};
+
+// f32: K products summed in f32 (the kernel) vs f64 (the reference); inputs in [-1, 1), so
+// |error| grows like K·ε·|terms| ≈ 577 · 6e-8 ≈ 3.5e-5 at worst for these sizes.
+const F32_ATOL: f32 = 1e-4;
+const F32_RTOL: f32 = 1e-5;
+
+fn run_case(ctx: &std::sync::Arc<kestrel::Context>, a_shape: &[usize], b_shape: &[usize], trans: bool, bias: bool, dt: DType, what: &str) {
+    let an: usize = a_shape.iter().product();
+    let bn: usize = b_shape.iter().product();
+    let n = if trans { b_shape[b_shape.len() - 2] } else { b_shape[b_shape.len() - 1] };
+    let mut a = rand_vec(an, an as u64 + 1);
+    let mut b = rand_vec(bn, bn as u64 + 2);
+    let bias_v = rand_vec(n, 3);
+    if dt == DType::F16 {
+        // The reference sees exactly the values the f16 tensors hold.
+        a = f16_round(&a);
+        b = f16_round(&b);
+    }
+    let ta = Tensor::from_f32_as(ctx, a_shape, &a, dt).unwrap();
+    let tb = Tensor::from_f32_as(ctx, b_shape, &b, dt).unwrap();
+    let tbias = Tensor::from_f32(ctx, &[n], &bias_v).unwrap();
+    let mut rec = Recorder::new(ctx);
+    let opts = MatmulOptions { bias: bias.then_some(&tbias), transpose_b: trans };
+    let c = matmul(&mut rec, &ta, &tb, &opts).unwrap();
+    rec.submit().unwrap();
+    let want = reference::matmul::matmul(&a, a_shape, &b, b_shape, trans, bias.then_some(bias_v.as_slice()));
+    // f16 storage: inputs are exactly representable (rounded above) and accumulation is f32,
+    // so the f32 tolerance applies unchanged.
+    assert_close(&c.to_vec_f32().unwrap(), &want, F32_ATOL, F32_RTOL, what);
+}
+
+#[test]
+fn matmul_awkward_shapes_all_layouts() {
+    for (cfg, ctx) in all() {
+        for &m in AWKWARD {
+            for &(n, k) in &[(1usize, 7usize), (7, 33), (33, 197), (65, 64), (197, 4)] {
+                for trans in [false, true] {
+                    let bias = (m + n) % 2 == 0;
+                    let b_shape = if trans { [n, k] } else { [k, n] };
+                    run_case(&ctx, &[m, k], &b_shape, trans, bias, DType::F32, &format!("{cfg} f32 m{m} n{n} k{k} t{trans}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_f16_storage() {
+    for (cfg, ctx) in all() {
+        for &(m, n, k) in &[(7usize, 33usize, 197usize), (64, 64, 64), (33, 1, 8), (2, 130, 577)] {
+            for trans in [false, true] {
+                let b_shape = if trans { [n, k] } else { [k, n] };
+                run_case(&ctx, &[m, k], &b_shape, trans, true, DType::F16, &format!("{cfg} f16 m{m} n{n} k{k} t{trans}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_batched_and_shared_b() {
+    for (cfg, ctx) in all() {
+        run_case(&ctx, &[3, 33, 17], &[17, 7], false, true, DType::F32, &format!("{cfg} shared B"));
+        run_case(&ctx, &[2, 3, 7, 33], &[2, 3, 33, 9], false, false, DType::F32, &format!("{cfg} batched B"));
+        run_case(&ctx, &[5, 1, 64], &[5, 12, 64], true, false, DType::F32, &format!("{cfg} batched B^T m=1"));
+        run_case(&ctx, &[1, 1, 576], &[1536, 576], true, true, DType::F32, &format!("{cfg} m=1 -> gemv"));
+    }
+}
+
+#[test]
+fn matmul_windows_split_large_operands() {
+    // 1 MiB bindings: A 600×600 f32 (1.4 MiB), B 600×700 in both layouts (1.6 MiB) force
+    // M, N and K windows, including K-chunk accumulation.
+    let ctx = common::small_bindings();
+    run_case(&ctx, &[600, 600], &[600, 700], false, true, DType::F32, "windowed row-major B");
+    run_case(&ctx, &[600, 600], &[700, 600], true, true, DType::F32, "windowed transposed B");
+    run_case(&ctx, &[2, 300, 600], &[600, 700], false, false, DType::F16, "windowed f16 batched");
+}
+
+#[test]
+fn gemv_variants_match_reference() {
+    for (cfg, ctx) in all() {
+        for &(n, k) in &[(1usize, 1usize), (7, 7), (33, 33), (197, 577), (577, 197), (130, 2048)] {
+            for dt in [DType::F32, DType::F16] {
+                let x = rand_vec(k, k as u64);
+                let mut w = rand_vec(n * k, (n * k) as u64);
+                if dt == DType::F16 {
+                    w = f16_round(&w);
+                }
+                let bias = rand_vec(n, 11);
+                let tx = Tensor::from_f32(&ctx, &[1, k], &x).unwrap();
+                let tw = Tensor::from_f32_as(&ctx, &[n, k], &w, dt).unwrap();
+                let tb = Tensor::from_f32(&ctx, &[n], &bias).unwrap();
+                let want = reference::matmul::gemv(&x, &w, n, k, Some(&bias));
+                let mut variants = vec![GemvVariant::Workgroup];
+                if gemv::subgroup_ok(ctx.caps()) {
+                    variants.push(GemvVariant::Subgroup);
+                }
+                for v in variants {
+                    let mut rec = Recorder::new(&ctx);
+                    let y = gemv::gemv(&mut rec, &tx, &tw, Some(&tb), v).unwrap();
+                    rec.submit().unwrap();
+                    assert_eq!(y.shape(), &[1, n]);
+                    assert_close(&y.to_vec_f32().unwrap(), &want, F32_ATOL * 4.0, F32_RTOL, &format!("{cfg} gemv {v:?} {dt:?} n{n} k{k}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn subgroup_variant_is_refused_without_subgroups() {
+    let ctx = common::fallback();
+    let x = Tensor::from_f32(&ctx, &[4], &[1.0; 4]).unwrap();
+    let w = Tensor::from_f32(&ctx, &[2, 4], &[1.0; 8]).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    assert!(gemv::gemv(&mut rec, &x, &w, None, GemvVariant::Subgroup).is_err());
+}
+
+#[test]
+fn baseline_matches_reference() {
+    let ctx = common::fast();
+    for &(m, n, k) in &[(1usize, 1usize, 1usize), (33, 7, 197), (64, 64, 64)] {
+        let a = rand_vec(m * k, 1);
+        let b = rand_vec(k * n, 2);
+        let ta = Tensor::from_f32(&ctx, &[m, k], &a).unwrap();
+        let tb = Tensor::from_f32(&ctx, &[k, n], &b).unwrap();
+        let mut rec = Recorder::new(&ctx);
+        let c = matmul_baseline(&mut rec, &ta, &tb).unwrap();
+        rec.submit().unwrap();
+        let want = reference::matmul::matmul(&a, &[m, k], &b, &[k, n], false, None);
+        assert_close(&c.to_vec_f32().unwrap(), &want, F32_ATOL, F32_RTOL, "baseline");
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let ctx = common::fast();
+    let a = Tensor::from_f32(&ctx, &[3, 4], &[0.0; 12]).unwrap();
+    let b = Tensor::from_f32(&ctx, &[5, 6], &[0.0; 30]).unwrap();
+    let ids = Tensor::from_u32(&ctx, &[4, 5], &[0; 20]).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    assert!(matmul(&mut rec, &a, &b, &MatmulOptions::default()).is_err());
+    assert!(matmul(&mut rec, &a, &b, &MatmulOptions { transpose_b: true, ..Default::default() }).is_err());
+    assert!(matmul(&mut rec, &a, &ids, &MatmulOptions::default()).is_err());
+    let bad_bias = Tensor::from_f32(&ctx, &[3], &[0.0; 3]).unwrap();
+    let b_ok = Tensor::from_f32(&ctx, &[4, 6], &[0.0; 24]).unwrap();
+    assert!(matmul(&mut rec, &a, &b_ok, &MatmulOptions { bias: Some(&bad_bias), transpose_b: false }).is_err());
+    assert!(rec.is_empty());
+}

@@ -1,0 +1,241 @@
+// Register-tiled matrix multiply: C[b] = A[b] · B[b] (+ bias), f32 accumulation.
+//
+// Each 16×16 workgroup computes a 64×64 block of C; each invocation a 4×4 sub-block held in
+// registers. Per 16-deep K step the block's A (64×16) and B (16×64) tiles are staged in
+// workgroup memory, k-major, so the inner loop is two vec4 loads per 16 multiply-adds.
+//
+// Defines:
+//   F16      the device has SHADER_F16 (`enable f16;`, f16 operands read natively)
+//   A_F16    A is stored as f16 (without F16: read as packed u32 and unpacked)
+//   B_F16    B is stored as f16
+//   A_VEC4   A rows and offsets are multiples of 4 elements: vec4 loads along K
+//   B_VEC4   B's contiguous dimension and offsets are multiples of 4: vec4 loads
+//   TRANS_B  B is stored [N, K] (an nn.Linear weight) instead of [K, N]
+//   BIAS     add bias[n]
+//   ACCUM    C += A·B (continuing a K-chunked product)
+//
+// Element (m, k) of A is at a_off + batch·a_bs + m·lda + k; B (k, n) at
+// b_off + batch·b_bs + k·ldb + n (TRANS_B: n·ldb + k); C (m, n) at c_off + batch·c_bs + m·ldc + n.
+#if F16
+enable f16;
+#endif
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    bias_off: u32,
+    a_bs: u32,
+    b_bs: u32,
+    c_bs: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+#if A_F16
+#if F16
+#if A_VEC4
+@group(0) @binding(1) var<storage, read> a_buf: array<vec4<f16>>;
+fn a4(i: u32) -> vec4<f32> { return vec4<f32>(a_buf[i / 4u]); }
+fn a1(i: u32) -> f32 { return f32(a_buf[i / 4u][i % 4u]); }
+#else
+@group(0) @binding(1) var<storage, read> a_buf: array<f16>;
+fn a1(i: u32) -> f32 { return f32(a_buf[i]); }
+#endif
+#else
+#if A_VEC4
+@group(0) @binding(1) var<storage, read> a_buf: array<vec2<u32>>;
+fn a4(i: u32) -> vec4<f32> { let w = a_buf[i / 4u]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn a1(i: u32) -> f32 { return unpack2x16float(a_buf[i / 4u][(i % 4u) / 2u])[i % 2u]; }
+#else
+@group(0) @binding(1) var<storage, read> a_buf: array<u32>;
+fn a1(i: u32) -> f32 { return unpack2x16float(a_buf[i / 2u])[i % 2u]; }
+#endif
+#endif
+#else
+#if A_VEC4
+@group(0) @binding(1) var<storage, read> a_buf: array<vec4<f32>>;
+fn a4(i: u32) -> vec4<f32> { return a_buf[i / 4u]; }
+fn a1(i: u32) -> f32 { return a_buf[i / 4u][i % 4u]; }
+#else
+@group(0) @binding(1) var<storage, read> a_buf: array<f32>;
+fn a1(i: u32) -> f32 { return a_buf[i]; }
+#endif
+#endif
+
+#if B_F16
+#if F16
+#if B_VEC4
+@group(0) @binding(2) var<storage, read> b_buf: array<vec4<f16>>;
+fn b4(i: u32) -> vec4<f32> { return vec4<f32>(b_buf[i / 4u]); }
+fn b1(i: u32) -> f32 { return f32(b_buf[i / 4u][i % 4u]); }
+#else
+@group(0) @binding(2) var<storage, read> b_buf: array<f16>;
+fn b1(i: u32) -> f32 { return f32(b_buf[i]); }
+#endif
+#else
+#if B_VEC4
+@group(0) @binding(2) var<storage, read> b_buf: array<vec2<u32>>;
+fn b4(i: u32) -> vec4<f32> { let w = b_buf[i / 4u]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn b1(i: u32) -> f32 { return unpack2x16float(b_buf[i / 4u][(i % 4u) / 2u])[i % 2u]; }
+#else
+@group(0) @binding(2) var<storage, read> b_buf: array<u32>;
+fn b1(i: u32) -> f32 { return unpack2x16float(b_buf[i / 2u])[i % 2u]; }
+#endif
+#endif
+#else
+#if B_VEC4
+@group(0) @binding(2) var<storage, read> b_buf: array<vec4<f32>>;
+fn b4(i: u32) -> vec4<f32> { return b_buf[i / 4u]; }
+fn b1(i: u32) -> f32 { return b_buf[i / 4u][i % 4u]; }
+#else
+@group(0) @binding(2) var<storage, read> b_buf: array<f32>;
+fn b1(i: u32) -> f32 { return b_buf[i]; }
+#endif
+#endif
+
+@group(0) @binding(3) var<storage, read_write> c_buf: array<f32>;
+#if BIAS
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+#endif
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+
+// k-major tiles: a_tile[k * 16 + i] holds rows 4i..4i+3 at depth k; b_tile likewise columns.
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 256>;
+
+// Four consecutive elements along K of A row `m` from depth `k`, zero outside the matrix.
+fn load_a_run(base: u32, m: u32, k: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (m >= p.m) {
+        return v;
+    }
+    let i = base + m * p.lda + k;
+#if A_VEC4
+    if (k + 3u < p.k) {
+        return a4(i);
+    }
+#endif
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (k + j < p.k) {
+            v[j] = a1(i + j);
+        }
+    }
+    return v;
+}
+
+// Four consecutive elements of B along its contiguous dimension, zero outside the matrix.
+#if TRANS_B
+fn load_b_run(base: u32, n: u32, k: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (n >= p.n) {
+        return v;
+    }
+    let i = base + n * p.ldb + k;
+#if B_VEC4
+    if (k + 3u < p.k) {
+        return b4(i);
+    }
+#endif
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (k + j < p.k) {
+            v[j] = b1(i + j);
+        }
+    }
+    return v;
+}
+#else
+fn load_b_run(base: u32, k: u32, n: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (k >= p.k) {
+        return v;
+    }
+    let i = base + k * p.ldb + n;
+#if B_VEC4
+    if (n + 3u < p.n) {
+        return b4(i);
+    }
+#endif
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (n + j < p.n) {
+            v[j] = b1(i + j);
+        }
+    }
+    return v;
+}
+#endif
+
+@compute @workgroup_size(16, 16)
+fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let batch = wg.z;
+    let row0 = wg.y * BM;
+    let col0 = wg.x * BN;
+    let a_base = p.a_off + batch * p.a_bs;
+    let b_base = p.b_off + batch * p.b_bs;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    // Tile-load roles: A by (row lid/4, depth 4·(lid%4)).
+    let ar = lid / 4u;
+    let ak = (lid % 4u) * 4u;
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
+        let av = load_a_run(a_base, row0 + ar, k0 + ak);
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            a_tile[(ak + j) * 16u + ar / 4u][ar % 4u] = av[j];
+        }
+#if TRANS_B
+        let bv = load_b_run(b_base, col0 + ar, k0 + ak);
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            b_tile[(ak + j) * 16u + ar / 4u][ar % 4u] = bv[j];
+        }
+#else
+        let bk = lid / 16u;
+        let bn = (lid % 16u) * 4u;
+        b_tile[bk * 16u + bn / 4u] = load_b_run(b_base, k0 + bk, col0 + bn);
+#endif
+        workgroupBarrier();
+        for (var k = 0u; k < BK; k = k + 1u) {
+            let a = a_tile[k * 16u + l.y];
+            let b = b_tile[k * 16u + l.x];
+            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+        }
+        workgroupBarrier();
+    }
+    let c_base = p.c_off + batch * p.c_bs;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let m = row0 + l.y * 4u + i;
+        if (m >= p.m) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let n = col0 + l.x * 4u + j;
+            if (n < p.n) {
+                var v = acc[i][j];
+#if BIAS
+                v = v + bias[p.bias_off + n];
+#endif
+                let ci = c_base + m * p.ldc + n;
+#if ACCUM
+                v = v + c_buf[ci];
+#endif
+                c_buf[ci] = v;
+            }
+        }
+    }
+}
