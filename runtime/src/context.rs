@@ -263,6 +263,11 @@ impl Context {
         &self.limits
     }
 
+    /// Names of the device features that were granted (e.g. `SHADER_F16`, `SUBGROUP`).
+    pub fn feature_names(&self) -> Vec<String> {
+        self.device.features().iter_names().map(|(name, _)| name.to_string()).collect()
+    }
+
     /// The chosen adapter.
     pub fn adapter(&self) -> AdapterSummary {
         AdapterSummary::from_info(&self.adapter_info)

@@ -5,6 +5,7 @@
 //! command encoder, compiled-once [`pipeline`]s, per-dispatch [`profile`]s, WGSL kernels
 //! ([`ops`]) with a plain CPU [`reference`] for each. It knows no model.
 
+pub mod bench;
 pub mod caps;
 pub mod context;
 pub mod dtype;

@@ -87,7 +87,7 @@ impl PipelineCache {
 
     fn compile(&self, device: &wgpu::Device, key: &KernelKey) -> Result<Kernel> {
         let src = shader::source(key.family)?;
-        let wgsl = shader::preprocess(key.family, src, &key.defines)?;
+        let wgsl = shader::preprocess(key.family, &src, &key.defines)?;
         let name = format!("{}:{}[{}]", key.family, key.entry, key.defines.key());
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -5,28 +5,42 @@
 //! the variation kernels need: `enable f16;`, storage element types, workgroup sizes, and the
 //! expression of an activation.
 
+use std::borrow::Cow;
+
 use crate::error::{KestrelError, Result};
 
 /// Every kernel family: its name and WGSL text. One file per family in `shaders/`.
 pub const FAMILIES: &[(&str, &str)] = &[
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     ("copy", include_str!("../../shaders/copy.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("gather", include_str!("../../shaders/gather.wgsl")),
     ("gemv", include_str!("../../shaders/gemv.wgsl")),
+    ("layout", include_str!("../../shaders/layout.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_baseline", include_str!("../../shaders/matmul_baseline.wgsl")),
+    ("norm", include_str!("../../shaders/norm.wgsl")),
+    ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("softmax", include_str!("../../shaders/softmax.wgsl")),
 ];
 
-/// Returns the WGSL source of a kernel family.
-pub fn source(family: &str) -> Result<&'static str> {
-    FAMILIES
-        .iter()
-        .find(|(name, _)| *name == family)
-        .map(|(_, src)| *src)
-        .ok_or_else(|| KestrelError::Shader {
-            family: family.to_string(),
-            variant: String::new(),
-            message: "unknown kernel family".into(),
-        })
+/// Returns the WGSL source of a kernel family: the copy built into the binary, or, when
+/// `KESTREL_SHADER_DIR` is set (kernel development), `$KESTREL_SHADER_DIR/<family>.wgsl`.
+pub fn source(family: &str) -> Result<Cow<'static, str>> {
+    let builtin = FAMILIES.iter().find(|(name, _)| *name == family).map(|(_, src)| *src).ok_or_else(|| {
+        KestrelError::Shader { family: family.to_string(), variant: String::new(), message: "unknown kernel family".into() }
+    })?;
+    match std::env::var_os("KESTREL_SHADER_DIR") {
+        Some(dir) => {
+            let path = std::path::Path::new(&dir).join(format!("{family}.wgsl"));
+            std::fs::read_to_string(&path).map(Cow::Owned).map_err(|e| KestrelError::Shader {
+                family: family.to_string(),
+                variant: String::new(),
+                message: format!("{}: {e}", path.display()),
+            })
+        }
+        None => Ok(Cow::Borrowed(builtin)),
+    }
 }
 
 /// A set of preprocessor defines, kept sorted so equal variants have equal keys.

@@ -10,7 +10,7 @@ fn every_variant_validates() {
     assert!(!variants.is_empty());
     for key in &variants {
         let src = source(key.family).unwrap();
-        let wgsl = preprocess(key.family, src, &key.defines).unwrap();
+        let wgsl = preprocess(key.family, &src, &key.defines).unwrap();
         if let Err(e) = validate(key.family, &key.defines, &wgsl) {
             panic!("{e}");
         }

@@ -1,1 +1,40 @@
-fn main(){}
+//! `kestrel`: the command-line front end of the Kestrel runtime.
+
+mod bench;
+mod info;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Kestrel: vision and vision-language transformers on phone and laptop GPUs.
+#[derive(Parser)]
+#[command(name = "kestrel", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show every GPU adapter, the one Kestrel picks, its limits and features.
+    Info(info::InfoArgs),
+    /// Benchmark the core kernels (matmul, GEMV, copy) on the chosen adapter.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => info::run(&args),
+        Command::Bench(args) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kestrel: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -3,10 +3,17 @@
 //!
 //! [`Recorder`]: crate::exec::Recorder
 
+pub mod conv2d;
 pub mod copy;
 pub mod elementwise;
+pub mod gather;
 pub mod gemv;
+pub mod layout;
 pub mod matmul;
+pub mod norm;
+pub mod reduce;
+pub(crate) mod rows;
+pub mod softmax;
 
 use crate::caps::Capabilities;
 
@@ -51,7 +58,13 @@ pub(crate) fn groups(n: usize, per_group: usize) -> u64 {
 pub fn all_variants() -> Vec<crate::pipeline::KernelKey> {
     let mut v = elementwise::variants();
     v.extend(copy::variants());
+    v.extend(norm::variants());
+    v.extend(softmax::variants());
+    v.extend(reduce::variants());
     v.extend(gemv::variants());
     v.extend(matmul::variants());
+    v.extend(layout::variants());
+    v.extend(gather::variants());
+    v.extend(conv2d::variants());
     v
 }
