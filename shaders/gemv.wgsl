@@ -1,12 +1,14 @@
 // Matrix-vector product for M = 1 (decode): y[n] = Σ_k x[k] · W[n, k] (+ bias[n]).
 // W is stored [N, K] (an nn.Linear weight), f32 or f16; x and y are f32.
 //
-// A workgroup of 256 invocations computes ROWS = 4 outputs, 64 invocations per row. Each
-// invocation strides along K (vec4 loads where K allows), then the 64 partial sums are reduced
-// either with subgroupAdd + one shared slot per subgroup (SUBGROUP) or with a shared-memory tree.
+// A workgroup of 256 invocations is split into row groups of LANES invocations; each
+// invocation accumulates 4 rows while striding along K (vec4 loads where K allows). The LANES
+// partial sums of a row group are reduced either with subgroupAdd + one shared slot per
+// subgroup (SUBGROUP) or with a shared-memory tree.
 //
-// Defines: F16 (native f16), W_F16 (W stored as f16), W_VEC4 (K and offsets multiples of 4),
-//          SUBGROUP (subgroup reduction; subgroups must not straddle 64-invocation rows), BIAS.
+// Defines: LANES (invocations per row group: 64 on GPUs, 16 on CPU adapters), F16 (native
+//          f16), W_F16 (W stored as f16), W_VEC4 (K and offsets multiples of 4), SUBGROUP
+//          (subgroup reduction; subgroups must not straddle row groups), BIAS.
 #if F16
 enable f16;
 #endif
@@ -63,29 +65,51 @@ fn w1(i: u32) -> f32 { return w_buf[i]; }
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 #endif
 
-const ROWS: u32 = 4u;
-const LANES: u32 = 64u;
+// Each invocation accumulates RPI = 4 rows at once so every x element it loads is reused four
+// times; LANES invocations share a row group; a workgroup covers ROWS = 4 · 256 / LANES rows.
+const RPI: u32 = 4u;
+const LANES: u32 = {{LANES}}u;
+const GROUPS: u32 = 256u / LANES;
+const ROWS: u32 = RPI * GROUPS;
 
 #if SUBGROUP
 // One slot per subgroup; 256 invocations / minimum subgroup size 4.
-var<workgroup> partial: array<f32, 64>;
+var<workgroup> partial: array<vec4<f32>, 64>;
 #else
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial: array<vec4<f32>, 256>;
 #endif
 
-fn row_dot(row: u32, lane: u32) -> f32 {
-    var sum = 0.0;
-    let base = p.w_off + row * p.k;
+// Partial dot products of rows first..first+3 (clamped to the last row, so every load is in
+// bounds; the duplicates are discarded at the write).
+fn rows_dot(first: u32, lane: u32) -> vec4<f32> {
+    var acc = vec4<f32>(0.0);
+    let last = p.n - 1u;
+    let b0 = p.w_off + min(first, last) * p.k;
+    let b1 = p.w_off + min(first + 1u, last) * p.k;
+    let b2 = p.w_off + min(first + 2u, last) * p.k;
+    let b3 = p.w_off + min(first + 3u, last) * p.k;
 #if W_VEC4
-    for (var k = lane * 4u; k < p.k; k = k + LANES * 4u) {
-        sum = sum + dot(x4[k / 4u], w4(base + k));
+    // Two steps per iteration (fewer loop-control instructions), then at most one more.
+    let step = LANES * 4u;
+    var k = lane * 4u;
+    for (; k + step < p.k; k = k + 2u * step) {
+        let xa = x4[k / 4u];
+        let xb = x4[(k + step) / 4u];
+        acc = acc + vec4<f32>(dot(xa, w4(b0 + k)), dot(xa, w4(b1 + k)), dot(xa, w4(b2 + k)), dot(xa, w4(b3 + k)));
+        let kb = k + step;
+        acc = acc + vec4<f32>(dot(xb, w4(b0 + kb)), dot(xb, w4(b1 + kb)), dot(xb, w4(b2 + kb)), dot(xb, w4(b3 + kb)));
+    }
+    if (k < p.k) {
+        let xv = x4[k / 4u];
+        acc = acc + vec4<f32>(dot(xv, w4(b0 + k)), dot(xv, w4(b1 + k)), dot(xv, w4(b2 + k)), dot(xv, w4(b3 + k)));
     }
 #else
     for (var k = lane; k < p.k; k = k + LANES) {
-        sum = sum + x1[k] * w1(base + k);
+        let xv = x1[k];
+        acc = acc + xv * vec4<f32>(w1(b0 + k), w1(b1 + k), w1(b2 + k), w1(b3 + k));
     }
 #endif
-    return sum;
+    return acc;
 }
 
 @compute @workgroup_size(256)
@@ -98,11 +122,11 @@ fn gemv(
     @builtin(subgroup_invocation_id) sg_lane: u32,
 #endif
 ) {
-    let row = (wg.y * nwg.x + wg.x) * ROWS + lid / LANES;
+    let first = (wg.y * nwg.x + wg.x) * ROWS + (lid / LANES) * RPI;
     let lane = lid % LANES;
-    var sum = 0.0;
-    if (row < p.n) {
-        sum = row_dot(row, lane);
+    var sum = vec4<f32>(0.0);
+    if (first < p.n) {
+        sum = rows_dot(first, lane);
     }
 #if SUBGROUP
     let s = subgroupAdd(sum);
@@ -110,11 +134,11 @@ fn gemv(
         partial[lid / sg_size] = s;
     }
     workgroupBarrier();
-    if (lane == 0u && row < p.n) {
-        let first = lid / sg_size;
-        var total = 0.0;
+    if (lane == 0u && first < p.n) {
+        let slot = lid / sg_size;
+        var total = vec4<f32>(0.0);
         for (var i = 0u; i < LANES / sg_size; i = i + 1u) {
-            total = total + partial[first + i];
+            total = total + partial[slot + i];
         }
 #else
     partial[lid] = sum;
@@ -124,13 +148,18 @@ fn gemv(
             partial[lid] = partial[lid] + partial[lid + stride];
         }
     }
-    if (lane == 0u && row < p.n) {
+    if (lane == 0u && first < p.n) {
         let total = partial[lid];
 #endif
+        for (var r = 0u; r < RPI; r = r + 1u) {
+            let row = first + r;
+            if (row < p.n) {
 #if BIAS
-        y[p.y_off + row] = total + bias[p.bias_off + row];
+                y[p.y_off + row] = total[r] + bias[p.bias_off + row];
 #else
-        y[p.y_off + row] = total;
+                y[p.y_off + row] = total[r];
 #endif
+            }
+        }
     }
 }

@@ -8,6 +8,9 @@ use serde::Serialize;
 /// [`crate::ContextOptions`] reads as absent, so the fallback kernels are exercised.
 #[derive(Clone, Debug, Serialize)]
 pub struct Capabilities {
+    /// The adapter is a CPU implementation (lavapipe, llvmpipe, WARP, SwiftShader): kernels
+    /// prefer fewer, longer-running invocations there.
+    pub cpu: bool,
     /// `SHADER_F16`: WGSL `f16` arithmetic and storage. Without it f16 tensors are still
     /// supported, read as packed `u32` pairs and unpacked in the shader.
     pub f16: bool,
@@ -46,6 +49,7 @@ impl Capabilities {
     pub(crate) fn new(features: wgpu::Features, limits: &wgpu::Limits, info: &wgpu::AdapterInfo) -> Self {
         let subgroups = features.contains(wgpu::Features::SUBGROUP);
         Capabilities {
+            cpu: info.device_type == wgpu::DeviceType::Cpu,
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups,
             subgroup_min_size: if subgroups { info.subgroup_min_size } else { 0 },

@@ -24,8 +24,16 @@ pub enum GemvVariant {
     Workgroup,
 }
 
-/// Outputs per workgroup.
-const ROWS: usize = 4;
+/// Invocations per workgroup.
+const WORKGROUP: usize = 256;
+/// Rows each invocation accumulates.
+const ROWS_PER_INVOCATION: usize = 4;
+
+/// Invocations sharing one group of rows: 64 on GPUs; 16 on CPU adapters (lavapipe), where
+/// longer per-invocation loops amortise the reduction better. Also bounds the subgroup size.
+pub fn lanes(caps: &Capabilities) -> usize {
+    if caps.cpu { 16 } else { 64 }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -39,16 +47,17 @@ struct Params {
 }
 
 /// True when the subgroup variant is valid on this device: subgroups exist and never straddle
-/// the 64-invocation row groups (sizes 4..=64).
+/// a row group (sizes from 4 to [`lanes`]).
 pub fn subgroup_ok(caps: &Capabilities) -> bool {
-    caps.subgroups && caps.subgroup_min_size >= 4 && caps.subgroup_max_size <= 64
+    caps.subgroups && caps.subgroup_min_size >= 4 && caps.subgroup_max_size as usize <= lanes(caps)
 }
 
-fn key(native_f16: bool, w_f16: bool, vec4: bool, subgroup: bool, bias: bool) -> KernelKey {
+fn key(lanes: usize, native_f16: bool, w_f16: bool, vec4: bool, subgroup: bool, bias: bool) -> KernelKey {
     KernelKey {
         family: "gemv",
         entry: "gemv",
         defines: Defines::new()
+            .set("LANES", lanes)
             .flag("F16", native_f16 && w_f16)
             .flag("W_F16", w_f16)
             .flag("W_VEC4", vec4)
@@ -96,7 +105,9 @@ pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, v
         return Err(KestrelError::InvalidArgument { op: "gemv", detail: "one row of W exceeds a storage binding".into() });
     }
     let vec4 = k % 4 == 0;
-    let kernel = rec.kernel("gemv", "gemv", key(caps.f16, w_f16, vec4, subgroup, bias.is_some()).defines)?;
+    let lanes = lanes(&caps);
+    let rows_per_group = ROWS_PER_INVOCATION * WORKGROUP / lanes;
+    let kernel = rec.kernel("gemv", "gemv", key(lanes, caps.f16, w_f16, vec4, subgroup, bias.is_some()).defines)?;
     for n0 in (0..n).step_by(rows_per_window) {
         let ncur = rows_per_window.min(n - n0);
         let ww = window(&caps, n0 * k, ncur * k, ew);
@@ -117,7 +128,7 @@ pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, v
             kernel: kernel.clone(),
             bindings,
             params: param_bytes(&params),
-            workgroups: grid(groups(ncur, ROWS), caps.max_workgroups_per_dim)?,
+            workgroups: grid(groups(ncur, rows_per_group), caps.max_workgroups_per_dim)?,
             op: "gemv",
             shape: format!("[1,{k}]x[{n},{k}]^T"),
             flops: 2 * (ncur * k) as u64,
@@ -130,12 +141,14 @@ pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, v
 /// Every GEMV kernel variant.
 pub fn variants() -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for bits in 0u32..32 {
-        let on = |i: u32| bits & (1 << i) != 0;
-        if on(0) && !on(1) {
-            continue;
+    for lanes in [16, 64] {
+        for bits in 0u32..32 {
+            let on = |i: u32| bits & (1 << i) != 0;
+            if on(0) && !on(1) {
+                continue;
+            }
+            v.push(key(lanes, on(0), on(1), on(2), on(3), on(4)));
         }
-        v.push(key(on(0), on(1), on(2), on(3), on(4)));
     }
     v
 }
