@@ -1,8 +1,8 @@
 // Register-tiled matrix multiply: C[b] = A[b] · B[b] (+ bias), f32 accumulation.
 //
-// Each 16×16 workgroup computes a 64×64 block of C; each invocation a 4×4 sub-block held in
-// registers. Per 16-deep K step the block's A (64×16) and B (16×64) tiles are staged in
-// workgroup memory, k-major, so the inner loop is two vec4 loads per 16 multiply-adds.
+// Each 16×16 workgroup computes a 64×64 block of C, each invocation a 4×4 sub-block held in
+// registers (TILE8: 128×128 and 8×8). Per K step the block's A and B tiles are staged in
+// workgroup memory, k-major, so the inner loop loads TM/2 vec4s per TM² multiply-adds.
 //
 // Defines:
 //   F16      the device has SHADER_F16 (`enable f16;`, f16 operands read natively)
@@ -13,6 +13,7 @@
 //   TRANS_B  B is stored [N, K] (an nn.Linear weight) instead of [K, N]
 //   BIAS     add bias[n]
 //   ACCUM    C += A·B (continuing a K-chunked product)
+//   TILE8    8×8 outputs per invocation (large M and N)
 //
 // Element (m, k) of A is at a_off + batch·a_bs + m·lda + k; B (k, n) at
 // b_off + batch·b_bs + k·ldb + n (TRANS_B: n·ldb + k); C (m, n) at c_off + batch·c_bs + m·ldc + n.
@@ -108,11 +109,21 @@ fn b1(i: u32) -> f32 { return b_buf[i]; }
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 #endif
 
-const BM: u32 = 64u;
-const BN: u32 = 64u;
+#if TILE8
+// 8×8 outputs per invocation, 128×128 per workgroup, 8-deep K steps.
+const TM: u32 = 8u;
+const BK: u32 = 8u;
+#else
+// 4×4 outputs per invocation, 64×64 per workgroup, 16-deep K steps.
+const TM: u32 = 4u;
 const BK: u32 = 16u;
+#endif
+const BM: u32 = 16u * TM;
+const VM: u32 = TM / 4u;
+const BV: u32 = BM / 4u;
 
-// k-major tiles: a_tile[k * 16 + i] holds rows 4i..4i+3 at depth k; b_tile likewise columns.
+// k-major tiles (BM×BK = 1024 elements in both configurations): a_tile[k·BV + i] holds rows
+// 4i..4i+3 at depth k; b_tile likewise columns.
 var<workgroup> a_tile: array<vec4<f32>, 256>;
 var<workgroup> b_tile: array<vec4<f32>, 256>;
 
@@ -181,50 +192,162 @@ fn load_b_run(base: u32, k: u32, n: u32) -> vec4<f32> {
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let batch = wg.z;
     let row0 = wg.y * BM;
-    let col0 = wg.x * BN;
+    let col0 = wg.x * BM;
     let a_base = p.a_off + batch * p.a_bs;
     let b_base = p.b_off + batch * p.b_bs;
-    var acc: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i = i + 1u) {
+    // acc[(i·4 + r)·VM + j]: output row l.y·TM + 4i + r, columns l.x·TM + 4j .. +3.
+    var acc: array<vec4<f32>, TM * VM>;
+    for (var i = 0u; i < TM * VM; i = i + 1u) {
         acc[i] = vec4<f32>(0.0);
     }
-    // Tile-load roles: A by (row lid/4, depth 4·(lid%4)).
-    let ar = lid / 4u;
-    let ak = (lid % 4u) * 4u;
+    // Tile-load roles: each invocation stages one run of 4 elements of each tile.
+    let ar = lid / (BK / 4u);
+    let ak = (lid % (BK / 4u)) * 4u;
     for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
         let av = load_a_run(a_base, row0 + ar, k0 + ak);
         for (var j = 0u; j < 4u; j = j + 1u) {
-            a_tile[(ak + j) * 16u + ar / 4u][ar % 4u] = av[j];
+            a_tile[(ak + j) * BV + ar / 4u][ar % 4u] = av[j];
         }
 #if TRANS_B
         let bv = load_b_run(b_base, col0 + ar, k0 + ak);
         for (var j = 0u; j < 4u; j = j + 1u) {
-            b_tile[(ak + j) * 16u + ar / 4u][ar % 4u] = bv[j];
+            b_tile[(ak + j) * BV + ar / 4u][ar % 4u] = bv[j];
         }
 #else
-        let bk = lid / 16u;
-        let bn = (lid % 16u) * 4u;
-        b_tile[bk * 16u + bn / 4u] = load_b_run(b_base, k0 + bk, col0 + bn);
+        let bk = lid / BV;
+        let bn = (lid % BV) * 4u;
+        b_tile[bk * BV + bn / 4u] = load_b_run(b_base, k0 + bk, col0 + bn);
 #endif
         workgroupBarrier();
         for (var k = 0u; k < BK; k = k + 1u) {
-            let a = a_tile[k * 16u + l.y];
-            let b = b_tile[k * 16u + l.x];
-            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
-            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
-            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
-            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+            for (var i = 0u; i < VM; i = i + 1u) {
+                let a = a_tile[k * BV + l.y * VM + i];
+                for (var j = 0u; j < VM; j = j + 1u) {
+                    let b = b_tile[k * BV + l.x * VM + j];
+                    acc[(i * 4u) * VM + j] = fma(vec4<f32>(a.x), b, acc[(i * 4u) * VM + j]);
+                    acc[(i * 4u + 1u) * VM + j] = fma(vec4<f32>(a.y), b, acc[(i * 4u + 1u) * VM + j]);
+                    acc[(i * 4u + 2u) * VM + j] = fma(vec4<f32>(a.z), b, acc[(i * 4u + 2u) * VM + j]);
+                    acc[(i * 4u + 3u) * VM + j] = fma(vec4<f32>(a.w), b, acc[(i * 4u + 3u) * VM + j]);
+                }
+            }
         }
         workgroupBarrier();
     }
     let c_base = p.c_off + batch * p.c_bs;
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let m = row0 + l.y * 4u + i;
+    for (var i = 0u; i < TM; i = i + 1u) {
+        let m = row0 + l.y * TM + i;
+        if (m >= p.m) {
+            break;
+        }
+        for (var j = 0u; j < TM; j = j + 1u) {
+            let n = col0 + l.x * TM + j;
+            if (n < p.n) {
+                var v = acc[i * VM + j / 4u][j % 4u];
+#if BIAS
+                v = v + bias[p.bias_off + n];
+#endif
+                let ci = c_base + m * p.ldc + n;
+#if ACCUM
+                v = v + c_buf[ci];
+#endif
+                c_buf[ci] = v;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `matmul_rows`: the kernel for CPU adapters (lavapipe, llvmpipe, SwiftShader). There, memory
+// accesses whose address is the same for every invocation are one scalar load, while
+// per-invocation addresses cost a load per lane, and barriers are expensive. So a workgroup of
+// 64 invocations shares RM = 8 rows of A (uniform loads, no workgroup memory, no barriers) and
+// each invocation owns 4 columns of C.
+const RM: u32 = 8u;
+const COLS_PER_WG: u32 = 256u;
+
+@compute @workgroup_size(64)
+fn matmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let batch = wg.z;
+    let row0 = wg.y * RM;
+    let col = wg.x * COLS_PER_WG + lid * 4u;
+    let a_base = p.a_off + batch * p.a_bs;
+    let b_base = p.b_off + batch * p.b_bs;
+    let last_row = p.m - 1u;
+    let last_col = p.n - 1u;
+    var acc: array<vec4<f32>, RM>;
+    for (var i = 0u; i < RM; i = i + 1u) {
+        acc[i] = vec4<f32>(0.0);
+    }
+#if TRANS_B
+    // B is [N, K]: each invocation reads its four columns along K (clamped into the matrix;
+    // clamped duplicates are discarded at the store).
+    let c0 = b_base + min(col, last_col) * p.ldb;
+    let c1 = b_base + min(col + 1u, last_col) * p.ldb;
+    let c2 = b_base + min(col + 2u, last_col) * p.ldb;
+    let c3 = b_base + min(col + 3u, last_col) * p.ldb;
+    var k = 0u;
+#if B_VEC4
+#if A_VEC4
+    for (; k + 3u < p.k; k = k + 4u) {
+        let b0 = b4(c0 + k);
+        let b1 = b4(c1 + k);
+        let b2 = b4(c2 + k);
+        let b3 = b4(c3 + k);
+        for (var i = 0u; i < RM; i = i + 1u) {
+            let a = a4(a_base + min(row0 + i, last_row) * p.lda + k);
+            acc[i] = acc[i] + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+        }
+    }
+#endif
+#endif
+    for (; k < p.k; k = k + 1u) {
+        let bv = vec4<f32>(b1(c0 + k), b1(c1 + k), b1(c2 + k), b1(c3 + k));
+        for (var i = 0u; i < RM; i = i + 1u) {
+            acc[i] = fma(vec4<f32>(a1(a_base + min(row0 + i, last_row) * p.lda + k)), bv, acc[i]);
+        }
+    }
+#else
+    // B is [K, N]: four adjacent columns at each depth, clamped into the matrix so the loop
+    // has no per-invocation branches.
+#if B_VEC4
+    let cb = b_base + min(col, p.n - 4u);
+    var k = 0u;
+#if A_VEC4
+    for (; k + 3u < p.k; k = k + 4u) {
+        let r0 = b4(cb + k * p.ldb);
+        let r1 = b4(cb + (k + 1u) * p.ldb);
+        let r2 = b4(cb + (k + 2u) * p.ldb);
+        let r3 = b4(cb + (k + 3u) * p.ldb);
+        for (var i = 0u; i < RM; i = i + 1u) {
+            let a = a4(a_base + min(row0 + i, last_row) * p.lda + k);
+            acc[i] = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc[i]))));
+        }
+    }
+#endif
+    for (; k < p.k; k = k + 1u) {
+        let bv = b4(cb + k * p.ldb);
+#else
+    let cb0 = b_base + min(col, last_col);
+    let cb1 = b_base + min(col + 1u, last_col);
+    let cb2 = b_base + min(col + 2u, last_col);
+    let cb3 = b_base + min(col + 3u, last_col);
+    for (var k = 0u; k < p.k; k = k + 1u) {
+        let kk = k * p.ldb;
+        let bv = vec4<f32>(b1(cb0 + kk), b1(cb1 + kk), b1(cb2 + kk), b1(cb3 + kk));
+#endif
+        for (var i = 0u; i < RM; i = i + 1u) {
+            acc[i] = fma(vec4<f32>(a1(a_base + min(row0 + i, last_row) * p.lda + k)), bv, acc[i]);
+        }
+    }
+#endif
+    let c_base = p.c_off + batch * p.c_bs;
+    for (var i = 0u; i < RM; i = i + 1u) {
+        let m = row0 + i;
         if (m >= p.m) {
             break;
         }
         for (var j = 0u; j < 4u; j = j + 1u) {
-            let n = col0 + l.x * 4u + j;
+            let n = col + j;
             if (n < p.n) {
                 var v = acc[i][j];
 #if BIAS

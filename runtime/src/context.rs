@@ -21,6 +21,8 @@ pub struct ContextOptions {
     pub disable_f16: bool,
     /// Pretend the device has no subgroups (tests the workgroup-reduction fallback).
     pub disable_subgroups: bool,
+    /// Select the kernels meant for real GPUs even on a CPU adapter (tests them on lavapipe).
+    pub gpu_kernels: bool,
     /// Use a smaller storage-binding limit than the device's (tests tensor chunking cheaply).
     pub max_binding_override: Option<u64>,
     /// Where the driver pipeline cache is persisted; `None` uses `KESTREL_CACHE_DIR`, then
@@ -29,13 +31,15 @@ pub struct ContextOptions {
 }
 
 impl ContextOptions {
-    /// Options from the environment: `WGPU_BACKEND`, `KESTREL_ADAPTER`, and
-    /// `KESTREL_NO_F16=1` / `KESTREL_NO_SUBGROUPS=1` to force the fallback kernels.
+    /// Options from the environment: `WGPU_BACKEND`, `KESTREL_ADAPTER`,
+    /// `KESTREL_NO_F16=1` / `KESTREL_NO_SUBGROUPS=1` to force the fallback kernels, and
+    /// `KESTREL_GPU_KERNELS=1` to use the GPU kernels on a CPU adapter.
     pub fn from_env() -> Self {
         let flag = |name: &str| std::env::var(name).map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
         ContextOptions {
             disable_f16: flag("KESTREL_NO_F16"),
             disable_subgroups: flag("KESTREL_NO_SUBGROUPS"),
+            gpu_kernels: flag("KESTREL_GPU_KERNELS"),
             ..Default::default()
         }
     }
@@ -215,6 +219,9 @@ impl Context {
         }));
 
         let mut caps = Capabilities::new(device.features(), &device.limits(), &adapter_info);
+        if opts.gpu_kernels {
+            caps.cpu = false;
+        }
         if let Some(over) = opts.max_binding_override {
             caps.max_storage_binding = caps.max_storage_binding.min(over.max(caps.storage_offset_alignment as u64 * 4));
         }

@@ -72,6 +72,9 @@ fn matmul_batched_and_shared_b() {
         run_case(&ctx, &[2, 3, 7, 33], &[2, 3, 33, 9], false, false, DType::F32, &format!("{cfg} batched B"));
         run_case(&ctx, &[5, 1, 64], &[5, 12, 64], true, false, DType::F32, &format!("{cfg} batched B^T m=1"));
         run_case(&ctx, &[1, 1, 576], &[1536, 576], true, true, DType::F32, &format!("{cfg} m=1 -> gemv"));
+        // Large enough for the 8×8-per-invocation tile, with ragged edges.
+        run_case(&ctx, &[130, 67], &[67, 257], false, true, DType::F32, &format!("{cfg} tile8"));
+        run_case(&ctx, &[197, 64], &[129, 64], true, false, DType::F16, &format!("{cfg} tile8 f16 B^T"));
     }
 }
 
@@ -79,10 +82,11 @@ fn matmul_batched_and_shared_b() {
 fn matmul_windows_split_large_operands() {
     // 1 MiB bindings: A 600×600 f32 (1.4 MiB), B 600×700 in both layouts (1.6 MiB) force
     // M, N and K windows, including K-chunk accumulation.
-    let ctx = common::small_bindings();
-    run_case(&ctx, &[600, 600], &[600, 700], false, true, DType::F32, "windowed row-major B");
-    run_case(&ctx, &[600, 600], &[700, 600], true, true, DType::F32, "windowed transposed B");
-    run_case(&ctx, &[2, 300, 600], &[600, 700], false, false, DType::F16, "windowed f16 batched");
+    for ctx in [common::small_bindings(), common::small_bindings_gpu_kernels()] {
+        run_case(&ctx, &[600, 600], &[600, 700], false, true, DType::F32, "windowed row-major B");
+        run_case(&ctx, &[600, 600], &[700, 600], true, true, DType::F32, "windowed transposed B");
+        run_case(&ctx, &[2, 300, 600], &[600, 700], false, false, DType::F16, "windowed f16 batched");
+    }
 }
 
 #[test]

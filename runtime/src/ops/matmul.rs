@@ -22,8 +22,21 @@ pub struct MatmulOptions<'a> {
     pub transpose_b: bool,
 }
 
-/// Output tile of one workgroup (rows and columns).
-const TILE: usize = 64;
+/// Output block of one workgroup as (rows, columns): `matmul_rows` 8×256; the tiled kernel
+/// 64×64 with 4×4 per invocation, 128×128 with 8×8.
+fn block(v: &Variant) -> (usize, usize) {
+    match (v.rows, v.tile8) {
+        (true, _) => (8, 256),
+        (false, true) => (128, 128),
+        (false, false) => (64, 64),
+    }
+}
+
+/// Large products take the 8×8-per-invocation kernel (half the shared-memory loads per
+/// multiply-add); small ones the 4×4 kernel, which wastes less of its tile.
+fn use_tile8(m: usize, n: usize) -> bool {
+    m >= 128 && n >= 128
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -55,13 +68,20 @@ struct Variant {
     trans_b: bool,
     bias: bool,
     accum: bool,
+    tile8: bool,
+    /// The CPU-adapter kernel `matmul_rows` instead of the tiled one.
+    rows: bool,
 }
 
 impl Variant {
+    fn entry(self) -> &'static str {
+        if self.rows { "matmul_rows" } else { "matmul" }
+    }
+
     fn key(self) -> KernelKey {
         KernelKey {
             family: "matmul",
-            entry: "matmul",
+            entry: self.entry(),
             defines: Defines::new()
                 .flag("F16", self.native_f16 && (self.a_f16 || self.b_f16))
                 .flag("A_F16", self.a_f16)
@@ -70,7 +90,8 @@ impl Variant {
                 .flag("B_VEC4", self.b_vec4)
                 .flag("TRANS_B", self.trans_b)
                 .flag("BIAS", self.bias)
-                .flag("ACCUM", self.accum),
+                .flag("ACCUM", self.accum)
+                .flag("TILE8", self.tile8 && !self.rows),
         }
     }
 }
@@ -136,7 +157,10 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
         trans_b: opts.transpose_b,
         bias: opts.bias.is_some(),
         accum: false,
+        tile8: use_tile8(m, n),
+        rows: caps.cpu,
     };
+    let (tm, tn) = block(&variant);
     let flops_per_batch = 2 * (m * n * k) as u64;
     let shape_label = format!("{ash:?}x{bsh:?}{}", if opts.transpose_b { "^T" } else { "" });
     let b_elems = k * n;
@@ -161,10 +185,10 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
             bindings.push(Binding::whole(bias));
         }
         rec.dispatch(Dispatch {
-            kernel: rec.kernel("matmul", "matmul", variant.key().defines)?,
+            kernel: rec.kernel("matmul", variant.entry(), variant.key().defines)?,
             bindings,
             params: param_bytes(&params),
-            workgroups: [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, batch as u32],
+            workgroups: [n.div_ceil(tn) as u32, m.div_ceil(tm) as u32, batch as u32],
             op: "matmul",
             shape: shape_label,
             flops: flops_per_batch * batch as u64,
@@ -229,10 +253,10 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
                         bindings.push(Binding::whole(bias));
                     }
                     rec.dispatch(Dispatch {
-                        kernel: rec.kernel("matmul", "matmul", v.key().defines)?,
+                        kernel: rec.kernel("matmul", v.entry(), v.key().defines)?,
                         bindings,
                         params: param_bytes(&params),
-                        workgroups: grid_2d(ncur, mcur, &caps)?,
+                        workgroups: grid_2d(ncur, mcur, (tm, tn), &caps)?,
                         op: "matmul",
                         shape: shape_label.clone(),
                         flops: 2 * (mcur * ncur * kcur) as u64,
@@ -245,8 +269,8 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
     Ok(out)
 }
 
-fn grid_2d(n: usize, m: usize, caps: &crate::caps::Capabilities) -> Result<[u32; 3]> {
-    let (x, y) = (n.div_ceil(TILE), m.div_ceil(TILE));
+fn grid_2d(n: usize, m: usize, (tm, tn): (usize, usize), caps: &crate::caps::Capabilities) -> Result<[u32; 3]> {
+    let (x, y) = (n.div_ceil(tn), m.div_ceil(tm));
     if x.max(y) > caps.max_workgroups_per_dim as usize {
         return grid(u64::MAX, 0);
     }
@@ -287,7 +311,7 @@ pub fn matmul_baseline(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Ten
 /// Every matmul kernel variant.
 pub fn variants() -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for bits in 0u32..256 {
+    for bits in 0u32..1024 {
         let on = |i: u32| bits & (1 << i) != 0;
         let var = Variant {
             native_f16: on(0),
@@ -298,8 +322,10 @@ pub fn variants() -> Vec<KernelKey> {
             trans_b: on(5),
             bias: on(6),
             accum: on(7),
+            tile8: on(8),
+            rows: on(9),
         };
-        if var.native_f16 && !(var.a_f16 || var.b_f16) {
+        if var.native_f16 && !(var.a_f16 || var.b_f16) || var.rows && var.tile8 {
             continue;
         }
         v.push(var.key());

@@ -22,10 +22,12 @@ pub fn fast() -> Arc<Context> {
     C.get_or_init(|| make(ContextOptions::from_env())).clone()
 }
 
-/// The same device with f16 and subgroups hidden, so fallback kernels run.
+/// The same device with f16 and subgroups hidden, so fallback kernels run (GPU kernel set).
 pub fn fallback() -> Arc<Context> {
     static C: OnceLock<Arc<Context>> = OnceLock::new();
-    C.get_or_init(|| make(ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() }))
+    C.get_or_init(|| {
+        make(ContextOptions { disable_f16: true, disable_subgroups: true, gpu_kernels: true, ..ContextOptions::from_env() })
+    })
         .clone()
 }
 
@@ -37,9 +39,24 @@ pub fn small_bindings() -> Arc<Context> {
         .clone()
 }
 
-/// Both configurations, labelled.
+/// [`small_bindings`] with the GPU kernel set.
+pub fn small_bindings_gpu_kernels() -> Arc<Context> {
+    static C: OnceLock<Arc<Context>> = OnceLock::new();
+    C.get_or_init(|| make(ContextOptions { max_binding_override: Some(1 << 20), gpu_kernels: true, ..ContextOptions::from_env() }))
+        .clone()
+}
+
+/// The device with every fast path, selecting the kernels meant for real GPUs even where the
+/// adapter is a CPU (lavapipe), so both kernel sets run in the tests.
+pub fn gpu_kernels() -> Arc<Context> {
+    static C: OnceLock<Arc<Context>> = OnceLock::new();
+    C.get_or_init(|| make(ContextOptions { gpu_kernels: true, ..ContextOptions::from_env() })).clone()
+}
+
+/// Every configuration, labelled: fast paths; forced fallbacks (no f16, no subgroups) with the
+/// GPU kernel set; fast paths with the GPU kernel set.
 pub fn all() -> Vec<(&'static str, Arc<Context>)> {
-    vec![("fast", fast()), ("fallback", fallback())]
+    vec![("fast", fast()), ("fallback", fallback()), ("gpu-kernels", gpu_kernels())]
 }
 
 /// Deterministic pseudo-random values in [-1, 1) (xorshift64*).
