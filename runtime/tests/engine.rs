@@ -1,0 +1,109 @@
+//! The engine around the kernels: adapter choice errors, profiling, pool reuse, pipeline cache,
+//! one submission per pass.
+
+mod common;
+
+use kestrel::ops::elementwise::{self, Unary};
+use kestrel::ops::matmul::{MatmulOptions, matmul};
+use kestrel::{Context, ContextOptions, KestrelError, Recorder, Tensor, TimingSource};
+
+#[test]
+fn unknown_adapter_filter_is_a_typed_error() {
+    let opts = ContextOptions { adapter_filter: Some("no-such-adapter-xyz".into()), ..ContextOptions::from_env() };
+    match Context::new(&opts) {
+        Err(KestrelError::NoAdapter { filter, .. }) => assert_eq!(filter.as_deref(), Some("no-such-adapter-xyz")),
+        other => panic!("expected NoAdapter, got {other:?}"),
+    }
+}
+
+#[test]
+fn profiling_times_every_dispatch() {
+    let ctx = common::fast();
+    let a = Tensor::from_f32(&ctx, &[33, 64], &common::rand_vec(33 * 64, 1)).unwrap();
+    let b = Tensor::from_f32(&ctx, &[64, 65], &common::rand_vec(64 * 65, 2)).unwrap();
+    let mut rec = Recorder::with_profiling(&ctx);
+    let c = matmul(&mut rec, &a, &b, &MatmulOptions::default()).unwrap();
+    let _d = elementwise::unary(&mut rec, &c, Unary::GeluErf).unwrap();
+    let profile = rec.finish().unwrap().expect("profiling was requested");
+    assert_eq!(profile.dispatches.len(), 2);
+    assert_eq!(profile.dispatches[0].op, "matmul");
+    assert_eq!(profile.dispatches[1].op, "gelu_erf");
+    assert_eq!(profile.dispatches[0].flops, 2 * 33 * 64 * 65);
+    assert!(profile.wall_ns > 0);
+    if ctx.caps().timestamp {
+        assert_eq!(profile.source, TimingSource::GpuTimestamps);
+        assert!(profile.dispatches.iter().all(|d| d.gpu_ns.is_some_and(|ns| ns > 0)), "{profile:?}");
+    } else {
+        assert_eq!(profile.source, TimingSource::CpuWall);
+    }
+}
+
+#[test]
+fn a_recorder_without_profiling_returns_no_profile() {
+    let ctx = common::fast();
+    let x = Tensor::from_f32(&ctx, &[4], &[1.0, -1.0, 2.0, -2.0]).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    let y = elementwise::unary(&mut rec, &x, Unary::Relu).unwrap();
+    assert!(rec.finish().unwrap().is_none());
+    assert_eq!(y.to_vec_f32().unwrap(), vec![1.0, 0.0, 2.0, 0.0]);
+}
+
+#[test]
+fn freed_buffers_are_reused_and_pipelines_compiled_once() {
+    // A private context so other tests' traffic does not disturb the counters.
+    let ctx = Context::new(&ContextOptions::from_env()).unwrap();
+    let x = Tensor::from_f32(&ctx, &[1000], &common::rand_vec(1000, 3)).unwrap();
+    let step = || {
+        let mut rec = Recorder::new(&ctx);
+        let y = elementwise::unary(&mut rec, &x, Unary::Silu).unwrap();
+        rec.submit().unwrap();
+        y.to_vec_f32().unwrap()
+    };
+    let first = step();
+    let compiled = ctx.pipelines().len();
+    let allocs = ctx.pool().stats().allocations;
+    for _ in 0..5 {
+        assert_eq!(step(), first);
+    }
+    assert_eq!(ctx.pipelines().len(), compiled, "no pipeline is compiled twice");
+    let stats = ctx.pool().stats();
+    assert_eq!(stats.allocations, allocs, "outputs and parameter buffers come from the pool");
+    assert!(stats.reuses >= 10);
+}
+
+#[test]
+fn shape_errors_record_nothing() {
+    let ctx = common::fast();
+    let x = Tensor::from_f32(&ctx, &[2, 3], &[0.0; 6]).unwrap();
+    assert!(x.reshape(&[4, 2]).is_err());
+    assert!(Tensor::from_f32(&ctx, &[2, 3], &[0.0; 5]).is_err());
+    let ids = Tensor::from_u32(&ctx, &[3], &[1, 2, 3]).unwrap();
+    assert!(ids.to_vec_f32().is_err());
+    let mut rec = Recorder::new(&ctx);
+    assert!(elementwise::unary(&mut rec, &ids, Unary::Relu).is_err());
+    assert!(rec.is_empty());
+}
+
+#[test]
+fn driver_pipeline_cache_is_persisted_where_supported() {
+    let dir = std::env::temp_dir().join(format!("kestrel-cache-test-{}", std::process::id()));
+    let opts = ContextOptions { cache_dir: Some(dir.clone()), ..ContextOptions::from_env() };
+    let ctx = Context::new(&opts).unwrap();
+    let x = Tensor::from_f32(&ctx, &[8], &[1.0; 8]).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    let y = elementwise::unary(&mut rec, &x, Unary::Sigmoid).unwrap();
+    rec.submit().unwrap();
+    y.to_vec_f32().unwrap();
+    ctx.save_pipeline_cache();
+    match ctx.pipelines().cache_file() {
+        Some(file) => {
+            let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 0, "cache file {} is empty", file.display());
+            // A second context starts from the saved data.
+            let again = Context::new(&opts).unwrap();
+            assert_eq!(again.pipelines().cache_file(), Some(file));
+        }
+        None => assert!(!ctx.caps().pipeline_cache, "a device with PIPELINE_CACHE must persist it"),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
