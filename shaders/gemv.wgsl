@@ -2,7 +2,8 @@
 // W is stored [N, K] (an nn.Linear weight), f32 or f16; x and y are f32.
 //
 // A workgroup of 256 invocations is split into row groups of LANES invocations; each
-// invocation accumulates 4 rows while striding along K (vec4 loads where K allows). The LANES
+// invocation accumulates 8 rows while striding along K (vec4 loads where K allows), so every
+// x element it loads serves eight weights. The LANES
 // partial sums of a row group are reduced either with subgroupAdd + one shared slot per
 // subgroup (SUBGROUP) or with a shared-memory tree.
 //
@@ -65,51 +66,56 @@ fn w1(i: u32) -> f32 { return w_buf[i]; }
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 #endif
 
-// Each invocation accumulates RPI = 4 rows at once so every x element it loads is reused four
-// times; LANES invocations share a row group; a workgroup covers ROWS = 4 · 256 / LANES rows.
-const RPI: u32 = 4u;
+// Each invocation accumulates RPI = 8 rows (two vec4 accumulators); LANES invocations share a
+// row group; a workgroup covers ROWS = 8 · 256 / LANES rows.
+const RPI: u32 = 8u;
 const LANES: u32 = {{LANES}}u;
 const GROUPS: u32 = 256u / LANES;
 const ROWS: u32 = RPI * GROUPS;
 
+struct Acc {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
 #if SUBGROUP
 // One slot per subgroup; 256 invocations / minimum subgroup size 4.
-var<workgroup> partial: array<vec4<f32>, 64>;
+var<workgroup> partial: array<Acc, 64>;
 #else
-var<workgroup> partial: array<vec4<f32>, 256>;
+var<workgroup> partial: array<Acc, 256>;
 #endif
 
-// Partial dot products of rows first..first+3 (clamped to the last row, so every load is in
-// bounds; the duplicates are discarded at the write).
-fn rows_dot(first: u32, lane: u32) -> vec4<f32> {
-    var acc = vec4<f32>(0.0);
-    let last = p.n - 1u;
-    let b0 = p.w_off + min(first, last) * p.k;
-    let b1 = p.w_off + min(first + 1u, last) * p.k;
-    let b2 = p.w_off + min(first + 2u, last) * p.k;
-    let b3 = p.w_off + min(first + 3u, last) * p.k;
+// Element offsets of rows first..first+7, clamped to the last row so every load is in
+// bounds (the duplicates are discarded at the write).
+fn row_base(first: u32, r: u32) -> u32 {
+    return p.w_off + min(first + r, p.n - 1u) * p.k;
+}
+
+fn rows_dot(first: u32, lane: u32) -> Acc {
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    let b0 = row_base(first, 0u);
+    let b1 = row_base(first, 1u);
+    let b2 = row_base(first, 2u);
+    let b3 = row_base(first, 3u);
+    let b4 = row_base(first, 4u);
+    let b5 = row_base(first, 5u);
+    let b6 = row_base(first, 6u);
+    let b7 = row_base(first, 7u);
 #if W_VEC4
-    // Two steps per iteration (fewer loop-control instructions), then at most one more.
-    let step = LANES * 4u;
-    var k = lane * 4u;
-    for (; k + step < p.k; k = k + 2u * step) {
-        let xa = x4[k / 4u];
-        let xb = x4[(k + step) / 4u];
-        acc = acc + vec4<f32>(dot(xa, w4(b0 + k)), dot(xa, w4(b1 + k)), dot(xa, w4(b2 + k)), dot(xa, w4(b3 + k)));
-        let kb = k + step;
-        acc = acc + vec4<f32>(dot(xb, w4(b0 + kb)), dot(xb, w4(b1 + kb)), dot(xb, w4(b2 + kb)), dot(xb, w4(b3 + kb)));
-    }
-    if (k < p.k) {
-        let xv = x4[k / 4u];
-        acc = acc + vec4<f32>(dot(xv, w4(b0 + k)), dot(xv, w4(b1 + k)), dot(xv, w4(b2 + k)), dot(xv, w4(b3 + k)));
+    for (var k = lane * 4u; k < p.k; k = k + LANES * 4u) {
+        let x = x4[k / 4u];
+        lo = lo + vec4<f32>(dot(x, w4(b0 + k)), dot(x, w4(b1 + k)), dot(x, w4(b2 + k)), dot(x, w4(b3 + k)));
+        hi = hi + vec4<f32>(dot(x, w4(b4 + k)), dot(x, w4(b5 + k)), dot(x, w4(b6 + k)), dot(x, w4(b7 + k)));
     }
 #else
     for (var k = lane; k < p.k; k = k + LANES) {
-        let xv = x1[k];
-        acc = acc + xv * vec4<f32>(w1(b0 + k), w1(b1 + k), w1(b2 + k), w1(b3 + k));
+        let x = x1[k];
+        lo = lo + x * vec4<f32>(w1(b0 + k), w1(b1 + k), w1(b2 + k), w1(b3 + k));
+        hi = hi + x * vec4<f32>(w1(b4 + k), w1(b5 + k), w1(b6 + k), w1(b7 + k));
     }
 #endif
-    return acc;
+    return Acc(lo, hi);
 }
 
 @compute @workgroup_size(256)
@@ -124,28 +130,29 @@ fn gemv(
 ) {
     let first = (wg.y * nwg.x + wg.x) * ROWS + (lid / LANES) * RPI;
     let lane = lid % LANES;
-    var sum = vec4<f32>(0.0);
+    var sum = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
     if (first < p.n) {
         sum = rows_dot(first, lane);
     }
 #if SUBGROUP
-    let s = subgroupAdd(sum);
+    let s = Acc(subgroupAdd(sum.lo), subgroupAdd(sum.hi));
     if (sg_lane == 0u) {
         partial[lid / sg_size] = s;
     }
     workgroupBarrier();
     if (lane == 0u && first < p.n) {
         let slot = lid / sg_size;
-        var total = vec4<f32>(0.0);
+        var total = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
         for (var i = 0u; i < LANES / sg_size; i = i + 1u) {
-            total = total + partial[slot + i];
+            total = Acc(total.lo + partial[slot + i].lo, total.hi + partial[slot + i].hi);
         }
 #else
     partial[lid] = sum;
     for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
         workgroupBarrier();
         if (lane < stride) {
-            partial[lid] = partial[lid] + partial[lid + stride];
+            let o = partial[lid + stride];
+            partial[lid] = Acc(partial[lid].lo + o.lo, partial[lid].hi + o.hi);
         }
     }
     if (lane == 0u && first < p.n) {
@@ -154,11 +161,11 @@ fn gemv(
         for (var r = 0u; r < RPI; r = r + 1u) {
             let row = first + r;
             if (row < p.n) {
+                var v = select(total.hi[r % 4u], total.lo[r % 4u], r < 4u);
 #if BIAS
-                y[p.y_off + row] = total[r] + bias[p.bias_off + row];
-#else
-                y[p.y_off + row] = total[r];
+                v = v + bias[p.bias_off + row];
 #endif
+                y[p.y_off + row] = v;
             }
         }
     }

@@ -26,8 +26,8 @@ pub enum GemvVariant {
 
 /// Invocations per workgroup.
 const WORKGROUP: usize = 256;
-/// Rows each invocation accumulates.
-const ROWS_PER_INVOCATION: usize = 4;
+/// Rows each invocation accumulates (each x element it loads serves this many weights).
+const ROWS_PER_INVOCATION: usize = 8;
 
 /// Invocations sharing one group of rows: 64 on GPUs; 16 on CPU adapters (lavapipe), where
 /// longer per-invocation loops amortise the reduction better. Also bounds the subgroup size.
