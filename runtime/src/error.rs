@@ -67,6 +67,16 @@ pub enum KestrelError {
         /// Elements given.
         got: usize,
     },
+    /// A weight file (or one tensor in it) is malformed or unsupported.
+    #[error("{file}{}: {detail}", tensor.as_ref().map(|t| format!(" (tensor `{t}`)")).unwrap_or_default())]
+    Weights {
+        /// The file.
+        file: String,
+        /// The tensor concerned, if any.
+        tensor: Option<String>,
+        /// What is wrong.
+        detail: String,
+    },
     /// An argument is out of its valid range.
     #[error("{op}: invalid argument: {detail}")]
     InvalidArgument {

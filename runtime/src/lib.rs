@@ -18,6 +18,7 @@ pub mod profile;
 pub mod reference;
 pub mod shader;
 pub mod tensor;
+pub mod weights;
 
 pub use caps::Capabilities;
 pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
