@@ -114,10 +114,13 @@ fn seeded(n: usize, seed: u32) -> Vec<f32> {
     (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0).collect()
 }
 
+/// Records one launch of the benchmarked op on a recorder.
+type Launch = Box<dyn Fn(&mut Recorder) -> Result<Tensor>>;
+
 fn run_case(ctx: &Arc<Context>, c: &Case, runs: usize) -> Result<BenchRecord> {
     let (m, n, k) = (c.m, c.n, c.k);
     // Inputs uploaded once; each timed run records `reps` launches into one submission.
-    let record: Box<dyn Fn(&mut Recorder) -> Result<Tensor>> = match c.op {
+    let record: Launch = match c.op {
         "matmul" => {
             let a = Tensor::from_f32_as(ctx, &[m, k], &seeded(m * k, 1), c.dtype)?;
             let b = Tensor::from_f32_as(ctx, &[k, n], &seeded(k * n, 2), c.dtype)?;

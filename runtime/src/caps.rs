@@ -57,7 +57,7 @@ impl Capabilities {
             timestamp: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             timestamp_inside_passes: features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
             pipeline_cache: features.contains(wgpu::Features::PIPELINE_CACHE),
-            max_storage_binding: u64::from(limits.max_storage_buffer_binding_size),
+            max_storage_binding: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
             uniform_offset_alignment: limits.min_uniform_buffer_offset_alignment,

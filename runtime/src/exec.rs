@@ -151,20 +151,20 @@ impl Recorder {
     pub fn finish(self) -> Result<Option<Profile>> {
         let profile = self.profile;
         let start = Instant::now();
-        let (cmds, queries) = self.encode_and_submit()?;
-        let ctx = cmds.0;
+        let submitted = self.encode_and_submit()?;
+        let ctx = submitted.ctx;
         ctx.sync()?;
         let wall_ns = start.elapsed().as_nanos() as u64;
         if !profile {
             return Ok(None);
         }
-        let gpu = match queries {
+        let gpu = match submitted.queries {
             Some(q) => Some(q.read(&ctx)?),
             None => None,
         };
         let source = if gpu.is_some() { TimingSource::GpuTimestamps } else { TimingSource::CpuWall };
-        let dispatches = cmds
-            .1
+        let dispatches = submitted
+            .meta
             .into_iter()
             .enumerate()
             .map(|(i, d)| DispatchTiming {
@@ -179,13 +179,12 @@ impl Recorder {
         Ok(Some(Profile { dispatches, wall_ns, source }))
     }
 
-    #[allow(clippy::type_complexity)]
-    fn encode_and_submit(self) -> Result<((Arc<Context>, Vec<Meta>), Option<Queries>)> {
+    fn encode_and_submit(self) -> Result<Submitted> {
         let ctx = self.ctx.clone();
         let device = ctx.device();
         let mut meta = Vec::with_capacity(self.cmds.len());
         if self.cmds.is_empty() {
-            return Ok(((ctx, meta), None));
+            return Ok(Submitted { ctx, meta, queries: None });
         }
         let params = ctx.pool().get(device, self.params.len() as u64, BufferKind::Uniform);
         ctx.queue().write_buffer(params.buffer(), 0, &self.params);
@@ -250,10 +249,18 @@ impl Recorder {
             meta.push(Meta { op: d.op, kernel_name: d.kernel.name.clone(), shape: d.shape, flops: d.flops, bytes: d.bytes });
         }
         drop(params);
-        Ok(((ctx, meta), queries))
+        Ok(Submitted { ctx, meta, queries })
     }
 }
 
+/// What remains of a recorder once its pass is submitted: enough to build the profile.
+struct Submitted {
+    ctx: Arc<Context>,
+    meta: Vec<Meta>,
+    queries: Option<Queries>,
+}
+
+/// Profile fields of one submitted dispatch.
 struct Meta {
     op: &'static str,
     kernel_name: String,

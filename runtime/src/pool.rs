@@ -149,7 +149,7 @@ mod tests {
         for bytes in [1u64, 255, 256, 257, 65536, 65537, 1 << 20, (1 << 20) + 1, 300 << 20] {
             let c = size_class(bytes);
             assert!(c >= bytes, "{bytes} -> {c}");
-            assert!(c % 16 == 0);
+            assert!(c.is_multiple_of(16));
             assert!(c as f64 <= (bytes.max(16) as f64) * 1.125 + 256.0, "{bytes} -> {c}");
         }
         assert_eq!(size_class(1000), size_class(1001));

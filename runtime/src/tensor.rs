@@ -47,7 +47,7 @@ impl Tensor {
         let t = Tensor::empty(ctx, shape, dtype)?;
         let mut data = bytes;
         let padded;
-        if data.len() % 4 != 0 {
+        if !data.len().is_multiple_of(4) {
             padded = [bytes, &[0u8; 2]].concat();
             data = &padded;
         }
