@@ -45,6 +45,14 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Whether kernels should read f16 storage as WGSL `f16` (true) or as packed `u32` words
+    /// unpacked with `unpack2x16float` (false). Native reads need `SHADER_F16`; CPU adapters
+    /// (lavapipe) load every vector component separately, so there two halves per 32-bit word
+    /// read packed cost half as much as native 16-bit reads.
+    pub fn read_f16_natively(&self) -> bool {
+        self.f16 && !self.cpu
+    }
+
     /// Derives capabilities from the device's features and limits and the adapter's info.
     pub(crate) fn new(features: wgpu::Features, limits: &wgpu::Limits, info: &wgpu::AdapterInfo) -> Self {
         let subgroups = features.contains(wgpu::Features::SUBGROUP);

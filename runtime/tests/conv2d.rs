@@ -108,7 +108,7 @@ fn kernels_are_chosen_by_shape() {
     assert!(patch.contains("PATCH=1") && !patch.contains("POINTWISE"), "{patch}");
     let general = kernel(&case([2, 3, 13, 13], 33, 3, 2, 1, 1), DType::F16);
     assert!(general.contains("conv_gemm") && !general.contains("PATCH") && !general.contains("POINTWISE"), "{general}");
-    assert_eq!(general.contains("[F16=1,"), ctx.caps().f16, "{general}");
+    assert_eq!(general.contains("[F16=1,"), ctx.caps().read_f16_natively(), "{general}");
 }
 
 #[test]

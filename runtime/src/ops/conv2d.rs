@@ -190,7 +190,7 @@ pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>,
         k: (cin_g * kh * kw) as u32,
         pad: 0,
     };
-    let key = variant.key(w_f16, caps.f16, bias.is_some());
+    let key = variant.key(w_f16, caps.read_f16_natively(), bias.is_some());
     let kernel = rec.kernel(key.family, key.entry, key.defines)?;
     let mut bindings = vec![Binding::whole(x), Binding::whole(w), Binding::whole(&out)];
     bindings.extend(bias.map(Binding::whole));

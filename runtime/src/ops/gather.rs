@@ -75,7 +75,7 @@ pub fn embedding(rec: &mut Recorder, table: &Tensor, ids: &Tensor) -> Result<Ten
     if rows_per_window == 0 {
         return Err(invalid(format!("a table row of {d} values exceeds one storage binding")));
     }
-    let kernel = rec.kernel("gather", "embedding", defines(tab_f16, caps.f16, vec4))?;
+    let kernel = rec.kernel("gather", "embedding", defines(tab_f16, caps.read_f16_natively(), vec4))?;
     let items = n / per_item;
     let windows = vocab.div_ceil(rows_per_window);
     let mut row0 = 0;

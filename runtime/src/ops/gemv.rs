@@ -107,7 +107,7 @@ pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, v
     let vec4 = k % 4 == 0;
     let lanes = lanes(&caps);
     let rows_per_group = ROWS_PER_INVOCATION * WORKGROUP / lanes;
-    let kernel = rec.kernel("gemv", "gemv", key(lanes, caps.f16, w_f16, vec4, subgroup, bias.is_some()).defines)?;
+    let kernel = rec.kernel("gemv", "gemv", key(lanes, caps.read_f16_natively(), w_f16, vec4, subgroup, bias.is_some()).defines)?;
     for n0 in (0..n).step_by(rows_per_window) {
         let ncur = rows_per_window.min(n - n0);
         let ww = window(&caps, n0 * k, ncur * k, ew);

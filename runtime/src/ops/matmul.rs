@@ -149,7 +149,7 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
     let caps = rec.context().caps().clone();
     let (ea, eb) = (a.dtype().size(), b.dtype().size());
     let variant = Variant {
-        native_f16: caps.f16,
+        native_f16: caps.read_f16_natively(),
         a_f16,
         b_f16,
         a_vec4: k % 4 == 0,
