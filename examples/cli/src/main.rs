@@ -2,6 +2,7 @@
 
 mod bench;
 mod info;
+mod inspect;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Benchmark the core kernels (matmul, GEMV, copy) on the chosen adapter.
     Bench(bench::BenchArgs),
+    /// List a weight file's format, metadata and tensors (safetensors, PyTorch, GGUF).
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

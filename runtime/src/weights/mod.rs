@@ -13,9 +13,36 @@ use serde::Serialize;
 
 use crate::error::{KestrelError, Result};
 
-/// Element type of a stored tensor, including block-quantised GGUF types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+pub mod dequant;
+pub mod fold;
+pub mod gguf;
+pub mod pytorch;
+pub mod safetensors;
+
+/// A stored element type Kestrel lists but cannot read or convert (GGUF Q5_0, Q2_K, IQ…,
+/// safetensors U16, F8…): its name and block geometry, so that sizes still check out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OpaqueDType {
+    name: &'static str,
+    block: usize,
+    bytes: usize,
+}
+
+impl OpaqueDType {
+    /// An opaque type of `bytes` bytes per `block` elements.
+    pub(crate) const fn new(name: &'static str, block: usize, bytes: usize) -> Self {
+        OpaqueDType { name, block, bytes }
+    }
+
+    /// Lower-case name as the file's format spells it (e.g. `q5_0`, `f8_e4m3`).
+    pub const fn name(self) -> &'static str {
+        self.name
+    }
+}
+
+/// Element type of a stored tensor, including block-quantised GGUF types. Serialises as its
+/// [`WeightDType::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WeightDType {
     /// 64-bit float.
     F64,
@@ -44,14 +71,19 @@ pub enum WeightDType {
     /// GGUF Q8_0: blocks of 32, f16 scale, int8 values.
     Q8_0,
     /// GGUF Q4_K: super-blocks of 256.
-    #[serde(rename = "q4_k")]
     Q4K,
     /// GGUF Q5_K: super-blocks of 256.
-    #[serde(rename = "q5_k")]
     Q5K,
     /// GGUF Q6_K: super-blocks of 256.
-    #[serde(rename = "q6_k")]
     Q6K,
+    /// A type that is listed but whose bytes cannot be read (see [`OpaqueDType`]).
+    Opaque(OpaqueDType),
+}
+
+impl Serialize for WeightDType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
 }
 
 impl WeightDType {
@@ -68,6 +100,7 @@ impl WeightDType {
             WeightDType::Q4K => (256, 144),
             WeightDType::Q5K => (256, 176),
             WeightDType::Q6K => (256, 210),
+            WeightDType::Opaque(o) => (o.block, o.bytes),
         }
     }
 
@@ -75,7 +108,7 @@ impl WeightDType {
     /// overflows.
     pub fn bytes_for(self, elements: usize) -> Option<usize> {
         let (per, bytes) = self.block();
-        if elements % per != 0 {
+        if per == 0 || !elements.is_multiple_of(per) {
             return None;
         }
         (elements / per).checked_mul(bytes)
@@ -100,6 +133,7 @@ impl WeightDType {
             WeightDType::Q4K => "q4_k",
             WeightDType::Q5K => "q5_k",
             WeightDType::Q6K => "q6_k",
+            WeightDType::Opaque(o) => o.name,
         }
     }
 }
@@ -147,8 +181,46 @@ pub(crate) fn bad(path: &Path, tensor: Option<&str>, detail: impl Into<String>) 
     KestrelError::Weights { file: path.display().to_string(), tensor: tensor.map(str::to_string), detail: detail.into() }
 }
 
-/// Opens a weight file, choosing the format from its first bytes.
+/// Memory-maps a whole file read-only.
+pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| bad(path, None, format!("cannot open: {e}")))?;
+    // SAFETY: the mapping is read-only and Kestrel never writes the file; like every mmap-based
+    // loader it assumes no other process truncates the file while it is open.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(path, None, format!("cannot map: {e}")))
+}
+
+/// Opens a weight file, choosing the format from its first bytes: `GGUF` → GGUF; a zip
+/// (`PK\x03\x04`) or a pickle (`0x80` protocol byte) → PyTorch; an 8-byte little-endian
+/// header length followed by `{` → safetensors.
 pub fn open(path: &Path) -> Result<Box<dyn WeightSource>> {
-    // Format detection by magic bytes is added with the loaders.
+    let head = read_head(path, 9)?;
+    if head.starts_with(b"GGUF") {
+        return Ok(Box::new(gguf::open(path)?));
+    }
+    if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
+        return pytorch::open(path);
+    }
+    if head.get(8) == Some(&b'{') {
+        return Ok(Box::new(safetensors::open(path)?));
+    }
     Err(bad(path, None, "unrecognised weight file format (expected safetensors, PyTorch zip/pickle or GGUF)"))
+}
+
+/// The first `n` bytes of the file (fewer if it is shorter).
+fn read_head(path: &Path, n: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| bad(path, None, format!("cannot open: {e}")))?;
+    let mut head = Vec::new();
+    file.take(n).read_to_end(&mut head).map_err(|e| bad(path, None, format!("cannot read: {e}")))?;
+    Ok(head)
+}
+
+/// A tensor converted to f32 (dequantised on the CPU where it is block-quantised).
+pub fn tensor_f32(src: &dyn WeightSource, name: &str) -> Result<Vec<f32>> {
+    let info = src.info(name).ok_or_else(|| bad(src.path(), Some(name), "no such tensor"))?;
+    let bytes = src.bytes(name)?;
+    dequant::to_f32(info.dtype, &bytes, info.numel()).map_err(|e| match e {
+        KestrelError::InvalidArgument { detail, .. } => bad(src.path(), Some(name), detail),
+        other => other,
+    })
 }

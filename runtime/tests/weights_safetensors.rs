@@ -1,0 +1,171 @@
+//! safetensors loading: hand-written files (every plain dtype, `__metadata__`, file order),
+//! format detection by `weights::open`, and malformed files (each must be a
+//! `KestrelError::Weights`, never a panic).
+
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use kestrel::error::KestrelError;
+use kestrel::weights::{self, WeightDType};
+
+/// Writes `bytes` to a fresh temporary file and returns its path.
+fn temp_file(tag: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kestrel-weights-st-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    let path = dir.join(tag);
+    std::fs::write(&path, bytes).expect("write temp file");
+    path
+}
+
+/// A safetensors file from a header JSON string and the data section.
+fn file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn assert_rejected(tag: &str, bytes: &[u8]) {
+    let path = temp_file(tag, bytes);
+    match weights::open(&path) {
+        Err(KestrelError::Weights { detail, .. }) => eprintln!("{tag}: rejected: {detail}"),
+        Err(e) => panic!("{tag}: wrong error kind: {e}"),
+        Ok(_) => panic!("{tag}: malformed file was accepted"),
+    }
+}
+
+/// A file with one tensor of each plain dtype (listed out of offset order in the header, to
+/// check that Kestrel reports file order), a U16 tensor (opaque) and `__metadata__`.
+fn sample() -> Vec<u8> {
+    let mut data = Vec::new();
+    let f32s = [1.5f32, -2.25, 3.0, 0.1, 1e-30, -0.0];
+    f32s.iter().for_each(|v| data.extend_from_slice(&v.to_le_bytes())); // 0..24
+    [0.5f32, -1.0, 65504.0].iter().for_each(|&v| data.extend_from_slice(&f16::from_f32(v).to_le_bytes())); // 24..30
+    [0.3f32, -7.0].iter().for_each(|&v| data.extend_from_slice(&bf16::from_f32(v).to_le_bytes())); // 30..34
+    [-3i64, 1 << 40].iter().for_each(|v| data.extend_from_slice(&v.to_le_bytes())); // 34..50
+    data.extend_from_slice(&[0, 7, 255]); // u8 50..53
+    data.extend_from_slice(&[0, 1]); // bool 53..55
+    data.extend_from_slice(&[(-5i8) as u8]); // i8 55..56
+    data.extend_from_slice(&1000u16.to_le_bytes()); // u16 56..58
+    data.extend_from_slice(&(-2.5f64).to_le_bytes()); // f64 58..66
+    let header = r#"{
+        "bf16": {"dtype": "BF16", "shape": [2], "data_offsets": [30, 34]},
+        "__metadata__": {"format": "pt", "note": "kestrel"},
+        "a.f32": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+        "f16": {"dtype": "F16", "shape": [3], "data_offsets": [24, 30]},
+        "i64": {"dtype": "I64", "shape": [2, 1], "data_offsets": [34, 50]},
+        "u8": {"dtype": "U8", "shape": [3], "data_offsets": [50, 53]},
+        "bool": {"dtype": "BOOL", "shape": [2], "data_offsets": [53, 55]},
+        "i8": {"dtype": "I8", "shape": [1], "data_offsets": [55, 56]},
+        "u16": {"dtype": "U16", "shape": [1], "data_offsets": [56, 58]},
+        "f64": {"dtype": "F64", "shape": [], "data_offsets": [58, 66]}
+    }"#;
+    file(header, &data)
+}
+
+#[test]
+fn sample_file_opens_in_file_order_with_metadata() {
+    let path = temp_file("sample.safetensors", &sample());
+    let src = weights::open(&path).expect("open sample");
+    assert_eq!(src.format(), "safetensors");
+    assert_eq!(src.metadata(), serde_json::json!({"format": "pt", "note": "kestrel"}));
+    let listed: Vec<(&str, &str, Vec<usize>)> =
+        src.tensors().iter().map(|t| (t.name.as_str(), t.dtype.name(), t.shape.clone())).collect();
+    assert_eq!(listed, vec![
+        ("a.f32", "f32", vec![2, 3]),
+        ("f16", "f16", vec![3]),
+        ("bf16", "bf16", vec![2]),
+        ("i64", "i64", vec![2, 1]),
+        ("u8", "u8", vec![3]),
+        ("bool", "bool", vec![2]),
+        ("i8", "i8", vec![1]),
+        ("u16", "u16", vec![1]),
+        ("f64", "f64", vec![]),
+    ]);
+    assert_eq!(src.bytes("a.f32").map(|b| b.len()).ok(), Some(24));
+}
+
+#[test]
+fn sample_file_converts_to_f32() {
+    let path = temp_file("convert.safetensors", &sample());
+    let src = weights::open(&path).expect("open sample");
+    let f = |n: &str| weights::tensor_f32(src.as_ref(), n).expect("convert");
+    // Exact: every stored value is representable in f32 (bf16 0.3 is compared after the same
+    // rounding to bf16).
+    assert_eq!(f("a.f32"), vec![1.5, -2.25, 3.0, 0.1, 1e-30, -0.0]);
+    assert_eq!(f("f16"), vec![0.5, -1.0, 65504.0]);
+    assert_eq!(f("bf16"), vec![bf16::from_f32(0.3).to_f32(), -7.0]);
+    assert_eq!(f("i64"), vec![-3.0, (1u64 << 40) as f32]);
+    assert_eq!(f("u8"), vec![0.0, 7.0, 255.0]);
+    assert_eq!(f("bool"), vec![0.0, 1.0]);
+    assert_eq!(f("i8"), vec![-5.0]);
+    assert_eq!(f("f64"), vec![-2.5]);
+    assert!(matches!(src.info("u16").map(|t| t.dtype), Some(WeightDType::Opaque(_))));
+    assert!(matches!(src.bytes("u16"), Err(KestrelError::Weights { .. })));
+    assert!(matches!(weights::tensor_f32(src.as_ref(), "u16"), Err(KestrelError::Weights { .. })));
+    assert!(matches!(src.bytes("nope"), Err(KestrelError::Weights { .. })));
+}
+
+#[test]
+fn empty_file_has_no_tensors() {
+    let path = temp_file("empty.safetensors", &file("{}", &[]));
+    let src = weights::open(&path).expect("open empty safetensors");
+    assert!(src.tensors().is_empty());
+    assert_eq!(src.metadata(), serde_json::json!({}));
+}
+
+#[test]
+fn malformed_files_are_rejected() {
+    let good = sample();
+    // Every truncation of a valid file.
+    for len in 0..good.len() {
+        assert_rejected("truncated.safetensors", &good[..len]);
+    }
+    // Wrong magic: neither safetensors, GGUF nor PyTorch.
+    assert_rejected("magic.safetensors", b"NOTAWEIGHTFILE....");
+    // Header length past the end of the file, and an absurd one.
+    let mut long = good.clone();
+    long[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
+    assert_rejected("header-past-end.safetensors", &long);
+    let mut absurd = good.clone();
+    absurd[..8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    assert_rejected("header-absurd.safetensors", &absurd);
+    let t = |dtype: &str, shape: &str, offsets: &str, data: usize| {
+        file(&format!(r#"{{"t": {{"dtype": "{dtype}", "shape": {shape}, "data_offsets": {offsets}}}}}"#), &vec![0; data])
+    };
+    assert!(weights::open(&temp_file("ok.safetensors", &t("F32", "[2]", "[0, 8]", 8))).is_ok());
+    assert_rejected("offset-past-end.safetensors", &t("F32", "[2]", "[0, 16]", 8));
+    assert_rejected("offset-huge.safetensors", &t("F32", "[2]", "[0, 18446744073709551615]", 8));
+    assert_rejected("size-mismatch.safetensors", &t("F32", "[3]", "[0, 8]", 8));
+    assert_rejected("shape-overflow.safetensors", &t("F32", "[4294967296, 4294967296, 4294967296]", "[0, 8]", 8));
+    assert_rejected("trailing-data.safetensors", &t("F32", "[2]", "[0, 8]", 12));
+    assert_rejected("unknown-dtype.safetensors", &t("X99", "[2]", "[0, 8]", 8));
+    assert_rejected("bad-json.safetensors", &file("{\"t\": ", &[]));
+    let dup = r#"{"t": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "t": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}"#;
+    assert_rejected("duplicate.safetensors", &file(dup, &[1]));
+}
+
+/// Inspects the real all-MiniLM-L6-v2 file when `KESTREL_TEST_WEIGHTS` names the directory
+/// written by `scripts/fetch-test-weights.sh`; skipped otherwise.
+#[test]
+fn real_minilm_safetensors() {
+    let Some(dir) = std::env::var_os("KESTREL_TEST_WEIGHTS") else {
+        eprintln!("skipped: set KESTREL_TEST_WEIGHTS to the directory of scripts/fetch-test-weights.sh");
+        return;
+    };
+    let path = Path::new(&dir).join("model.safetensors");
+    if !path.exists() {
+        eprintln!("skipped: {} not found", path.display());
+        return;
+    }
+    let src = weights::open(&path).expect("open MiniLM");
+    assert_eq!(src.format(), "safetensors");
+    assert_eq!(src.tensors().len(), 104);
+    let emb = src.info("embeddings.word_embeddings.weight").expect("word embeddings");
+    assert_eq!(emb.shape, vec![30522, 384]);
+    assert_eq!(emb.dtype, WeightDType::F32);
+    for t in src.tensors() {
+        let v = weights::tensor_f32(src.as_ref(), &t.name).expect("convert");
+        assert_eq!(v.len(), t.numel());
+    }
+}
