@@ -14,6 +14,8 @@ use crate::exec::Recorder;
 use crate::ops::copy::copy;
 use crate::ops::gemv::{self, GemvVariant};
 use crate::ops::matmul::{MatmulOptions, matmul, matmul_baseline};
+use crate::ops::qmatmul::{qgemv, qmatmul};
+use crate::quant::{QuantScheme, QuantTensor};
 use crate::tensor::Tensor;
 
 /// One benchmark result (one JSON line of `kestrel bench --json`).
@@ -21,7 +23,8 @@ use crate::tensor::Tensor;
 pub struct BenchRecord {
     /// `matmul`, `matmul_baseline`, `gemv` or `copy`.
     pub op: &'static str,
-    /// Storage type of the operands (`f32`, `f16`).
+    /// Storage type of the operands (`f32`, `f16`), or the weight quantisation scheme of a
+    /// quantised product (`w8`, `w4`, `q4_0`, `q4_1`, `q8_0`; activations f32).
     pub dtype: &'static str,
     /// Kernel variant where an op has several (`subgroup`, `workgroup`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,7 +39,8 @@ pub struct BenchRecord {
     pub ms_median: f64,
     /// Achieved GFLOP/s (0 for copy).
     pub gflops: f64,
-    /// Achieved GB/s: matmul counts A+B+C, GEMV the weight bytes, copy bytes read + written.
+    /// Achieved GB/s: matmul counts A+B+C, GEMV the weight bytes (quantised: values and
+    /// scales), copy bytes read + written.
     pub gbps: f64,
     /// Adapter the record was measured on.
     pub adapter: String,
@@ -65,6 +69,8 @@ pub const OPS: &[&str] = &["copy", "gemv", "matmul", "matmul_baseline"];
 struct Case {
     op: &'static str,
     dtype: DType,
+    /// Quantised weights (B of matmul, W of GEMV) instead of `dtype` ones.
+    quant: Option<QuantScheme>,
     variant: Option<GemvVariant>,
     m: usize,
     n: usize,
@@ -76,9 +82,14 @@ fn cases(ctx: &Context, quick: bool) -> Vec<Case> {
     let mut v = Vec::new();
     for &s in cubes {
         for dtype in [DType::F32, DType::F16] {
-            v.push(Case { op: "matmul", dtype, variant: None, m: s, n: s, k: s });
+            v.push(Case { op: "matmul", dtype, quant: None, variant: None, m: s, n: s, k: s });
         }
-        v.push(Case { op: "matmul_baseline", dtype: DType::F32, variant: None, m: s, n: s, k: s });
+        if s == 512 {
+            for quant in [QuantScheme::W8, QuantScheme::W4] {
+                v.push(Case { op: "matmul", dtype: DType::F32, quant: Some(quant), variant: None, m: s, n: s, k: s });
+            }
+        }
+        v.push(Case { op: "matmul_baseline", dtype: DType::F32, quant: None, variant: None, m: s, n: s, k: s });
     }
     let mut gemv_variants = vec![GemvVariant::Workgroup];
     if gemv::subgroup_ok(ctx.caps()) {
@@ -87,12 +98,17 @@ fn cases(ctx: &Context, quick: bool) -> Vec<Case> {
     for &(n, k) in &[(2048usize, 2048usize), (1536, 576)] {
         for dtype in [DType::F32, DType::F16] {
             for &variant in &gemv_variants {
-                v.push(Case { op: "gemv", dtype, variant: Some(variant), m: 1, n, k });
+                v.push(Case { op: "gemv", dtype, quant: None, variant: Some(variant), m: 1, n, k });
+            }
+        }
+        for quant in [QuantScheme::W8, QuantScheme::W4, QuantScheme::Q4_0, QuantScheme::Q4_1, QuantScheme::Q8_0] {
+            for &variant in &gemv_variants {
+                v.push(Case { op: "gemv", dtype: DType::F32, quant: Some(quant), variant: Some(variant), m: 1, n, k });
             }
         }
     }
     // Same bytes as the f32 2048×2048 GEMV weight.
-    v.push(Case { op: "copy", dtype: DType::F32, variant: None, m: 2048 * 2048, n: 1, k: 1 });
+    v.push(Case { op: "copy", dtype: DType::F32, quant: None, variant: None, m: 2048 * 2048, n: 1, k: 1 });
     v
 }
 
@@ -120,18 +136,33 @@ type Launch = Box<dyn Fn(&mut Recorder) -> Result<Tensor>>;
 fn run_case(ctx: &Arc<Context>, c: &Case, runs: usize) -> Result<BenchRecord> {
     let (m, n, k) = (c.m, c.n, c.k);
     // Inputs uploaded once; each timed run records `reps` launches into one submission.
-    let record: Launch = match c.op {
-        "matmul" => {
+    // Bytes of the weight operand (B of matmul, W of GEMV).
+    let mut weight_bytes = (k * n * c.dtype.size()) as f64;
+    let record: Launch = match (c.op, c.quant) {
+        ("matmul", Some(q)) => {
+            let a = Tensor::from_f32(ctx, &[m, k], &seeded(m * k, 1))?;
+            let w = QuantTensor::quantize(ctx, q, &seeded(n * k, 2), &[n, k])?;
+            weight_bytes = w.byte_size() as f64;
+            Box::new(move |r| qmatmul(r, &a, &w, None))
+        }
+        ("gemv", Some(q)) => {
+            let x = Tensor::from_f32(ctx, &[1, k], &seeded(k, 1))?;
+            let w = QuantTensor::quantize(ctx, q, &seeded(n * k, 2), &[n, k])?;
+            weight_bytes = w.byte_size() as f64;
+            let variant = c.variant.unwrap_or(GemvVariant::Auto);
+            Box::new(move |r| qgemv(r, &x, &w, None, variant))
+        }
+        ("matmul", None) => {
             let a = Tensor::from_f32_as(ctx, &[m, k], &seeded(m * k, 1), c.dtype)?;
             let b = Tensor::from_f32_as(ctx, &[k, n], &seeded(k * n, 2), c.dtype)?;
             Box::new(move |r| matmul(r, &a, &b, &MatmulOptions::default()))
         }
-        "matmul_baseline" => {
+        ("matmul_baseline", _) => {
             let a = Tensor::from_f32(ctx, &[m, k], &seeded(m * k, 1))?;
             let b = Tensor::from_f32(ctx, &[k, n], &seeded(k * n, 2))?;
             Box::new(move |r| matmul_baseline(r, &a, &b))
         }
-        "gemv" => {
+        ("gemv", None) => {
             let x = Tensor::from_f32(ctx, &[1, k], &seeded(k, 1))?;
             let w = Tensor::from_f32_as(ctx, &[n, k], &seeded(n * k, 2), c.dtype)?;
             let variant = c.variant.unwrap_or(GemvVariant::Auto);
@@ -161,13 +192,13 @@ fn run_case(ctx: &Arc<Context>, c: &Case, runs: usize) -> Result<BenchRecord> {
     let ms = samples[samples.len() / 2];
     let es = c.dtype.size() as f64;
     let (flops, bytes) = match c.op {
-        "gemv" => (2.0 * (n * k) as f64, (n * k) as f64 * es),
+        "gemv" => (2.0 * (n * k) as f64, weight_bytes),
         "copy" => (0.0, 2.0 * (m * 4) as f64),
-        _ => (2.0 * (m * n * k) as f64, (m * k + k * n) as f64 * es + (m * n * 4) as f64),
+        _ => (2.0 * (m * n * k) as f64, (m * k) as f64 * es + weight_bytes + (m * n * 4) as f64),
     };
     Ok(BenchRecord {
         op: c.op,
-        dtype: c.dtype.name(),
+        dtype: c.quant.map_or(c.dtype.name(), QuantScheme::name),
         variant: c.variant.map(|v| match v {
             GemvVariant::Subgroup => "subgroup",
             GemvVariant::Workgroup => "workgroup",

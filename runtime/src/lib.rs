@@ -15,6 +15,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod pool;
 pub mod profile;
+pub mod quant;
 pub mod reference;
 pub mod shader;
 pub mod tensor;

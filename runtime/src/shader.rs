@@ -20,6 +20,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_baseline", include_str!("../../shaders/matmul_baseline.wgsl")),
     ("norm", include_str!("../../shaders/norm.wgsl")),
+    ("qmatmul", include_str!("../../shaders/qmatmul.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
 ];

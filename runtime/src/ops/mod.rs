@@ -11,6 +11,7 @@ pub mod gemv;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod qmatmul;
 pub mod reduce;
 pub(crate) mod rows;
 pub mod softmax;
@@ -66,5 +67,6 @@ pub fn all_variants() -> Vec<crate::pipeline::KernelKey> {
     v.extend(layout::variants());
     v.extend(gather::variants());
     v.extend(conv2d::variants());
+    v.extend(qmatmul::variants());
     v
 }

@@ -7,5 +7,6 @@ pub mod gather;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod qmatmul;
 pub mod reduce;
 pub mod softmax;

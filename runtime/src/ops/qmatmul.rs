@@ -1,0 +1,407 @@
+//! Weight-quantised products `C = A·Wᵀ (+ bias)` with W a [`QuantTensor`] `[N, K]` (an
+//! `nn.Linear` weight), dequantised inside the kernels (no dequantised copy in memory), f32
+//! accumulation. M = 1 goes to [`qgemv`] (subgroup or workgroup reduction); larger M to the
+//! tiled kernel on GPUs or the `qmatmul_rows` kernel on CPU adapters. Weights larger than one
+//! storage binding are split into row windows, A and C into M windows.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::caps::Capabilities;
+use crate::dtype::DType;
+use crate::error::{KestrelError, Result};
+use crate::exec::{Binding, Dispatch, Recorder, grid};
+use crate::ops::gemv::{self, GemvVariant};
+use crate::ops::{Window, groups, max_window_elems, param_bytes, window};
+use crate::pipeline::KernelKey;
+use crate::quant::{BLOCK, QuantScheme, QuantTensor};
+use crate::shader::Defines;
+use crate::tensor::Tensor;
+
+/// Invocations per GEMV workgroup.
+const WORKGROUP: usize = 256;
+/// Rows each GEMV invocation accumulates.
+const ROWS_PER_INVOCATION: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    nb: u32,
+    w_off: u32,
+    s_off: u32,
+    a_off: u32,
+    c_off: u32,
+    bias_off: u32,
+    ldc: u32,
+    pad: [u32; 2],
+}
+
+/// Which kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// `qgemv` with this many lanes per row group, quarter-block lane units (`split`, GPUs) or
+    /// whole blocks (CPU adapters), subgroup reduction or not.
+    Gemv { lanes: usize, split: bool, subgroup: bool },
+    /// `qmatmul_rows` (CPU adapters).
+    Rows,
+    /// `qmatmul` (tiled, GPUs).
+    Tiled,
+}
+
+/// A kernel variant.
+#[derive(Clone, Copy, Debug)]
+struct Variant {
+    kernel: Kernel,
+    q8: bool,
+    row_scale: bool,
+    min: bool,
+    a_vec4: bool,
+    k_tail: bool,
+    bias: bool,
+}
+
+impl Variant {
+    fn new(kernel: Kernel, scheme: QuantScheme, a_vec4: bool, k: usize, bias: bool) -> Variant {
+        Variant {
+            kernel,
+            q8: scheme.bits() == 8,
+            row_scale: scheme.row_scale(),
+            min: scheme.has_min(),
+            a_vec4,
+            k_tail: !k.is_multiple_of(BLOCK),
+            bias,
+        }
+    }
+
+    fn entry(self) -> &'static str {
+        match self.kernel {
+            Kernel::Gemv { .. } => "qgemv",
+            Kernel::Rows => "qmatmul_rows",
+            Kernel::Tiled => "qmatmul",
+        }
+    }
+
+    fn key(self) -> KernelKey {
+        let mut d = Defines::new()
+            .flag("Q8", self.q8)
+            .flag("ROW_SCALE", self.row_scale)
+            .flag("MIN", self.min)
+            .flag("A_VEC4", self.a_vec4)
+            .flag("K_TAIL", self.k_tail)
+            .flag("BIAS", self.bias);
+        match self.kernel {
+            Kernel::Gemv { lanes, split, subgroup } => {
+                d = d
+                    .flag("GEMV", true)
+                    .set("LANES", lanes)
+                    .flag("SPLIT", split)
+                    .flag("SUBGROUP", subgroup)
+            }
+            Kernel::Rows => d = d.flag("ROWS", true),
+            Kernel::Tiled => {}
+        }
+        KernelKey {
+            family: "qmatmul",
+            entry: self.entry(),
+            defines: d,
+        }
+    }
+}
+
+fn check_bias(op: &'static str, bias: Option<&Tensor>, n: usize) -> Result<()> {
+    match bias {
+        Some(b) if b.dtype() != DType::F32 || b.shape() != [n] => Err(KestrelError::Shape {
+            op,
+            detail: format!(
+                "bias {:?} ({}) must be f32 [{n}]",
+                b.shape(),
+                b.dtype().name()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Rows of W per window, so that values and scales each fit one storage binding.
+fn rows_per_window(caps: &Capabilities, w: &QuantTensor) -> usize {
+    let (n, nb, s) = (w.shape()[0], w.blocks_per_row(), w.scheme());
+    let by_values = max_window_elems(caps, 16) / (nb * s.block_words() / 4);
+    let by_scales = if s.row_scale() {
+        max_window_elems(caps, 4)
+    } else if s.has_min() {
+        max_window_elems(caps, 4) / nb
+    } else {
+        max_window_elems(caps, 2) / nb
+    };
+    by_values.min(by_scales).min(n)
+}
+
+/// Windows of values and scales over weight rows `n0..n0 + count`, with the offsets of the
+/// window's first row inside them (`w_off` in vec4 units, `s_off` in scale units).
+fn weight_windows(
+    caps: &Capabilities,
+    w: &QuantTensor,
+    n0: usize,
+    count: usize,
+) -> (Window, Window, u32, u32) {
+    let (nb, s) = (w.blocks_per_row(), w.scheme());
+    let bw = s.block_words() / 4;
+    let wv = window(caps, n0 * nb * bw, count * nb * bw, 16);
+    let (s_start, s_count, s_size) = if s.row_scale() {
+        (n0, count, 4)
+    } else if s.has_min() {
+        (n0 * nb, count * nb, 4)
+    } else {
+        (n0 * nb, count * nb, 2)
+    };
+    let ws = window(caps, s_start, s_count, s_size);
+    (
+        wv,
+        ws,
+        (n0 * nb * bw - wv.elem_start) as u32,
+        (s_start - ws.elem_start) as u32,
+    )
+}
+
+fn too_big(op: &'static str, what: &str) -> KestrelError {
+    KestrelError::InvalidArgument {
+        op,
+        detail: format!("one {what} exceeds a storage binding"),
+    }
+}
+
+/// `y[n] = Σ_k x[k]·W[n, k] (+ bias[n])`; x f32 `[K]` or `[1, K]`, W quantised `[N, K]`, y f32
+/// with x's leading shape and N. `variant` picks the reduction across the lanes that split K.
+pub fn qgemv(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &QuantTensor,
+    bias: Option<&Tensor>,
+    variant: GemvVariant,
+) -> Result<Tensor> {
+    const OP: &str = "qgemv";
+    if x.dtype() != DType::F32 {
+        return Err(KestrelError::UnsupportedDtype {
+            op: OP,
+            dtype: x.dtype(),
+        });
+    }
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    if x.numel() != k || x.shape().len() > 2 || x.shape().len() == 2 && x.shape()[0] != 1 {
+        return Err(KestrelError::Shape {
+            op: OP,
+            detail: format!("x {:?} must be [{k}] or [1, {k}]", x.shape()),
+        });
+    }
+    check_bias(OP, bias, n)?;
+    let caps = rec.context().caps().clone();
+    let subgroup = match variant {
+        GemvVariant::Auto => gemv::subgroup_ok(&caps),
+        GemvVariant::Subgroup if gemv::subgroup_ok(&caps) => true,
+        GemvVariant::Subgroup => {
+            return Err(KestrelError::InvalidArgument {
+                op: OP,
+                detail: "device has no usable subgroups".into(),
+            });
+        }
+        GemvVariant::Workgroup => false,
+    };
+    let rows = rows_per_window(&caps, w);
+    if rows == 0 {
+        return Err(too_big(OP, "row of W"));
+    }
+    if x.byte_size() > caps.max_storage_binding {
+        return Err(too_big(OP, "x"));
+    }
+    let mut out_shape = x.shape()[..x.shape().len() - 1].to_vec();
+    out_shape.push(n);
+    let y = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let lanes = gemv::lanes(&caps);
+    let v = Variant::new(
+        Kernel::Gemv { lanes, split: !caps.cpu, subgroup },
+        w.scheme(),
+        true,
+        k,
+        bias.is_some(),
+    );
+    let rows_per_group = ROWS_PER_INVOCATION * WORKGROUP / lanes;
+    let kernel = rec.kernel("qmatmul", v.entry(), v.key().defines)?;
+    let nb = w.blocks_per_row();
+    for n0 in (0..n).step_by(rows) {
+        let ncur = rows.min(n - n0);
+        let (wv, ws, w_off, s_off) = weight_windows(&caps, w, n0, ncur);
+        let wy = window(&caps, n0, ncur, 4);
+        let params = Params {
+            m: 1,
+            n: ncur as u32,
+            k: k as u32,
+            nb: nb as u32,
+            w_off,
+            s_off,
+            c_off: (n0 - wy.elem_start) as u32,
+            bias_off: n0 as u32,
+            ldc: n as u32,
+            ..Default::default()
+        };
+        let mut bindings = vec![
+            Binding::whole(x),
+            Binding::window(w.values(), wv.byte_offset, wv.byte_size),
+            Binding::window(w.scales(), ws.byte_offset, ws.byte_size),
+            Binding::window(&y, wy.byte_offset, wy.byte_size),
+        ];
+        if let Some(b) = bias {
+            bindings.push(Binding::whole(b));
+        }
+        rec.dispatch(Dispatch {
+            kernel: kernel.clone(),
+            bindings,
+            params: param_bytes(&params),
+            workgroups: grid(groups(ncur, rows_per_group), caps.max_workgroups_per_dim)?,
+            op: OP,
+            shape: format!("[1,{k}]x{}[{n},{k}]^T", w.scheme().name()),
+            flops: 2 * (ncur * k) as u64,
+            bytes: wv.byte_size + ws.byte_size + (k * 4 + ncur * 4) as u64,
+        })?;
+    }
+    Ok(y)
+}
+
+/// `C = A·Wᵀ (+ bias)`: A f32 `[..batch, M, K]`, W quantised `[N, K]`, C f32 `[..batch, M, N]`.
+/// A single row (M·batch = 1) runs [`qgemv`].
+pub fn qmatmul(
+    rec: &mut Recorder,
+    a: &Tensor,
+    w: &QuantTensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "qmatmul";
+    if a.dtype() != DType::F32 {
+        return Err(KestrelError::UnsupportedDtype {
+            op: OP,
+            dtype: a.dtype(),
+        });
+    }
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let ash = a.shape();
+    if ash.is_empty() || ash[ash.len() - 1] != k {
+        return Err(KestrelError::Shape {
+            op: OP,
+            detail: format!("A {ash:?} must end in K = {k} (W is [{n}, {k}])"),
+        });
+    }
+    check_bias(OP, bias, n)?;
+    let m = a.numel() / k;
+    if m == 0 || m > u32::MAX as usize / 4 {
+        return Err(KestrelError::InvalidArgument {
+            op: OP,
+            detail: format!("M = {m} out of range"),
+        });
+    }
+    let mut out_shape = ash[..ash.len() - 1].to_vec();
+    out_shape.push(n);
+    if m == 1 {
+        return qgemv(rec, &a.reshape(&[k])?, w, bias, GemvVariant::Auto)?.reshape(&out_shape);
+    }
+    let caps = rec.context().caps().clone();
+    let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let (kernel, (tm, tn)) = if caps.cpu {
+        (Kernel::Rows, (8, 256))
+    } else {
+        (Kernel::Tiled, (64, 64))
+    };
+    let v = Variant::new(kernel, w.scheme(), k % 4 == 0, k, bias.is_some());
+    let pipeline = rec.kernel("qmatmul", v.entry(), v.key().defines)?;
+    let rows = rows_per_window(&caps, w);
+    let mc = (max_window_elems(&caps, 4) / k)
+        .min(max_window_elems(&caps, 4) / n)
+        .min(m);
+    if rows == 0 {
+        return Err(too_big(OP, "row of W"));
+    }
+    if mc == 0 {
+        return Err(too_big(OP, "row of A or C"));
+    }
+    let nb = w.blocks_per_row();
+    for m0 in (0..m).step_by(mc) {
+        let mcur = mc.min(m - m0);
+        let wa = window(&caps, m0 * k, mcur * k, 4);
+        let wc = window(&caps, m0 * n, mcur * n, 4);
+        for n0 in (0..n).step_by(rows) {
+            let ncur = rows.min(n - n0);
+            let (wv, ws, w_off, s_off) = weight_windows(&caps, w, n0, ncur);
+            let params = Params {
+                m: mcur as u32,
+                n: ncur as u32,
+                k: k as u32,
+                nb: nb as u32,
+                w_off,
+                s_off,
+                a_off: (m0 * k - wa.elem_start) as u32,
+                c_off: (m0 * n - wc.elem_start + n0) as u32,
+                bias_off: n0 as u32,
+                ldc: n as u32,
+                ..Default::default()
+            };
+            let mut bindings = vec![
+                Binding::window(a, wa.byte_offset, wa.byte_size),
+                Binding::window(w.values(), wv.byte_offset, wv.byte_size),
+                Binding::window(w.scales(), ws.byte_offset, ws.byte_size),
+                Binding::window(&out, wc.byte_offset, wc.byte_size),
+            ];
+            if let Some(b) = bias {
+                bindings.push(Binding::whole(b));
+            }
+            let (gx, gy) = (ncur.div_ceil(tn), mcur.div_ceil(tm));
+            if gx.max(gy) > caps.max_workgroups_per_dim as usize {
+                return Err(KestrelError::InvalidArgument {
+                    op: OP,
+                    detail: format!("[{m}, {n}] needs too many workgroups"),
+                });
+            }
+            rec.dispatch(Dispatch {
+                kernel: pipeline.clone(),
+                bindings,
+                params: param_bytes(&params),
+                workgroups: [gx as u32, gy as u32, 1],
+                op: OP,
+                shape: format!("{ash:?}x{}[{n},{k}]^T", w.scheme().name()),
+                flops: 2 * (mcur * ncur * k) as u64,
+                bytes: wv.byte_size + ws.byte_size + (mcur * k * 4 + mcur * ncur * 4) as u64,
+            })?;
+        }
+    }
+    Ok(out)
+}
+
+/// Every qmatmul kernel variant.
+pub fn variants() -> Vec<KernelKey> {
+    let schemes = [
+        QuantScheme::W8,
+        QuantScheme::Q8_0,
+        QuantScheme::W4,
+        QuantScheme::W4Asym,
+    ];
+    let mut kernels = vec![Kernel::Rows, Kernel::Tiled];
+    for (lanes, split) in [(16, false), (64, true)] {
+        for subgroup in [false, true] {
+            kernels.push(Kernel::Gemv { lanes, split, subgroup });
+        }
+    }
+    let mut v = Vec::new();
+    for kernel in kernels {
+        for scheme in schemes {
+            for bits in 0u32..8 {
+                let on = |i: u32| bits & (1 << i) != 0;
+                // The GEMV always reads x as vec4s.
+                if matches!(kernel, Kernel::Gemv { .. }) && !on(0) {
+                    continue;
+                }
+                let k = if on(1) { 33 } else { 32 };
+                v.push(Variant::new(kernel, scheme, on(0), k, on(2)).key());
+            }
+        }
+    }
+    v
+}

@@ -1,0 +1,457 @@
+// Weight-quantised products: C = A · Wᵀ (+ bias) with W [N, K] quantised (runtime/src/quant.rs
+// documents the packed layout), dequantised on the fly; A and C f32, f32 accumulation.
+//
+// Entry points (one per variant, chosen by define):
+//   qgemv         (GEMV)  M = 1: row groups of LANES invocations, 8 rows per invocation, each
+//                         lane striding over whole 32-element blocks (SPLIT, for GPUs: quarter
+//                         blocks, so short rows still occupy every lane); subgroupAdd
+//                         (SUBGROUP) or shared-memory tree reduction.
+//   qmatmul_rows  (ROWS)  CPU adapters: 64 invocations share 8 rows of A (uniform loads, no
+//                         workgroup memory), each owns 4 output columns.
+//   qmatmul       (else)  GPUs: 16×16 invocations, 64×64 block of C, 4×4 per invocation; the
+//                         dequantised W tile is staged in workgroup memory, 16 deep along K.
+//
+// Weight defines: Q8 (8-bit values, else 4-bit), ROW_SCALE (one f32 scale per row: W8), MIN
+// (per-block f16 (d, m): w = q·d + m); 4-bit without MIN is w = (q − 8)·d; 8-bit without
+// ROW_SCALE is w = q·d with a per-block f16 d (Q8_0).
+// Other defines: A_VEC4 (A rows and offset are multiples of 4 elements), K_TAIL (K is not a
+// multiple of 32: activations past K are masked), BIAS, LANES, SPLIT and SUBGROUP (qgemv).
+//
+// Element (m, k) of A is at a_off + m·k; C (m, n) at c_off + m·ldc + n; block b of weight row
+// n (relative to the window) at vec4 index w_off + (n·nb + b)·BW.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    nb: u32,
+    w_off: u32,
+    s_off: u32,
+    a_off: u32,
+    c_off: u32,
+    bias_off: u32,
+    ldc: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+#if A_VEC4
+@group(0) @binding(1) var<storage, read> a_buf: array<vec4<f32>>;
+// Elements i..i+3 of A (i a multiple of 4).
+fn a_run(i: u32) -> vec4<f32> { return a_buf[i / 4u]; }
+fn a1(i: u32) -> f32 { return a_buf[i / 4u][i % 4u]; }
+#else
+@group(0) @binding(1) var<storage, read> a_buf: array<f32>;
+fn a_run(i: u32) -> vec4<f32> { return vec4<f32>(a_buf[i], a_buf[i + 1u], a_buf[i + 2u], a_buf[i + 3u]); }
+fn a1(i: u32) -> f32 { return a_buf[i]; }
+#endif
+@group(0) @binding(2) var<storage, read> w_buf: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> s_buf: array<u32>;
+@group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
+#if BIAS
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+#endif
+
+// vec4<u32> per block of 32 values.
+#if Q8
+const BW: u32 = 2u;
+#else
+const BW: u32 = 1u;
+#endif
+
+// A run of 4 activations at element index i, where column kk = i's position in its row; zero
+// past K.
+fn a_run_masked(i: u32, kk: u32) -> vec4<f32> {
+#if K_TAIL
+    return select(vec4<f32>(0.0), a_run(i), vec4<u32>(kk) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.k));
+#else
+    return a_run(i);
+#endif
+}
+
+// (d, c) of weight row `row` (relative to the window), block b: w = d·q + c.
+fn scale_of(row: u32, b: u32) -> vec2<f32> {
+#if ROW_SCALE
+    return vec2<f32>(bitcast<f32>(s_buf[p.s_off + row]), 0.0);
+#else
+#if MIN
+    return unpack2x16float(s_buf[p.s_off + row * p.nb + b]);
+#else
+    let j = p.s_off + row * p.nb + b;
+    let d = unpack2x16float(s_buf[j / 2u])[j % 2u];
+#if Q8
+    return vec2<f32>(d, 0.0);
+#else
+    return vec2<f32>(d, -8.0 * d);
+#endif
+#endif
+#endif
+}
+
+// Stored integers of a word: low / high nibbles of its four bytes, or its four i8s.
+fn lo4(w: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u)); }
+fn hi4(w: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(w) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u)); }
+fn i8x4(w: u32) -> vec4<f32> { return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u)); }
+
+// Stored integers of elements 4j..4j+3 (j < 8) of the block at vec4 index vi.
+fn q_run(vi: u32, j: u32) -> vec4<f32> {
+#if Q8
+    return i8x4(w_buf[vi + j / 4u][j % 4u]);
+#else
+    let sh = vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(select(4u, 0u, j < 4u));
+    return vec4<f32>((vec4<u32>(w_buf[vi][j % 4u]) >> sh) & vec4<u32>(15u));
+#endif
+}
+
+#if GEMV
+// ---------------------------------------------------------------------------------------------
+// qgemv: y[n] = Σ_k x[k]·W[n, k] (+ bias). An invocation accumulates RPI = 8 rows; per block
+// (or quarter block) it loads the activations once for all of them and forms d·Σq·x + c·Σx per
+// row, so the offset/minimum costs one multiply-add per block.
+#if SPLIT
+// A lane's unit is a quarter block: 8 values (4-bit: one word, low nibbles = elements 4q..4q+3
+// and high nibbles = 16+4q..; 8-bit: two words = elements 8q..8q+7).
+const UNITS: u32 = 4u;
+
+struct XBlock {
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    sum: f32,
+}
+
+fn x_block(u: u32) -> XBlock {
+    let q = u % 4u;
+#if Q8
+    let e0 = (u / 4u) * 32u + q * 8u;
+    let e1 = e0 + 4u;
+#else
+    let e0 = (u / 4u) * 32u + q * 4u;
+    let e1 = e0 + 16u;
+#endif
+    var x: XBlock;
+    x.v0 = a_run_masked(p.a_off + e0, e0);
+    x.v1 = a_run_masked(p.a_off + e1, e1);
+    let t = x.v0 + x.v1;
+    x.sum = (t.x + t.y) + (t.z + t.w);
+    return x;
+}
+
+// Σ q·x over quarter `q` of the block at vec4 index vi.
+fn block_dot(vi: u32, q: u32, x: XBlock) -> f32 {
+#if Q8
+    let v = w_buf[vi + q / 2u];
+    let h = (q % 2u) * 2u;
+    let s = fma(i8x4(v[h]), x.v0, i8x4(v[h + 1u]) * x.v1);
+#else
+    let w = w_buf[vi][q];
+    let s = fma(lo4(w), x.v0, hi4(w) * x.v1);
+#endif
+    return (s.x + s.y) + (s.z + s.w);
+}
+#else
+const UNITS: u32 = 1u;
+
+struct XBlock {
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    v2: vec4<f32>,
+    v3: vec4<f32>,
+    v4: vec4<f32>,
+    v5: vec4<f32>,
+    v6: vec4<f32>,
+    v7: vec4<f32>,
+    sum: f32,
+}
+
+fn x_block(b: u32) -> XBlock {
+    let i = p.a_off + b * 32u;
+    let k = b * 32u;
+    var x: XBlock;
+    x.v0 = a_run_masked(i, k);
+    x.v1 = a_run_masked(i + 4u, k + 4u);
+    x.v2 = a_run_masked(i + 8u, k + 8u);
+    x.v3 = a_run_masked(i + 12u, k + 12u);
+    x.v4 = a_run_masked(i + 16u, k + 16u);
+    x.v5 = a_run_masked(i + 20u, k + 20u);
+    x.v6 = a_run_masked(i + 24u, k + 24u);
+    x.v7 = a_run_masked(i + 28u, k + 28u);
+    let t = ((x.v0 + x.v1) + (x.v2 + x.v3)) + ((x.v4 + x.v5) + (x.v6 + x.v7));
+    x.sum = (t.x + t.y) + (t.z + t.w);
+    return x;
+}
+
+// Σ q·x over one block (`part` is always 0 here).
+fn block_dot(vi: u32, part: u32, x: XBlock) -> f32 {
+#if Q8
+    let q0 = w_buf[vi];
+    let q1 = w_buf[vi + 1u];
+    var s = i8x4(q0.x) * x.v0;
+    s = fma(i8x4(q0.y), x.v1, s);
+    s = fma(i8x4(q0.z), x.v2, s);
+    s = fma(i8x4(q0.w), x.v3, s);
+    s = fma(i8x4(q1.x), x.v4, s);
+    s = fma(i8x4(q1.y), x.v5, s);
+    s = fma(i8x4(q1.z), x.v6, s);
+    s = fma(i8x4(q1.w), x.v7, s);
+#else
+    let q = w_buf[vi];
+    var s = lo4(q.x) * x.v0;
+    s = fma(lo4(q.y), x.v1, s);
+    s = fma(lo4(q.z), x.v2, s);
+    s = fma(lo4(q.w), x.v3, s);
+    s = fma(hi4(q.x), x.v4, s);
+    s = fma(hi4(q.y), x.v5, s);
+    s = fma(hi4(q.z), x.v6, s);
+    s = fma(hi4(q.w), x.v7, s);
+#endif
+    return (s.x + s.y) + (s.z + s.w);
+}
+#endif
+
+// Contribution of unit u (a block, or a quarter of block u / UNITS with SPLIT) of row `row`
+// (clamped to the last row; duplicates are discarded).
+fn row_block(row: u32, u: u32, x: XBlock) -> f32 {
+    let r = min(row, p.n - 1u);
+    let b = u / UNITS;
+    let s = scale_of(r, b);
+    return fma(s.x, block_dot(p.w_off + (r * p.nb + b) * BW, u % UNITS, x), s.y * x.sum);
+}
+
+const RPI: u32 = 8u;
+const LANES: u32 = {{LANES}}u;
+const GROUPS: u32 = 256u / LANES;
+const ROWS: u32 = RPI * GROUPS;
+
+struct Acc {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+#if SUBGROUP
+// One slot per subgroup; 256 invocations / minimum subgroup size 4.
+var<workgroup> partial: array<Acc, 64>;
+#else
+var<workgroup> partial: array<Acc, 256>;
+#endif
+
+fn rows_dot(first: u32, lane: u32) -> Acc {
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    for (var u = lane; u < p.nb * UNITS; u = u + LANES) {
+        let x = x_block(u);
+        lo = lo + vec4<f32>(row_block(first, u, x), row_block(first + 1u, u, x), row_block(first + 2u, u, x), row_block(first + 3u, u, x));
+        hi = hi + vec4<f32>(row_block(first + 4u, u, x), row_block(first + 5u, u, x), row_block(first + 6u, u, x), row_block(first + 7u, u, x));
+    }
+    return Acc(lo, hi);
+}
+
+@compute @workgroup_size(256)
+fn qgemv(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#if SUBGROUP
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+#endif
+) {
+    let first = (wg.y * nwg.x + wg.x) * ROWS + (lid / LANES) * RPI;
+    let lane = lid % LANES;
+    var sum = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
+    if (first < p.n) {
+        sum = rows_dot(first, lane);
+    }
+#if SUBGROUP
+    let s = Acc(subgroupAdd(sum.lo), subgroupAdd(sum.hi));
+    if (sg_lane == 0u) {
+        partial[lid / sg_size] = s;
+    }
+    workgroupBarrier();
+    if (lane == 0u && first < p.n) {
+        let slot = lid / sg_size;
+        var total = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
+        for (var i = 0u; i < LANES / sg_size; i = i + 1u) {
+            total = Acc(total.lo + partial[slot + i].lo, total.hi + partial[slot + i].hi);
+        }
+#else
+    partial[lid] = sum;
+    for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
+        workgroupBarrier();
+        if (lane < stride) {
+            let o = partial[lid + stride];
+            partial[lid] = Acc(partial[lid].lo + o.lo, partial[lid].hi + o.hi);
+        }
+    }
+    if (lane == 0u && first < p.n) {
+        let total = partial[lid];
+#endif
+        for (var r = 0u; r < RPI; r = r + 1u) {
+            let row = first + r;
+            if (row < p.n) {
+                var v = select(total.hi[r % 4u], total.lo[r % 4u], r < 4u);
+#if BIAS
+                v = v + bias[p.bias_off + row];
+#endif
+                c_buf[p.c_off + row] = v;
+            }
+        }
+    }
+}
+#else
+#if ROWS
+// ---------------------------------------------------------------------------------------------
+// qmatmul_rows (CPU adapters): per run of 4 along K, each invocation dequantises its 4 columns
+// once and applies them to the RM rows of A, whose loads are uniform across the workgroup.
+const RM: u32 = 8u;
+const COLS_PER_WG: u32 = 256u;
+
+@compute @workgroup_size(64)
+fn qmatmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row0 = wg.y * RM;
+    let col = wg.x * COLS_PER_WG + lid * 4u;
+    let last_row = p.m - 1u;
+    let c0 = min(col, p.n - 1u);
+    let c1 = min(col + 1u, p.n - 1u);
+    let c2 = min(col + 2u, p.n - 1u);
+    let c3 = min(col + 3u, p.n - 1u);
+    var acc: array<vec4<f32>, RM>;
+    for (var i = 0u; i < RM; i = i + 1u) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var b = 0u; b < p.nb; b = b + 1u) {
+        let s0 = scale_of(c0, b);
+        let s1 = scale_of(c1, b);
+        let s2 = scale_of(c2, b);
+        let s3 = scale_of(c3, b);
+        let v0 = p.w_off + (c0 * p.nb + b) * BW;
+        let v1 = p.w_off + (c1 * p.nb + b) * BW;
+        let v2 = p.w_off + (c2 * p.nb + b) * BW;
+        let v3 = p.w_off + (c3 * p.nb + b) * BW;
+        for (var j = 0u; j < 8u; j = j + 1u) {
+            let kk = b * 32u + j * 4u;
+            if (kk >= p.k) {
+                break;
+            }
+            let w0 = fma(q_run(v0, j), vec4<f32>(s0.x), vec4<f32>(s0.y));
+            let w1 = fma(q_run(v1, j), vec4<f32>(s1.x), vec4<f32>(s1.y));
+            let w2 = fma(q_run(v2, j), vec4<f32>(s2.x), vec4<f32>(s2.y));
+            let w3 = fma(q_run(v3, j), vec4<f32>(s3.x), vec4<f32>(s3.y));
+            // Transposed (depth-major) so each A row needs four fmas, no horizontal sums.
+            let t0 = vec4<f32>(w0.x, w1.x, w2.x, w3.x);
+            let t1 = vec4<f32>(w0.y, w1.y, w2.y, w3.y);
+            let t2 = vec4<f32>(w0.z, w1.z, w2.z, w3.z);
+            let t3 = vec4<f32>(w0.w, w1.w, w2.w, w3.w);
+            for (var i = 0u; i < RM; i = i + 1u) {
+                let a = a_run_masked(p.a_off + min(row0 + i, last_row) * p.k + kk, kk);
+                acc[i] = fma(vec4<f32>(a.x), t0, fma(vec4<f32>(a.y), t1, fma(vec4<f32>(a.z), t2, fma(vec4<f32>(a.w), t3, acc[i]))));
+            }
+        }
+    }
+    for (var i = 0u; i < RM; i = i + 1u) {
+        let m = row0 + i;
+        if (m >= p.m) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let n = col + j;
+            if (n < p.n) {
+                var v = acc[i][j];
+#if BIAS
+                v = v + bias[p.bias_off + n];
+#endif
+                c_buf[p.c_off + m * p.ldc + n] = v;
+            }
+        }
+    }
+}
+#else
+// ---------------------------------------------------------------------------------------------
+// qmatmul (GPUs): the 4×4-per-invocation register tile of matmul.wgsl with B = Wᵀ; each
+// invocation stages 4 activations and 4 dequantised weights per 16-deep K step.
+const BM: u32 = 64u;
+const BK: u32 = 16u;
+const BV: u32 = BM / 4u;
+
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 256>;
+
+// Four elements along K of A row m from column k, zero outside the matrix.
+fn load_a(m: u32, k: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (m >= p.m) {
+        return v;
+    }
+    let i = p.a_off + m * p.k + k;
+#if A_VEC4
+    if (k + 3u < p.k) {
+        return a_run(i);
+    }
+#endif
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (k + j < p.k) {
+            v[j] = a1(i + j);
+        }
+    }
+    return v;
+}
+
+// Four dequantised weights of row n from column k (a multiple of 4), zero past N. Columns past
+// K are finite padding, multiplied by the zero activations there.
+fn load_w(n: u32, k: u32) -> vec4<f32> {
+    if (n >= p.n) {
+        return vec4<f32>(0.0);
+    }
+    let b = k / 32u;
+    let s = scale_of(n, b);
+    return fma(q_run(p.w_off + (n * p.nb + b) * BW, (k % 32u) / 4u), vec4<f32>(s.x), vec4<f32>(s.y));
+}
+
+@compute @workgroup_size(16, 16)
+fn qmatmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row0 = wg.y * BM;
+    let col0 = wg.x * BM;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    let ar = lid / 4u;
+    let ak = (lid % 4u) * 4u;
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
+        let av = load_a(row0 + ar, k0 + ak);
+        let bv = load_w(col0 + ar, k0 + ak);
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            a_tile[(ak + j) * BV + ar / 4u][ar % 4u] = av[j];
+            b_tile[(ak + j) * BV + ar / 4u][ar % 4u] = bv[j];
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < BK; k = k + 1u) {
+            let a = a_tile[k * BV + l.y];
+            let b = b_tile[k * BV + l.x];
+            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let m = row0 + l.y * 4u + i;
+        if (m >= p.m) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let n = col0 + l.x * 4u + j;
+            if (n < p.n) {
+                var v = acc[i][j];
+#if BIAS
+                v = v + bias[p.bias_off + n];
+#endif
+                c_buf[p.c_off + m * p.ldc + n] = v;
+            }
+        }
+    }
+}
+#endif
+#endif
