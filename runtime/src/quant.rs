@@ -43,6 +43,7 @@ use std::sync::Arc;
 use half::f16;
 
 use crate::context::Context;
+use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::tensor::Tensor;
 use crate::weights::WeightDType;
@@ -88,6 +89,11 @@ impl QuantScheme {
             QuantScheme::Q4_1 => "q4_1",
             QuantScheme::Q8_0 => "q8_0",
         }
+    }
+
+    /// The scheme of a [`name`](Self::name), or `None`.
+    pub fn from_name(name: &str) -> Option<QuantScheme> {
+        QuantScheme::ALL.into_iter().find(|s| s.name() == name)
     }
 
     /// Bits per stored value (4 or 8).
@@ -193,6 +199,18 @@ fn check_shape(op: &'static str, scheme: QuantScheme, shape: &[usize]) -> Result
         return Err(shape_err(op, format!("weight {shape:?} overflows")));
     }
     Ok((n, k))
+}
+
+/// `(value words, scale words)` of a weight `[n, k]` packed with `scheme`.
+pub fn packed_words(scheme: QuantScheme, n: usize, k: usize) -> (usize, usize) {
+    let nb = k.div_ceil(BLOCK);
+    (n * nb * scheme.block_words(), scheme.scale_words(n, nb))
+}
+
+/// Checks that `shape` is a weight `[N, K]` that `scheme` can pack (non-empty, 32-bit
+/// indexable, whole blocks for the GGUF schemes); returns `(N, K)`.
+pub fn check_weight_shape(scheme: QuantScheme, shape: &[usize]) -> Result<(usize, usize)> {
+    check_shape("quantize", scheme, shape)
 }
 
 /// `x` rounded to f16: (bits, value); an error when it overflows f16.
@@ -494,6 +512,39 @@ impl QuantTensor {
             shape: [p.n, p.k],
             values: Tensor::from_u32(ctx, &[p.values.len()], &p.values)?,
             scales: Tensor::from_u32(ctx, &[p.scales.len()], &p.scales)?,
+        })
+    }
+
+    /// Uploads packed weights given as little-endian bytes of their value and scale words (e.g.
+    /// borrowed from a memory-mapped Kestrel file): one upload per buffer, no host copy.
+    /// Errors: a bad shape for `scheme`, or byte counts that do not match it.
+    pub fn from_le_bytes(
+        ctx: &Arc<Context>,
+        scheme: QuantScheme,
+        shape: &[usize],
+        values: &[u8],
+        scales: &[u8],
+    ) -> Result<QuantTensor> {
+        let (n, k) = check_shape("QuantTensor::from_le_bytes", scheme, shape)?;
+        let (vw, sw) = packed_words(scheme, n, k);
+        if values.len() != vw * 4 || scales.len() != sw * 4 {
+            return Err(KestrelError::InvalidArgument {
+                op: "QuantTensor::from_le_bytes",
+                detail: format!(
+                    "{} value and {} scale bytes for a {} weight {shape:?}, expected {} and {}",
+                    values.len(),
+                    scales.len(),
+                    scheme.name(),
+                    vw * 4,
+                    sw * 4
+                ),
+            });
+        }
+        Ok(QuantTensor {
+            scheme,
+            shape: [n, k],
+            values: Tensor::from_le_bytes(ctx, &[vw], DType::U32, values)?,
+            scales: Tensor::from_le_bytes(ctx, &[sw], DType::U32, scales)?,
         })
     }
 

@@ -82,6 +82,21 @@ impl Tensor {
         Tensor::from_bytes(ctx, shape, DType::U32, bytemuck::cast_slice(data))
     }
 
+    /// Uploads little-endian element bytes as they are stored in a file (e.g. borrowed from a
+    /// memory-mapped weight file: no host copy, no alignment needed). `bytes` must hold exactly
+    /// `numel(shape)` elements of `dtype`.
+    pub fn from_le_bytes(ctx: &Arc<Context>, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
+        let size = dtype.size();
+        if !bytes.len().is_multiple_of(size) {
+            return Err(KestrelError::InvalidArgument {
+                op: "Tensor::from_le_bytes",
+                detail: format!("{} bytes is not a whole number of {} elements", bytes.len(), dtype.name()),
+            });
+        }
+        check_len(shape, bytes.len() / size)?;
+        Tensor::from_bytes(ctx, shape, dtype, bytes)
+    }
+
     /// Uploads f32 data and stores it as `dtype` (f32 or f16).
     pub fn from_f32_as(ctx: &Arc<Context>, shape: &[usize], data: &[f32], dtype: DType) -> Result<Tensor> {
         match dtype {

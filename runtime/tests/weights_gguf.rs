@@ -231,6 +231,20 @@ fn malformed_tensor_infos_are_rejected() {
     assert_rejected("absurd-dims.gguf", &G::header(3, 1, 0).str("a").u32(1 << 31).0);
 }
 
+#[test]
+fn empty_tensor_with_huge_dimensions_opens() {
+    // Found by `cargo fuzz run safetensors` (which also opens GGUF bytes): innermost dimension 0
+    // and two of 2^40 — a valid, empty tensor whose outermost-first shape [2^40, 2^40, 0] made
+    // `TensorInfo::numel` overflow (a panic in debug builds) multiplying left to right.
+    let g = G::header(3, 1, 0).tensor("e", &[0, 1 << 40, 1 << 40], 0, 0).data(0);
+    let src = weights::open(&temp_file("empty-huge.gguf", &g.0)).expect("open");
+    let info = src.info("e").expect("listed");
+    assert_eq!(info.shape, vec![1 << 40, 1 << 40, 0]);
+    assert_eq!(info.numel(), 0);
+    assert_eq!(src.bytes("e").map(|b| b.len()).ok(), Some(0));
+    assert_eq!(weights::tensor_f32(src.as_ref(), "e").map(|v| v.len()).ok(), Some(0));
+}
+
 /// Inspects the real SmolLM2 file when `KESTREL_TEST_WEIGHTS` names the directory written by
 /// `scripts/fetch-test-weights.sh`; skipped otherwise.
 #[test]

@@ -291,6 +291,41 @@ fn hostile_pickles_do_not_overflow_or_explode() {
 }
 
 #[test]
+fn self_referential_and_inflating_pickles_are_bounded() {
+    // Found by `cargo fuzz run pickle` / `pytorch_zip` (LeakSanitizer): a dict set as its own
+    // value (`d[d] = d` via SETITEMS) or a list appended to itself was a leaked Rc cycle. Now
+    // every container is emptied when the unpickled value is dropped (checked in pickle.rs's
+    // unit test); here: such pickles are typed errors.
+    assert_rejected("self_dict.pt", &archive(b"\x80\x02}q\x00h\x00(h\x00h\x00u.", &six()), None, "no state dict");
+    assert_rejected("self_list.pt", &archive(b"\x80\x02]q\x00h\x00a.", &six()), None, "no state dict");
+    // The fuzzer's own reproducer (a mutated pytorch_bn_proto5.pth).
+    let leak = b"\x80\x02}q'}}22}}}}}}sssssssssssssssssssssssssssss}}}}}}}}}}Rq\x1dtq\x1eR1\x1fX\x08\x00\x00\x00bn0.t\x01\x002qG";
+    assert_rejected("fuzz_leak.pt", &archive(leak, &six()), None, "pickle");
+
+    // Review finding while fuzzing: an OrderedDict REDUCE copies its list of pairs, and the memo
+    // can name the same list thousands of times (60 KB of pickle → gigabytes). Copies now draw on
+    // a budget proportional to the pickle's length.
+    let mut od = b"\x80\x02ccollections\nOrderedDict\nq\x00]q\x01(".to_vec();
+    od.extend(std::iter::repeat_n(&b"NN\x86"[..], 10_000).flatten());
+    od.push(b'e');
+    od.extend(std::iter::repeat_n(&b"h\x00h\x01\x85R"[..], 5_000).flatten());
+    od.push(b'.');
+    assert_rejected("ordered_dict_inflation.pt", &archive(&od, &six()), None, "copies more values");
+    // The same through a tensor's size and stride tuples (copied into every tensor rebuilt).
+    let mut ranks = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nq\x00((".to_vec();
+    s(&mut ranks, "storage");
+    ranks.extend_from_slice(b"ctorch\nFloatStorage\n");
+    s(&mut ranks, "0");
+    s(&mut ranks, "cpu");
+    ranks.extend_from_slice(b"K\x06tQK\x00(");
+    ranks.extend(std::iter::repeat_n(&b"K\x01"[..], 15_000).flatten());
+    ranks.extend_from_slice(b"tq\x012\x89}tq\x02");
+    ranks.extend(std::iter::repeat_n(&b"h\x00h\x02R"[..], 5_000).flatten());
+    ranks.push(b'.');
+    assert_rejected("rank_inflation.pt", &archive(&ranks, &six()), None, "copies more values");
+}
+
+#[test]
 fn corrupting_any_byte_never_panics() {
     // Every third byte of each fixture replaced by 0xff or 0x00: open either succeeds or returns
     // a Weights error; reading every tensor of a successful open also never panics.

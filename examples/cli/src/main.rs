@@ -1,6 +1,8 @@
 //! `kestrel`: the command-line front end of the Kestrel runtime.
 
 mod bench;
+mod bench_load;
+mod convert;
 mod info;
 mod inspect;
 
@@ -22,8 +24,12 @@ enum Command {
     Info(info::InfoArgs),
     /// Benchmark the core kernels (matmul, GEMV, copy) on the chosen adapter.
     Bench(bench::BenchArgs),
-    /// List a weight file's format, metadata and tensors (safetensors, PyTorch, GGUF).
+    /// List a weight file's format, metadata and tensors (safetensors, PyTorch, GGUF, Kestrel).
     Inspect(inspect::InspectArgs),
+    /// Convert a weight file into a Kestrel model file (f32, f16, w8 or w4; GPU-ready).
+    Convert(convert::ConvertArgs),
+    /// Time converting a checkpoint against loading the converted Kestrel file onto the GPU.
+    BenchLoad(bench_load::BenchLoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +39,8 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Convert(args) => convert::run(&args),
+        Command::BenchLoad(args) => bench_load::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

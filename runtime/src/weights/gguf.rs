@@ -10,10 +10,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use serde_json::{Map, Value};
 
-use super::{OpaqueDType, TensorInfo, WeightDType, WeightSource, bad, map_file};
+use super::{FileBytes, OpaqueDType, TensorInfo, WeightDType, WeightSource, bad, map_file};
 use crate::error::{KestrelError, Result};
 
 /// Default alignment of the data section and of every tensor in it.
@@ -26,7 +25,7 @@ const MAX_ARRAY_DEPTH: usize = 8;
 /// An opened GGUF file.
 pub struct GgufFile {
     path: PathBuf,
-    map: Mmap,
+    map: FileBytes,
     version: u32,
     alignment: usize,
     data_offset: usize,
@@ -205,7 +204,11 @@ fn min_value_size(ty: u32) -> Option<usize> {
 
 /// Opens a GGUF file (v2 or v3).
 pub fn open(path: &Path) -> Result<GgufFile> {
-    let map = map_file(path)?;
+    from_bytes(path, map_file(path)?)
+}
+
+/// Parses a GGUF file whose bytes are `map`; `path` names it in errors.
+pub(crate) fn from_bytes(path: &Path, map: FileBytes) -> Result<GgufFile> {
     let (version, alignment, data_offset, metadata, tensors, ranges, index) = parse(&map, path)?;
     Ok(GgufFile { path: path.to_path_buf(), map, version, alignment, data_offset, metadata, tensors, ranges, index })
 }

@@ -13,9 +13,11 @@ use serde::Serialize;
 
 use crate::error::{KestrelError, Result};
 
+pub mod convert;
 pub mod dequant;
 pub mod fold;
 pub mod gguf;
+pub mod kestrel_file;
 pub mod pytorch;
 pub mod safetensors;
 
@@ -150,15 +152,21 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    /// Number of elements.
+    /// Number of elements: 0 when any dimension is 0, whatever the others are (a GGUF shape
+    /// `[0, 2^40, 2^40]` is valid and empty), else the product of the dimensions. Every loader
+    /// rejects a shape whose element count overflows, so the saturation at `usize::MAX` never
+    /// shows for a tensor of an opened file.
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        if self.shape.contains(&0) {
+            return 0;
+        }
+        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX)
     }
 }
 
 /// A weight file opened for reading.
 pub trait WeightSource: Send + Sync {
-    /// `safetensors`, `pytorch` or `gguf`.
+    /// `safetensors`, `pytorch`, `gguf` or `kestrel`.
     fn format(&self) -> &'static str;
     /// The file's path, for error messages.
     fn path(&self) -> &Path;
@@ -181,29 +189,99 @@ pub(crate) fn bad(path: &Path, tensor: Option<&str>, detail: impl Into<String>) 
     KestrelError::Weights { file: path.display().to_string(), tensor: tensor.map(str::to_string), detail: detail.into() }
 }
 
+/// The whole content of an opened weight file: a read-only memory map, or (for
+/// [`open_bytes`]) an owned buffer.
+pub(crate) enum FileBytes {
+    /// A memory-mapped file.
+    Mapped(memmap2::Mmap),
+    /// Bytes held in memory.
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
 /// Memory-maps a whole file read-only.
-pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+pub(crate) fn map_file(path: &Path) -> Result<FileBytes> {
     let file = std::fs::File::open(path).map_err(|e| bad(path, None, format!("cannot open: {e}")))?;
     // SAFETY: the mapping is read-only and Kestrel never writes the file; like every mmap-based
     // loader it assumes no other process truncates the file while it is open.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(path, None, format!("cannot map: {e}")))
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(path, None, format!("cannot map: {e}")))?;
+    Ok(FileBytes::Mapped(map))
 }
 
 /// Opens a weight file, choosing the format from its first bytes: `GGUF` → GGUF; a zip
 /// (`PK\x03\x04`) or a pickle (`0x80` protocol byte) → PyTorch; an 8-byte little-endian
-/// header length followed by `{` → safetensors.
+/// header length followed by `{` → safetensors, or a Kestrel model file when its metadata has
+/// the `kestrel` key (then validated as one, see [`kestrel_file`]).
 pub fn open(path: &Path) -> Result<Box<dyn WeightSource>> {
     let head = read_head(path, 9)?;
+    match detect(&head) {
+        Some(Format::Gguf) => Ok(Box::new(gguf::open(path)?)),
+        Some(Format::Pytorch) => pytorch::open(path),
+        Some(Format::Safetensors) => {
+            let st = safetensors::open(path)?;
+            if kestrel_file::KestrelFile::is_kestrel(&st) {
+                return Ok(Box::new(kestrel_file::KestrelFile::from_safetensors(st)?));
+            }
+            Ok(Box::new(st))
+        }
+        None => Err(unrecognised(path)),
+    }
+}
+
+/// Parses a weight file held in memory, detecting the format as [`open`] does; errors name the
+/// file `<memory>`. The same parsers as [`open`] (which maps the file instead); exposed for the
+/// fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub fn open_bytes(data: Vec<u8>) -> Result<Box<dyn WeightSource>> {
+    let path = Path::new("<memory>");
+    let format = detect(&data);
+    let data = FileBytes::Owned(data);
+    match format {
+        Some(Format::Gguf) => Ok(Box::new(gguf::from_bytes(path, data)?)),
+        Some(Format::Pytorch) => pytorch::from_bytes(path, data),
+        Some(Format::Safetensors) => Ok(Box::new(safetensors::from_bytes(path, data)?)),
+        None => Err(unrecognised(path)),
+    }
+}
+
+/// The container formats [`open`] recognises.
+enum Format {
+    /// GGUF.
+    Gguf,
+    /// PyTorch zip or legacy pickle.
+    Pytorch,
+    /// safetensors.
+    Safetensors,
+}
+
+/// The format from a file's first (up to 9) bytes: `GGUF` → GGUF; a zip (`PK\x03\x04`) or a
+/// pickle (`0x80` protocol byte) → PyTorch; an 8-byte header length followed by `{` →
+/// safetensors.
+fn detect(head: &[u8]) -> Option<Format> {
     if head.starts_with(b"GGUF") {
-        return Ok(Box::new(gguf::open(path)?));
+        Some(Format::Gguf)
+    } else if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
+        Some(Format::Pytorch)
+    } else if head.get(8) == Some(&b'{') {
+        Some(Format::Safetensors)
+    } else {
+        None
     }
-    if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
-        return pytorch::open(path);
-    }
-    if head.get(8) == Some(&b'{') {
-        return Ok(Box::new(safetensors::open(path)?));
-    }
-    Err(bad(path, None, "unrecognised weight file format (expected safetensors, PyTorch zip/pickle or GGUF)"))
+}
+
+/// The error for a file of no known format.
+fn unrecognised(path: &Path) -> KestrelError {
+    bad(path, None, "unrecognised weight file format (expected safetensors, PyTorch zip/pickle or GGUF)")
 }
 
 /// The first `n` bytes of the file (fewer if it is shorter).

@@ -34,10 +34,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use memmap2::Mmap;
 
 use crate::error::Result;
-use crate::weights::{TensorInfo, WeightSource, bad, map_file};
+use crate::weights::{FileBytes, TensorInfo, WeightSource, bad, map_file};
 use pickle::{PidStyle, TensorRef, Value};
 
 /// Keys under which a nested state dict is looked for, in order (after the top level).
@@ -58,7 +57,28 @@ fn is_legacy(data: &[u8]) -> bool {
 
 /// Opens a PyTorch checkpoint (zip or legacy format) and indexes its state dict.
 pub fn open(path: &Path) -> Result<Box<dyn WeightSource>> {
-    Ok(Box::new(PytorchFile::parse(path, map_file(path)?)?))
+    from_bytes(path, map_file(path)?)
+}
+
+/// Parses a PyTorch checkpoint whose bytes are `map`; `path` names it in errors.
+pub(crate) fn from_bytes(path: &Path, map: FileBytes) -> Result<Box<dyn WeightSource>> {
+    Ok(Box::new(PytorchFile::parse(path, map)?))
+}
+
+/// Runs the unpickler alone over `data`, with both persistent-id styles, and returns whether
+/// either accepted it. Exposed for the `pickle` fuzz target.
+#[doc(hidden)]
+pub fn fuzz_unpickle(data: &[u8]) -> bool {
+    let zip = pickle::unpickle(data, PidStyle::Zip).is_ok();
+    let legacy = pickle::unpickle(data, PidStyle::Legacy).is_ok();
+    zip || legacy
+}
+
+/// Reads the zip central directory of `data` alone and returns its entry count. Exposed for
+/// the `pytorch_zip` fuzz target.
+#[doc(hidden)]
+pub fn fuzz_zip_index(data: &[u8]) -> Result<usize> {
+    Ok(zip::ZipIndex::parse(Path::new("<memory>"), data)?.entries.len())
 }
 
 /// Where a tensor's elements are in the map.
@@ -82,7 +102,7 @@ struct PytorchFile {
     /// The file.
     path: PathBuf,
     /// The whole file, mapped.
-    map: Mmap,
+    map: FileBytes,
     /// Tensors in state-dict order.
     tensors: Vec<TensorInfo>,
     /// Locations, parallel to `tensors`.
@@ -101,11 +121,13 @@ struct Parsed {
     storages: HashMap<Rc<str>, Range<usize>>,
     /// `zip` or `legacy`.
     format: &'static str,
+    /// The unpickled lists and dicts, emptied (breaking any cycle) when this is dropped.
+    _containers: pickle::Containers,
 }
 
 impl PytorchFile {
     /// Parses the container, the pickle and every tensor's location.
-    fn parse(path: &Path, map: Mmap) -> Result<PytorchFile> {
+    fn parse(path: &Path, map: FileBytes) -> Result<PytorchFile> {
         let data: &[u8] = &map;
         let parsed = if zip::is_zip(data) {
             parse_zip(path, data)?
@@ -204,7 +226,7 @@ fn parse_zip(path: &Path, data: &[u8]) -> Result<Parsed> {
             storages.insert(key.clone(), r.clone());
         }
     }
-    Ok(Parsed { top: up.value, storages, format: "zip" })
+    Ok(Parsed { top: up.value, storages, format: "zip", _containers: up.containers })
 }
 
 /// The legacy container: five pickles then the storages back to back.
@@ -246,7 +268,7 @@ fn parse_legacy(path: &Path, data: &[u8]) -> Result<Parsed> {
         storages.insert(key.clone(), start..end);
         pos = end;
     }
-    Ok(Parsed { top: main.value, storages, format: "legacy" })
+    Ok(Parsed { top: main.value, storages, format: "legacy", _containers: main.containers })
 }
 
 /// Validates a tensor against its storage and computes where its bytes are.

@@ -5,17 +5,16 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use ::safetensors::tensor::{Dtype, SafeTensors};
 
-use super::{OpaqueDType, TensorInfo, WeightDType, WeightSource, bad, map_file};
+use super::{FileBytes, OpaqueDType, TensorInfo, WeightDType, WeightSource, bad, map_file};
 use crate::error::Result;
 
 /// A memory-mapped safetensors file.
 pub struct SafetensorsFile {
     path: PathBuf,
-    map: Mmap,
+    map: FileBytes,
     metadata: serde_json::Value,
     tensors: Vec<TensorInfo>,
     /// Absolute byte range of each tensor in the file, parallel to `tensors`.
@@ -26,7 +25,11 @@ pub struct SafetensorsFile {
 /// Opens a safetensors file. Tensors whose dtype Kestrel cannot read (U16, U32, U64, F8…, F4,
 /// F6) are listed as [`WeightDType::Opaque`]; asking for their bytes is an error.
 pub fn open(path: &Path) -> Result<SafetensorsFile> {
-    let map = map_file(path)?;
+    from_bytes(path, map_file(path)?)
+}
+
+/// Parses a safetensors file whose bytes are `map`; `path` names it in errors.
+pub(crate) fn from_bytes(path: &Path, map: FileBytes) -> Result<SafetensorsFile> {
     let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| bad(path, None, format!("safetensors: {e}")))?;
     // read_metadata checked that 8 + header + data is exactly the file.
     let data_start = 8 + header_len;
@@ -113,6 +116,16 @@ fn map_dtype(d: Dtype) -> Option<WeightDType> {
     })
 }
 
+impl SafetensorsFile {
+    /// The stored bytes of a tensor whatever its dtype, borrowed from the mapping (Kestrel
+    /// files keep packed quantised weights as U32 words, which [`WeightSource::bytes`] refuses).
+    pub(crate) fn stored_bytes(&self, name: &str) -> Result<&[u8]> {
+        let &i = self.index.get(name).ok_or_else(|| bad(&self.path, Some(name), "no such tensor"))?;
+        let (s, e) = self.ranges[i];
+        self.map.get(s..e).ok_or_else(|| bad(&self.path, Some(name), "data range past the end of the file"))
+    }
+}
+
 impl WeightSource for SafetensorsFile {
     fn format(&self) -> &'static str {
         "safetensors"
@@ -135,9 +148,7 @@ impl WeightSource for SafetensorsFile {
         if let WeightDType::Opaque(o) = self.tensors[i].dtype {
             return Err(bad(&self.path, Some(name), format!("dtype {} is not supported", o.name())));
         }
-        let (s, e) = self.ranges[i];
-        let bytes = self.map.get(s..e).ok_or_else(|| bad(&self.path, Some(name), "data range past the end of the file"))?;
-        Ok(Cow::Borrowed(bytes))
+        self.stored_bytes(name).map(Cow::Borrowed)
     }
 
     fn info(&self, name: &str) -> Option<&TensorInfo> {

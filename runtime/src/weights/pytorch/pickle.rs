@@ -9,8 +9,11 @@
 //!
 //! Safety against hostile input: every length is checked against the remaining bytes before it is
 //! read (allocations are bounded by the pickle's size), shared objects are reference-counted (no
-//! exponential copies through the memo), and containers are dropped iteratively (no stack
-//! overflow on deeply nested input).
+//! exponential copies through the memo), the few opcodes that copy a shared container's items
+//! (an `OrderedDict` built from a list of pairs, a tensor's size and stride tuples) draw on a
+//! budget proportional to the pickle's length, containers are dropped iteratively (no stack
+//! overflow on deeply nested input), and every list and dict is emptied when the unpickled value
+//! is dropped ([`Containers`]), so a pickle that appends a list to itself does not leak a cycle.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -138,6 +141,22 @@ impl Drop for Items {
     }
 }
 
+/// Every list and dict an unpickling created. Dropping it empties them all, which breaks any
+/// reference cycle a pickle built (a list appended to itself…): keep it alive as long as the
+/// unpickled [`Value`] is used.
+#[derive(Default)]
+pub(super) struct Containers(Vec<Rc<RefCell<Items>>>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for c in self.0.drain(..) {
+            // Taken out first so that the RefCell is no longer borrowed while the items drop.
+            let items = c.try_borrow_mut().map(|mut i| std::mem::take(&mut i.0));
+            drop(items);
+        }
+    }
+}
+
 /// An unpickled value. Containers are shared (`Rc`) as Python's are.
 #[derive(Clone)]
 pub(super) enum Value {
@@ -219,13 +238,29 @@ pub(super) struct Unpickled {
     pub(super) consumed: usize,
     /// Element type of every storage key a persistent id named.
     pub(super) storages: HashMap<Rc<str>, WeightDType>,
+    /// The lists and dicts of `value`, emptied when this is dropped.
+    pub(super) containers: Containers,
 }
+
+/// Values that copying opcodes may materialise per byte of pickle (see [`Machine::charge`]).
+const COPY_BUDGET_PER_BYTE: usize = 2;
 
 /// Unpickles one pickle starting at `data[0]`.
 pub(super) fn unpickle(data: &[u8], pids: PidStyle) -> Result<Unpickled, PickleError> {
-    let mut m = Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), pids, storages: HashMap::new() };
+    let mut m = Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        pids,
+        storages: HashMap::new(),
+        containers: Containers::default(),
+        budget: data.len().saturating_mul(COPY_BUDGET_PER_BYTE).saturating_add(64),
+    };
+    // On an error the machine (stack, memo, containers) is dropped, emptying every container.
     let value = m.run()?;
-    Ok(Unpickled { value, consumed: m.pos, storages: std::mem::take(&mut m.storages) })
+    Ok(Unpickled { value, consumed: m.pos, storages: std::mem::take(&mut m.storages), containers: std::mem::take(&mut m.containers) })
 }
 
 /// The pickle virtual machine's state.
@@ -244,9 +279,30 @@ struct Machine<'a> {
     pids: PidStyle,
     /// Storage keys seen in persistent ids, with their element types.
     storages: HashMap<Rc<str>, WeightDType>,
+    /// Every list and dict created so far.
+    containers: Containers,
+    /// Values that copying opcodes may still materialise.
+    budget: usize,
 }
 
 impl Machine<'_> {
+    /// A new empty list or dict, registered in `containers`.
+    fn container(&mut self) -> Rc<RefCell<Items>> {
+        let c = Rc::new(RefCell::new(Items::default()));
+        self.containers.0.push(c.clone());
+        c
+    }
+
+    /// Draws `n` copied values from the budget. Each item of a shared container took at least
+    /// one byte to pickle, but the memo can name the container many times: without a budget, a
+    /// 64 KiB pickle could make gigabytes of copies.
+    fn charge(&mut self, n: usize) -> Result<(), PickleError> {
+        self.budget = self.budget.checked_sub(n).ok_or_else(|| {
+            format!("pickle copies more values than its {} bytes can describe (a memo reference repeated to inflate it)", self.data.len())
+        })?;
+        Ok(())
+    }
+
     /// Next `n` bytes.
     fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| format!("pickle truncated at byte {} (needs {n} more bytes)", self.pos))?;
@@ -381,8 +437,14 @@ impl Machine<'_> {
                     self.u64()?; // FRAME: a length hint only
                 }
                 b'.' => return self.pop(),
-                b'}' => self.stack.push(Value::Dict(Rc::default())),
-                b']' | 0x8f => self.stack.push(Value::List(Rc::default())),
+                b'}' => {
+                    let d = self.container();
+                    self.stack.push(Value::Dict(d));
+                }
+                b']' | 0x8f => {
+                    let l = self.container();
+                    self.stack.push(Value::List(l));
+                }
                 b')' => self.stack.push(Value::Tuple(Rc::default())),
                 b'(' => self.marks.push(self.stack.len()),
                 b'N' => self.stack.push(Value::None),
@@ -524,13 +586,15 @@ impl Machine<'_> {
                 0x81 => {
                     let _args = self.pop()?;
                     let cls = self.pop()?;
-                    self.stack.push(instantiate(cls));
+                    let v = self.instantiate(cls);
+                    self.stack.push(v);
                 }
                 0x92 => {
                     let _kwargs = self.pop()?;
                     let _args = self.pop()?;
                     let cls = self.pop()?;
-                    self.stack.push(instantiate(cls));
+                    let v = self.instantiate(cls);
+                    self.stack.push(v);
                 }
                 b'b' => {
                     // BUILD sets state on the object below; the state is not needed.
@@ -552,16 +616,16 @@ impl Machine<'_> {
         let Value::Global(g) = f else {
             return Ok(Value::Opaque(format!("result of calling {}", f.kind()).into()));
         };
-        let args: Vec<Value> = match &args {
-            Value::Tuple(t) => t.0.clone(),
+        let args: &[Value] = match &args {
+            Value::Tuple(t) => &t.0,
             _ => return Err(format!("pickle REDUCE of {g:?} with non-tuple arguments")),
         };
         match g {
             Global::OrderedDict => {
-                let d = Items::default();
-                let d = Value::Dict(Rc::new(RefCell::new(d)));
+                let d = self.container();
                 if let Some(Value::List(pairs)) = args.first() {
                     let pairs = pairs.try_borrow().map_err(|_| "pickle: list busy".to_string())?;
+                    self.charge(pairs.0.len().saturating_mul(2))?;
                     let mut flat = Vec::new();
                     for p in &pairs.0 {
                         match p {
@@ -569,19 +633,31 @@ impl Machine<'_> {
                             _ => return Err("OrderedDict argument is not a list of pairs".into()),
                         }
                     }
-                    if let Value::Dict(cell) = &d {
-                        cell.borrow_mut().0.extend(flat);
-                    }
+                    d.try_borrow_mut().map_err(|_| "pickle: dict busy".to_string())?.0.extend(flat);
                 }
-                Ok(d)
+                Ok(Value::Dict(d))
             }
-            Global::RebuildTensorV2 | Global::RebuildTensorV3 => rebuild_tensor(g, &args),
+            Global::RebuildTensorV2 | Global::RebuildTensorV3 => {
+                // The size and stride tuples are copied into the tensor.
+                let rank = |v: Option<&Value>| if let Some(Value::Tuple(t)) = v { t.0.len() } else { 0 };
+                self.charge(rank(args.get(2)).saturating_add(rank(args.get(3))))?;
+                rebuild_tensor(g, args)
+            }
             Global::RebuildParameter => match args.first() {
                 Some(t @ Value::Tensor(_)) => Ok(t.clone()),
                 _ => Ok(Value::Opaque("parameter of a non-tensor".into())),
             },
             Global::Device => Ok(Value::Opaque("torch.device".into())),
             Global::Storage(_) | Global::Dtype(_) => Ok(Value::Opaque(format!("call of {g:?}").into())),
+        }
+    }
+
+    /// `NEWOBJ`: only `OrderedDict` is instantiated; anything else is opaque.
+    fn instantiate(&mut self, cls: Value) -> Value {
+        match cls {
+            Value::Global(Global::OrderedDict) => Value::Dict(self.container()),
+            Value::Opaque(n) => Value::Opaque(n),
+            other => Value::Opaque(format!("instance of {}", other.kind()).into()),
         }
     }
 
@@ -627,14 +703,6 @@ fn global(module: &str, name: &str) -> Value {
     resolve(module, name).map_or_else(|| Value::Opaque(format!("{module}.{name}").into()), Value::Global)
 }
 
-/// `NEWOBJ`: only `OrderedDict` is instantiated; anything else is opaque.
-fn instantiate(cls: Value) -> Value {
-    match cls {
-        Value::Global(Global::OrderedDict) => Value::Dict(Rc::default()),
-        Value::Opaque(n) => Value::Opaque(n),
-        other => Value::Opaque(format!("instance of {}", other.kind()).into()),
-    }
-}
 
 /// Little-endian two's-complement integer of LONG1/LONG4, if it fits i64.
 fn long_le(b: &[u8]) -> Option<i64> {
@@ -685,4 +753,28 @@ fn rebuild_tensor(g: Global, args: &[Value]) -> Result<Value, PickleError> {
         }
     }
     Ok(Value::Tensor(Rc::new(TensorRef { storage, dtype, offset, shape, stride })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `cargo fuzz run pickle` (a LeakSanitizer report): a dict or list inserted into
+    /// itself made an `Rc` cycle that outlived the unpickled value.
+    #[test]
+    fn self_containing_containers_are_freed() {
+        // `{}` memoised, then `d[d] = d` (SETITEM); `[]` memoised, then `l.append(l)`.
+        for pickle in [&b"\x80\x02}q\x00h\x00h\x00s."[..], &b"\x80\x02]q\x00h\x00a."[..]] {
+            let up = unpickle(pickle, PidStyle::Zip).expect("valid pickle");
+            let weak = match &up.value {
+                Value::Dict(c) | Value::List(c) => Rc::downgrade(c),
+                other => panic!("unexpected {}", other.kind()),
+            };
+            drop(up);
+            assert!(weak.upgrade().is_none(), "cycle leaked");
+        }
+        // The same cycle in a pickle that then fails.
+        let failing = b"\x80\x02]q\x00h\x00a\xff";
+        assert!(unpickle(failing, PidStyle::Zip).is_err());
+    }
 }

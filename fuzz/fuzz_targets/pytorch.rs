@@ -1,0 +1,6 @@
+//! Fuzz target: a whole pytorch file from memory, then every tensor's bytes and f32 conversion.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    kestrel_fuzz::open_and_read_all(data);
+});

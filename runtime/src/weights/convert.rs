@@ -1,0 +1,256 @@
+//! Conversion of any [`WeightSource`] into a [Kestrel model file](super::kestrel_file).
+//!
+//! Which tensors are quantised (with `w8` / `w4`): 2-D tensors whose name ends in `weight`,
+//! whose stored type is a float or a GGUF block type (not an integer), and whose K (inner
+//! dimension) is at least one block of 32 — the packers pad K to whole blocks, so a shorter row
+//! would mostly store padding. Everything else is stored as f32 (f16 with `quant = f16`).
+//! Sources are dequantised with [`tensor_f32`] first, so a GGUF Q4_1 file is re-quantised from
+//! its exact f32 values.
+//!
+//! The file is written tensor by tensor (one tensor in memory at a time) to `OUT.tmp`, then
+//! renamed to `OUT`, so a failed conversion never leaves a half-written model file.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::kestrel_file::{FileQuant, KestrelHeader, METADATA_KEY, PackedInfo, SCALES_SUFFIX, SourceInfo, VALUES_SUFFIX, VERSION};
+use super::{TensorInfo, WeightDType, WeightSource, bad, tensor_f32};
+use crate::error::{KestrelError, Result};
+use crate::quant::{BLOCK, PackedWeights, QuantScheme, check_weight_shape, packed_words};
+
+/// What to write.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// Storage choice.
+    pub quant: FileQuant,
+    /// Architecture name; default: the source's `general.architecture` (GGUF) or `unknown`.
+    pub architecture: Option<String>,
+    /// Model configuration (a JSON object); default `{}`.
+    pub config: Option<Value>,
+}
+
+/// What a conversion wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvertSummary {
+    /// Logical tensors written.
+    pub tensors: usize,
+    /// Of which quantised.
+    pub quantised: usize,
+    /// Size of the written file.
+    pub bytes: u64,
+}
+
+/// One logical tensor of the output and how it is stored.
+struct Planned<'a> {
+    info: &'a TensorInfo,
+    scheme: Option<QuantScheme>,
+}
+
+/// The scheme a source tensor is quantised with under `quant`, or `None` when it is stored as
+/// a float (rules in the [module docs](self)).
+pub fn quantise_scheme(quant: FileQuant, info: &TensorInfo) -> Option<QuantScheme> {
+    let scheme = quant.scheme()?;
+    let float = matches!(
+        info.dtype,
+        WeightDType::F64
+            | WeightDType::F32
+            | WeightDType::F16
+            | WeightDType::BF16
+            | WeightDType::Q4_0
+            | WeightDType::Q4_1
+            | WeightDType::Q8_0
+            | WeightDType::Q4K
+            | WeightDType::Q5K
+            | WeightDType::Q6K
+    );
+    let ok = float
+        && info.name.ends_with("weight")
+        && info.shape.len() == 2
+        && info.shape[1] >= BLOCK
+        && check_weight_shape(scheme, &info.shape).is_ok();
+    ok.then_some(scheme)
+}
+
+/// sha256 of a file, lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| bad(path, None, format!("cannot open: {e}")))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| bad(path, None, format!("cannot read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Converts `src` into a Kestrel file at `out`, calling `progress(done, total)` after each
+/// tensor (and once with `done = 0` before the first). Errors: a tensor whose type cannot be
+/// converted, non-finite weights to quantise, a name clash with a packed buffer name, `out`
+/// being the source file, or an I/O failure — all [`KestrelError::Weights`].
+pub fn convert(
+    src: &dyn WeightSource,
+    out: &Path,
+    opts: &ConvertOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ConvertSummary> {
+    if same_file(src.path(), out) {
+        return Err(bad(out, None, "the output would overwrite the source"));
+    }
+    let plan = plan(src, opts.quant)?;
+    let header = header(src, opts, &plan)?;
+    let tmp = tmp_path(out);
+    let result = write(src, &tmp, &header, opts.quant, &plan, &mut progress);
+    match result.and_then(|bytes| std::fs::rename(&tmp, out).map(|()| bytes).map_err(|e| bad(out, None, format!("cannot rename: {e}")))) {
+        Ok(bytes) => Ok(ConvertSummary {
+            tensors: plan.len(),
+            quantised: plan.iter().filter(|p| p.scheme.is_some()).count(),
+            bytes,
+        }),
+        Err(e) => {
+            // Best effort: the temporary file is useless after a failure.
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Whether two paths name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// `OUT.tmp` beside `OUT`.
+fn tmp_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// Decides each tensor's storage and checks names and types before anything is written.
+fn plan(src: &dyn WeightSource, quant: FileQuant) -> Result<Vec<Planned<'_>>> {
+    let mut plan = Vec::with_capacity(src.tensors().len());
+    for info in src.tensors() {
+        if let WeightDType::Opaque(o) = info.dtype {
+            return Err(bad(src.path(), Some(&info.name), format!("dtype {} cannot be converted", o.name())));
+        }
+        if info.name.ends_with(VALUES_SUFFIX) || info.name.ends_with(SCALES_SUFFIX) {
+            return Err(bad(src.path(), Some(&info.name), "name clashes with Kestrel's packed-buffer suffixes"));
+        }
+        plan.push(Planned { info, scheme: quantise_scheme(quant, info) });
+    }
+    Ok(plan)
+}
+
+/// The `kestrel` metadata value.
+fn header(src: &dyn WeightSource, opts: &ConvertOptions, plan: &[Planned<'_>]) -> Result<KestrelHeader> {
+    let architecture = opts.architecture.clone().unwrap_or_else(|| {
+        src.metadata().get("general.architecture").and_then(Value::as_str).unwrap_or("unknown").to_string()
+    });
+    let config = opts.config.clone().unwrap_or_else(|| Value::Object(Map::new()));
+    if !config.is_object() {
+        return Err(KestrelError::InvalidArgument { op: "convert", detail: "config must be a JSON object".into() });
+    }
+    let file = src.path().file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(KestrelHeader {
+        version: VERSION,
+        architecture,
+        config,
+        quant: opts.quant.name().to_string(),
+        source: SourceInfo { file, sha256: sha256_file(src.path())?, format: src.format().to_string() },
+        tensors: plan
+            .iter()
+            .filter_map(|p| {
+                p.scheme.map(|s| (p.info.name.clone(), PackedInfo { scheme: s.name().to_string(), shape: p.info.shape.clone() }))
+            })
+            .collect(),
+    })
+}
+
+/// The stored tensors of one logical tensor: (name, safetensors dtype, shape, bytes).
+fn stored_layout(p: &Planned<'_>, quant: FileQuant) -> Vec<(String, &'static str, Vec<usize>, usize)> {
+    match p.scheme {
+        Some(s) => {
+            let (vw, sw) = packed_words(s, p.info.shape[0], p.info.shape[1]);
+            vec![
+                (format!("{}{VALUES_SUFFIX}", p.info.name), "U32", vec![vw], vw * 4),
+                (format!("{}{SCALES_SUFFIX}", p.info.name), "U32", vec![sw], sw * 4),
+            ]
+        }
+        None => {
+            let (dtype, size) = if quant == FileQuant::F16 { ("F16", 2) } else { ("F32", 4) };
+            vec![(p.info.name.clone(), dtype, p.info.shape.clone(), p.info.numel() * size)]
+        }
+    }
+}
+
+/// Writes the file; returns its size.
+fn write(
+    src: &dyn WeightSource,
+    path: &Path,
+    header: &KestrelHeader,
+    quant: FileQuant,
+    plan: &[Planned<'_>],
+    progress: &mut impl FnMut(usize, usize),
+) -> Result<u64> {
+    let io = |e: std::io::Error| bad(path, None, format!("cannot write: {e}"));
+    let meta = serde_json::to_string(header).map_err(|e| bad(path, None, format!("metadata: {e}")))?;
+    let mut json = Map::new();
+    json.insert("__metadata__".into(), json!({ METADATA_KEY: meta }));
+    let mut offset = 0usize;
+    for p in plan {
+        for (name, dtype, shape, bytes) in stored_layout(p, quant) {
+            json.insert(name, json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}));
+            offset += bytes;
+        }
+    }
+    let mut head = serde_json::to_string(&Value::Object(json)).map_err(|e| bad(path, None, format!("header: {e}")))?;
+    // Pad with spaces so the data starts 8-byte aligned (as the safetensors writers do).
+    while !(8 + head.len()).is_multiple_of(8) {
+        head.push(' ');
+    }
+    let file = std::fs::File::create(path).map_err(io)?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    w.write_all(&(head.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(head.as_bytes()).map_err(io)?;
+    progress(0, plan.len());
+    for (i, p) in plan.iter().enumerate() {
+        let name = p.info.name.as_str();
+        let expected: usize = stored_layout(p, quant).iter().map(|s| s.3).sum();
+        let written = match p.scheme {
+            Some(s) => {
+                let wf = tensor_f32(src, name)?;
+                let packed = PackedWeights::quantize(s, &wf, &p.info.shape).map_err(|e| bad(src.path(), Some(name), e.to_string()))?;
+                w.write_all(bytemuck::cast_slice(&packed.values)).map_err(io)?;
+                w.write_all(bytemuck::cast_slice(&packed.scales)).map_err(io)?;
+                (packed.values.len() + packed.scales.len()) * 4
+            }
+            None if quant != FileQuant::F16 && p.info.dtype == WeightDType::F32 => {
+                let b = src.bytes(name)?;
+                w.write_all(&b).map_err(io)?;
+                b.len()
+            }
+            None if quant != FileQuant::F16 => {
+                let wf = tensor_f32(src, name)?;
+                w.write_all(bytemuck::cast_slice(&wf)).map_err(io)?;
+                wf.len() * 4
+            }
+            None => {
+                let h: Vec<half::f16> = tensor_f32(src, name)?.iter().map(|&x| half::f16::from_f32(x)).collect();
+                w.write_all(bytemuck::cast_slice(&h)).map_err(io)?;
+                h.len() * 2
+            }
+        };
+        if written != expected {
+            return Err(bad(src.path(), Some(name), format!("wrote {written} bytes, planned {expected}")));
+        }
+        progress(i + 1, plan.len());
+    }
+    w.flush().map_err(io)?;
+    Ok((8 + head.len() + offset) as u64)
+}
