@@ -184,6 +184,39 @@ fn unconvertible_source_dtype_is_an_error() {
     assert!(!out.exists());
 }
 
+#[test]
+fn non_finite_weights_are_errors_naming_the_tensor() {
+    let dir = temp_dir("nonfinite");
+    for (tag, bad_value) in [("nan", f32::NAN), ("inf", f32::INFINITY)] {
+        // A 2 x 32 weight (quantised under w4/w8) and a 3-element bias (stored as is).
+        let w = values(64, 5);
+        let b = values(3, 6);
+        let header = r#"{"fc.weight":{"dtype":"F32","shape":[2,32],"data_offsets":[0,256]},"fc.bias":{"dtype":"F32","shape":[3],"data_offsets":[256,268]}}"#;
+        for (target, quant) in [("fc.weight", FileQuant::W4), ("fc.bias", FileQuant::F32), ("fc.bias", FileQuant::F16)] {
+            let (mut w2, mut b2) = (w.clone(), b.clone());
+            if target == "fc.weight" {
+                w2[17] = bad_value;
+            } else {
+                b2[1] = bad_value;
+            }
+            let data: Vec<u8> = w2.iter().chain(&b2).flat_map(|x| x.to_le_bytes()).collect();
+            let src_path = dir.join(format!("{tag}-{target}.safetensors"));
+            std::fs::write(&src_path, st_bytes(header, &data)).expect("write source");
+            let src = weights::open(&src_path).expect("open source");
+            let out = dir.join(format!("{tag}-{target}.kestrel"));
+            let opts = ConvertOptions { quant, architecture: None, config: None };
+            match convert(src.as_ref(), &out, &opts, |_, _| {}) {
+                Err(KestrelError::Weights { tensor, detail, .. }) => {
+                    assert_eq!(tensor.as_deref(), Some(target), "{detail}");
+                    assert!(detail.contains("non-finite"), "{detail}");
+                }
+                other => panic!("{tag} in {target} ({quant:?}): expected a Weights error, got {other:?}"),
+            }
+            assert!(!out.exists());
+        }
+    }
+}
+
 /// Converts the real SmolLM2 Q4_1 GGUF to w4 when `KESTREL_TEST_WEIGHTS` names the directory
 /// written by `scripts/fetch-test-weights.sh` (skipped otherwise): every 2-D `weight` is
 /// re-quantised from the exact dequantised Q4_1 values.

@@ -189,6 +189,23 @@ fn stored_layout(p: &Planned<'_>, quant: FileQuant) -> Vec<(String, &'static str
     }
 }
 
+/// Rejects NaN and ±Inf: a converted model must not carry them silently.
+fn check_finite(src: &dyn WeightSource, name: &str, values: impl Iterator<Item = f32>) -> Result<()> {
+    for (i, x) in values.enumerate() {
+        if !x.is_finite() {
+            return Err(bad(src.path(), Some(name), format!("non-finite value {x} at element {i}")));
+        }
+    }
+    Ok(())
+}
+
+/// A tensor as f32, checked to be finite.
+fn finite_f32(src: &dyn WeightSource, name: &str) -> Result<Vec<f32>> {
+    let v = tensor_f32(src, name)?;
+    check_finite(src, name, v.iter().copied())?;
+    Ok(v)
+}
+
 /// Writes the file; returns its size.
 fn write(
     src: &dyn WeightSource,
@@ -224,7 +241,7 @@ fn write(
         let expected: usize = stored_layout(p, quant).iter().map(|s| s.3).sum();
         let written = match p.scheme {
             Some(s) => {
-                let wf = tensor_f32(src, name)?;
+                let wf = finite_f32(src, name)?;
                 let packed = PackedWeights::quantize(s, &wf, &p.info.shape).map_err(|e| bad(src.path(), Some(name), e.to_string()))?;
                 w.write_all(bytemuck::cast_slice(&packed.values)).map_err(io)?;
                 w.write_all(bytemuck::cast_slice(&packed.scales)).map_err(io)?;
@@ -232,16 +249,17 @@ fn write(
             }
             None if quant != FileQuant::F16 && p.info.dtype == WeightDType::F32 => {
                 let b = src.bytes(name)?;
+                check_finite(src, name, b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))?;
                 w.write_all(&b).map_err(io)?;
                 b.len()
             }
             None if quant != FileQuant::F16 => {
-                let wf = tensor_f32(src, name)?;
+                let wf = finite_f32(src, name)?;
                 w.write_all(bytemuck::cast_slice(&wf)).map_err(io)?;
                 wf.len() * 4
             }
             None => {
-                let h: Vec<half::f16> = tensor_f32(src, name)?.iter().map(|&x| half::f16::from_f32(x)).collect();
+                let h: Vec<half::f16> = finite_f32(src, name)?.iter().map(|&x| half::f16::from_f32(x)).collect();
                 w.write_all(bytemuck::cast_slice(&h)).map_err(io)?;
                 h.len() * 2
             }
