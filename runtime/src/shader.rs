@@ -11,6 +11,7 @@ use crate::error::{KestrelError, Result};
 
 /// Every kernel family: its name and WGSL text. One file per family in `shaders/`.
 pub const FAMILIES: &[(&str, &str)] = &[
+    ("attention", include_str!("../../shaders/attention.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     ("copy", include_str!("../../shaders/copy.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
@@ -22,7 +23,9 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("norm", include_str!("../../shaders/norm.wgsl")),
     ("qmatmul", include_str!("../../shaders/qmatmul.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("sla", include_str!("../../shaders/sla.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
+    ("window_attention", include_str!("../../shaders/window_attention.wgsl")),
 ];
 
 /// Returns the WGSL source of a kernel family: the copy built into the binary, or, when

@@ -3,6 +3,7 @@
 //!
 //! [`Recorder`]: crate::exec::Recorder
 
+pub mod attention;
 pub mod conv2d;
 pub mod copy;
 pub mod elementwise;
@@ -14,7 +15,9 @@ pub mod norm;
 pub mod qmatmul;
 pub mod reduce;
 pub(crate) mod rows;
+pub mod sla;
 pub mod softmax;
+pub mod window_attention;
 
 use crate::caps::Capabilities;
 
@@ -68,5 +71,8 @@ pub fn all_variants() -> Vec<crate::pipeline::KernelKey> {
     v.extend(gather::variants());
     v.extend(conv2d::variants());
     v.extend(qmatmul::variants());
+    v.extend(attention::variants());
+    v.extend(sla::variants());
+    v.extend(window_attention::variants());
     v
 }

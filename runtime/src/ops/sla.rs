@@ -1,0 +1,384 @@
+//! Simplified Linear Attention, the attention of SLAB vision transformers
+//! (`SimplifiedLinearAttention` in github.com/xinghaochen/SLAB, `classification/models/`):
+//! ReLU kernels, a linear-attention product per head, and a depthwise convolution of `v`
+//! (shared by all heads) added back. The `proj` linear that follows is not part of the op.
+//!
+//! Kernels (`shaders/sla.wgsl`): `sla_kv` sums `relu(k + pos)ᵀ v` and `relu(k + pos)` per
+//! (sequence, head, token chunk); `sla_reduce` adds the chunk partials (skipped when a head has
+//! one chunk); `sla_out` computes every output token. q, k and v are read in place as column
+//! ranges ([`Columns`]) of a fused projection — no split, no copy.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::dtype::DType;
+use crate::error::{KestrelError, Result};
+use crate::exec::{Binding, Dispatch, Recorder, grid};
+use crate::ops::{groups, param_bytes};
+use crate::pipeline::KernelKey;
+use crate::shader::Defines;
+use crate::tensor::Tensor;
+
+/// Head-dimension capacities the kernels are compiled for (a head of dimension `d` uses the
+/// smallest capacity `≥ d`); the largest is the largest supported head dimension.
+pub const HEAD_DIM_CAPACITIES: [usize; 3] = [16, 32, 64];
+
+/// Query tokens per `sla_out` workgroup (`TILE` in the shader).
+const OUT_TILE: usize = 64;
+
+/// Invocations per workgroup of every SLA kernel.
+const WG: usize = 256;
+
+/// Most key tokens per KV chunk. Bounds the loop iterations of one `sla_kv` invocation (at
+/// most ≈ 17 per token at head dimension 64, counting the WGSL loops before any unrolling) far
+/// below llvmpipe's limit of 65535 per invocation, past which loops are cut off silently.
+const MAX_CHUNK: usize = 1024;
+
+/// Largest depthwise kernel side: keeps one `sla_out` invocation (16 tokens × K² taps at head
+/// dimension 64) well inside llvmpipe's loop-iteration limit.
+pub const MAX_KERNEL: usize = 31;
+
+/// Columns `[offset, offset + count)` of every row of an f32 tensor whose last dimension is the
+/// row width (`[.., width]`): how q, k and v are read straight out of a fused projection — e.g.
+/// q, k, v of `qkv = x·W_qkv` (`[N, 3C]`) are `Columns::range(&qkv, 0, C)`, `(…, C, C)`,
+/// `(…, 2C, C)`. Shared by [`sla`](sla_columns) and
+/// [`window_attention`](crate::ops::window_attention).
+#[derive(Clone, Copy, Debug)]
+pub struct Columns<'a> {
+    /// The tensor (f32, row-major); rows are all its dimensions but the last.
+    pub tensor: &'a Tensor,
+    /// First column.
+    pub offset: usize,
+    /// Number of columns.
+    pub count: usize,
+}
+
+impl<'a> Columns<'a> {
+    /// Every column of `t`.
+    pub fn all(t: &'a Tensor) -> Columns<'a> {
+        Columns { tensor: t, offset: 0, count: t.shape().last().copied().unwrap_or(1) }
+    }
+
+    /// Columns `[offset, offset + count)` of `t`.
+    pub fn range(t: &'a Tensor, offset: usize, count: usize) -> Columns<'a> {
+        Columns { tensor: t, offset, count }
+    }
+
+    /// Row width (the tensor's last dimension; 1 for a scalar).
+    pub fn width(&self) -> usize {
+        self.tensor.shape().last().copied().unwrap_or(1)
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.tensor.numel().checked_div(self.width()).unwrap_or(0)
+    }
+
+    /// Checks dtype, bounds and 32-bit indexing; `what` names the operand in errors.
+    pub(crate) fn check(&self, op: &'static str, what: &str, max_binding: u64) -> Result<()> {
+        if self.tensor.dtype() != DType::F32 {
+            return Err(KestrelError::UnsupportedDtype { op, dtype: self.tensor.dtype() });
+        }
+        if self.tensor.shape().len() < 2 {
+            return Err(KestrelError::Shape { op, detail: format!("{what} {:?} must be [rows, width]", self.tensor.shape()) });
+        }
+        if self.count == 0 || self.offset + self.count > self.width() {
+            return Err(KestrelError::Shape {
+                op,
+                detail: format!("{what}: columns {}..{} outside rows of width {}", self.offset, self.offset + self.count, self.width()),
+            });
+        }
+        fits_binding(op, what, self.tensor, max_binding)
+    }
+}
+
+/// Errors when `t` exceeds one storage binding or 32-bit element indexing.
+pub(crate) fn fits_binding(op: &'static str, what: &str, t: &Tensor, max_binding: u64) -> Result<()> {
+    if t.byte_size() > max_binding || t.numel() > u32::MAX as usize {
+        return Err(KestrelError::InvalidArgument { op, detail: format!("{what} {:?} is larger than one storage binding", t.shape()) });
+    }
+    Ok(())
+}
+
+/// The kernel capacity for head dimension `d`, or an error when `d` is 0 or too large.
+pub(crate) fn capacity(op: &'static str, d: usize) -> Result<usize> {
+    HEAD_DIM_CAPACITIES.iter().copied().find(|&c| d >= 1 && d <= c).ok_or_else(|| KestrelError::InvalidArgument {
+        op,
+        detail: format!("head dimension {d} outside 1..={}", HEAD_DIM_CAPACITIES[HEAD_DIM_CAPACITIES.len() - 1]),
+    })
+}
+
+/// Everything of an [`sla`] call but q, k and v.
+#[derive(Clone, Copy, Debug)]
+pub struct SlaOptions<'a> {
+    /// Attention heads; the channels `C` (q's column count) split as `(h c)`: channel `h·d + c`.
+    pub heads: usize,
+    /// Positional encoding added to k before the ReLU: `[Nk, C]` or `[1, Nk, C]` (`Nk` = key
+    /// tokens per sequence), shared by every sequence. `None`: nothing added.
+    pub pos: Option<&'a Tensor>,
+    /// Depthwise conv weights `[d, 1, K, K]`, `[d, K, K]` or `[d, K·K]` (`d` = head dimension,
+    /// K odd, ≤ [`MAX_KERNEL`]; SLAB's default and every released config use K = 5), shared by
+    /// all heads.
+    pub dwc_weight: &'a Tensor,
+    /// Depthwise conv bias `[d]`.
+    pub dwc_bias: &'a Tensor,
+    /// Rows of the token image (token `i` sits at row `i / width`, column `i % width`).
+    pub height: usize,
+    /// Columns of the token image; `height · width` = query tokens per sequence.
+    pub width: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    d: u32,
+    heads: u32,
+    channels: u32,
+    n: u32,
+    nk: u32,
+    bh: u32,
+    q_off: u32,
+    q_stride: u32,
+    k_off: u32,
+    k_stride: u32,
+    v_off: u32,
+    v_stride: u32,
+    chunk: u32,
+    chunks: u32,
+    height: u32,
+    width: u32,
+    ksize: u32,
+    interp_scale: f32,
+    groups: u32,
+    pad: u32,
+}
+
+/// SLA of separate contiguous q `[B·N, C]` and k, v `[B·Nk, C]` (see [`sla_columns`]).
+pub fn sla(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, opts: &SlaOptions) -> Result<Tensor> {
+    sla_columns(rec, Columns::all(q), Columns::all(k), Columns::all(v), opts)
+}
+
+/// SLA of a fused projection `qkv` `[B·N, 3C]` (q | k | v along the channels, as
+/// `nn.Linear(C, 3C)` outputs them; see [`sla_columns`]).
+pub fn sla_fused(rec: &mut Recorder, qkv: &Tensor, opts: &SlaOptions) -> Result<Tensor> {
+    let width = Columns::all(qkv).width();
+    if !width.is_multiple_of(3) {
+        return Err(KestrelError::Shape { op: "sla", detail: format!("qkv {:?}: width not a multiple of 3", qkv.shape()) });
+    }
+    let c = width / 3;
+    sla_columns(rec, Columns::range(qkv, 0, c), Columns::range(qkv, c, c), Columns::range(qkv, 2 * c, c), opts)
+}
+
+/// Simplified Linear Attention exactly as SLAB computes it, for `B` independent sequences
+/// (images or windows) of `N = height·width` query tokens and `Nk` key/value tokens each:
+/// q has `B·N` rows, k and v `B·Nk` rows (rows grouped sequence by sequence), all `C` columns;
+/// `B = rows(q) / N`. Per sequence and head `h` (channels `h·d .. h·d + d`, `d = C / heads`):
+/// ```text
+/// k' = relu(k + pos),  q' = relu(q)
+/// out_i = (q'_i · Σ_j k'_jᵀ v_j) / (q'_i · Σ_j k'_j + 1e-6) + dwc(v)_i
+/// ```
+/// `dwc` is the depthwise K×K convolution (zero padding K/2, bias) of the head's v laid out as
+/// a `height × width` image with `d` channels (`b (h w) c -> b c h w`). When `Nk ≠ N` (PVT's
+/// spatial reduction), v is first resized to N tokens by linear interpolation over the token
+/// index, as `F.interpolate(v, size=N, mode='linear')` in the official code. Returns
+/// `[B·N, C]` f32 with heads merged (`(h c)`), i.e. q's leading dimensions and `C`.
+pub fn sla_columns(rec: &mut Recorder, q: Columns, k: Columns, v: Columns, opts: &SlaOptions) -> Result<Tensor> {
+    const OP: &str = "sla";
+    let shape_err = |detail: String| KestrelError::Shape { op: OP, detail };
+    let caps = rec.context().caps().clone();
+    for (what, cols) in [("q", &q), ("k", &k), ("v", &v)] {
+        cols.check(OP, what, caps.max_storage_binding)?;
+    }
+    let c = q.count;
+    if k.count != c || v.count != c {
+        return Err(shape_err(format!("q, k and v have {}, {} and {} channels", q.count, k.count, v.count)));
+    }
+    let heads = opts.heads;
+    if heads == 0 || !c.is_multiple_of(heads) {
+        return Err(shape_err(format!("{c} channels do not split into {heads} heads")));
+    }
+    let d = c / heads;
+    let cap = capacity(OP, d)?;
+
+    for t in [opts.dwc_weight, opts.dwc_bias].into_iter().chain(opts.pos) {
+        if t.dtype() != DType::F32 {
+            return Err(KestrelError::UnsupportedDtype { op: OP, dtype: t.dtype() });
+        }
+    }
+    let ksize = match *opts.dwc_weight.shape() {
+        [wd, 1, kh, kw] | [wd, kh, kw] if wd == d && kh == kw => Some(kh),
+        [wd, kk] if wd == d => (1..=kk).find(|s| s * s == kk),
+        _ => None,
+    };
+    let Some(ksize) = ksize else {
+        return Err(shape_err(format!("dwc weight {:?} must be [{d}, 1, K, K], [{d}, K, K] or [{d}, K·K]", opts.dwc_weight.shape())));
+    };
+    if ksize.is_multiple_of(2) || ksize > MAX_KERNEL {
+        return Err(KestrelError::InvalidArgument {
+            op: OP,
+            detail: format!("dwc kernel {ksize}×{ksize}: the size must be odd and ≤ {MAX_KERNEL}"),
+        });
+    }
+    if opts.dwc_bias.shape() != [d] {
+        return Err(shape_err(format!("dwc bias {:?} must be [{d}]", opts.dwc_bias.shape())));
+    }
+
+    let n = opts.height.checked_mul(opts.width).unwrap_or(0);
+    if n == 0 || !q.rows().is_multiple_of(n) || q.rows() == 0 {
+        return Err(shape_err(format!("q has {} rows, not a positive multiple of {}×{} tokens", q.rows(), opts.height, opts.width)));
+    }
+    let batch = q.rows() / n;
+    if k.rows() != v.rows() || !k.rows().is_multiple_of(batch) || k.rows() == 0 {
+        return Err(shape_err(format!(
+            "k and v have {} and {} rows; {batch} sequences need equal positive multiples of {batch}",
+            k.rows(),
+            v.rows()
+        )));
+    }
+    let nk = k.rows() / batch;
+    if let Some(pos) = opts.pos {
+        let ok = matches!(*pos.shape(), [a, b] | [1, a, b] if a == nk && b == c);
+        if !ok {
+            return Err(shape_err(format!("pos {:?} must be [{nk}, {c}]", pos.shape())));
+        }
+    }
+    for (what, t) in [("dwc weight", opts.dwc_weight), ("dwc bias", opts.dwc_bias)].into_iter().chain(opts.pos.map(|p| ("pos", p))) {
+        fits_binding(OP, what, t, caps.max_storage_binding)?;
+    }
+    let rows = q.rows();
+    let out_elems = rows * c;
+    if out_elems > u32::MAX as usize || (out_elems * 4) as u64 > caps.max_storage_binding {
+        return Err(KestrelError::InvalidArgument { op: OP, detail: format!("output [{rows}, {c}] larger than one storage binding") });
+    }
+    let mut out_shape = q.tensor.shape().to_vec();
+    if let Some(last) = out_shape.last_mut() {
+        *last = c;
+    }
+    let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+
+    // Split each head's keys into chunks so the KV pass has enough workgroups: many on a GPU,
+    // a few on a CPU adapter (few cores, and every chunk costs a reduction read), and no chunk
+    // longer than MAX_CHUNK. A chunk is a whole number of staging tiles (1024 / capacity
+    // tokens, which divides MAX_CHUNK).
+    let bh = batch * heads;
+    let tile = 1024 / cap;
+    let want: usize = if caps.cpu { 4 } else { 256 };
+    let chunks = want.div_ceil(bh).clamp(1, nk.div_ceil(2 * tile)).max(nk.div_ceil(MAX_CHUNK));
+    let chunk = nk.div_ceil(chunks).div_ceil(tile) * tile;
+    let chunks = nk.div_ceil(chunk);
+    let block = d * d + d;
+    if (bh * chunks * block * 4) as u64 > caps.max_storage_binding || bh * chunks * block > u32::MAX as usize {
+        return Err(KestrelError::InvalidArgument {
+            op: OP,
+            detail: format!("{bh} sequence-heads: KV blocks larger than one storage binding"),
+        });
+    }
+
+    let mut params = Params {
+        d: d as u32,
+        heads: heads as u32,
+        channels: c as u32,
+        n: n as u32,
+        nk: nk as u32,
+        bh: bh as u32,
+        q_off: q.offset as u32,
+        q_stride: q.width() as u32,
+        k_off: k.offset as u32,
+        k_stride: k.width() as u32,
+        v_off: v.offset as u32,
+        v_stride: v.width() as u32,
+        chunk: chunk as u32,
+        chunks: chunks as u32,
+        height: opts.height as u32,
+        width: opts.width as u32,
+        ksize: ksize as u32,
+        interp_scale: nk as f32 / n as f32,
+        groups: 0,
+        pad: 0,
+    };
+    let shape = format!("B{batch} N{n}({}×{}) Nk{nk} C{c} h{heads} k{ksize}", opts.height, opts.width);
+
+    // Pass 1: chunk partials (the final KV blocks when there is one chunk per head).
+    let partial = Tensor::empty(rec.context(), &[bh * chunks, block], DType::F32)?;
+    let kv_groups = bh * chunks;
+    params.groups = kv_groups as u32;
+    let kernel = rec.kernel("sla", "sla_kv", kv_defines(cap, opts.pos.is_some()))?;
+    let mut bindings = vec![Binding::whole(k.tensor), Binding::whole(v.tensor), Binding::whole(&partial)];
+    bindings.extend(opts.pos.map(Binding::whole));
+    rec.dispatch(Dispatch {
+        kernel,
+        bindings,
+        params: param_bytes(&params),
+        workgroups: grid(kv_groups as u64, caps.max_workgroups_per_dim)?,
+        op: "sla_kv",
+        shape: shape.clone(),
+        flops: (bh * nk * (2 * d * d + 2 * d)) as u64,
+        bytes: (bh * nk * 2 * d * 4 + kv_groups * block * 4) as u64,
+    })?;
+
+    // Pass 2: sum the partials of each head.
+    let kv = if chunks == 1 {
+        partial
+    } else {
+        let kv = Tensor::empty(rec.context(), &[bh, block], DType::F32)?;
+        let kernel = rec.kernel("sla", "sla_reduce", reduce_defines())?;
+        rec.dispatch(Dispatch {
+            kernel,
+            bindings: vec![Binding::whole(&partial), Binding::whole(&kv)],
+            params: param_bytes(&params),
+            workgroups: grid(groups(bh * block, WG), caps.max_workgroups_per_dim)?,
+            op: "sla_reduce",
+            shape: shape.clone(),
+            flops: (bh * chunks * block) as u64,
+            bytes: (bh * (chunks + 1) * block * 4) as u64,
+        })?;
+        kv
+    };
+
+    // Pass 3: every output token.
+    let out_groups = bh * n.div_ceil(OUT_TILE);
+    params.groups = out_groups as u32;
+    let kernel = rec.kernel("sla", "sla_out", out_defines(cap))?;
+    rec.dispatch(Dispatch {
+        kernel,
+        bindings: vec![
+            Binding::whole(q.tensor),
+            Binding::whole(v.tensor),
+            Binding::whole(&kv),
+            Binding::whole(opts.dwc_weight),
+            Binding::whole(opts.dwc_bias),
+            Binding::whole(&out),
+        ],
+        params: param_bytes(&params),
+        workgroups: grid(out_groups as u64, caps.max_workgroups_per_dim)?,
+        op: "sla_out",
+        shape,
+        flops: (out_elems * (4 * d + 2 * ksize * ksize + 2)) as u64,
+        bytes: (out_elems * (2 + ksize * ksize) * 4 + bh * block * 4) as u64,
+    })?;
+    Ok(out)
+}
+
+fn kv_defines(cap: usize, pos: bool) -> Defines {
+    Defines::new().flag("KV", true).flag("POS", pos).set("D", cap)
+}
+
+fn reduce_defines() -> Defines {
+    Defines::new().flag("REDUCE", true)
+}
+
+fn out_defines(cap: usize) -> Defines {
+    Defines::new().flag("OUT", true).set("D", cap)
+}
+
+/// Every kernel variant this module can select (validated by the shader test).
+pub fn variants() -> Vec<KernelKey> {
+    let mut v = Vec::new();
+    for cap in HEAD_DIM_CAPACITIES {
+        for pos in [false, true] {
+            v.push(KernelKey { family: "sla", entry: "sla_kv", defines: kv_defines(cap, pos) });
+        }
+        v.push(KernelKey { family: "sla", entry: "sla_out", defines: out_defines(cap) });
+    }
+    v.push(KernelKey { family: "sla", entry: "sla_reduce", defines: reduce_defines() });
+    v
+}
