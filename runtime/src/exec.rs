@@ -173,7 +173,8 @@ impl Recorder {
                 shape: d.shape,
                 flops: d.flops,
                 bytes: d.bytes,
-                gpu_ns: gpu.as_ref().and_then(|g| g.get(i).copied()),
+                gpu_ns: gpu.as_ref().and_then(|g| g.get(i)).map(|t| t.1),
+                gpu_start_ns: gpu.as_ref().and_then(|g| g.get(i)).map(|t| t.0),
             })
             .collect();
         Ok(Some(Profile { dispatches, wall_ns, source }))
@@ -329,8 +330,9 @@ impl Queries {
         enc.copy_buffer_to_buffer(&self.resolve, 0, &self.staging, 0, (self.count * 8) as u64);
     }
 
-    /// Reads back per-dispatch durations in nanoseconds (after the work completed).
-    fn read(&self, ctx: &Context) -> Result<Vec<u64>> {
+    /// Reads back per-dispatch (start, duration) in nanoseconds, starts relative to the first
+    /// dispatch's start (after the work completed).
+    fn read(&self, ctx: &Context) -> Result<Vec<(u64, u64)>> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -344,6 +346,8 @@ impl Queries {
         drop(view);
         self.staging.unmap();
         let period = f64::from(ctx.queue().get_timestamp_period());
-        Ok(ticks.chunks_exact(2).map(|p| (p[1].saturating_sub(p[0]) as f64 * period) as u64).collect())
+        let origin = ticks.first().copied().unwrap_or(0);
+        let ns = |t: u64| (t as f64 * period) as u64;
+        Ok(ticks.chunks_exact(2).map(|p| (ns(p[0].saturating_sub(origin)), ns(p[1].saturating_sub(p[0])))).collect())
     }
 }

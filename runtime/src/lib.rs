@@ -11,6 +11,7 @@ pub mod context;
 pub mod dtype;
 pub mod error;
 pub mod exec;
+pub mod nn;
 pub mod ops;
 pub mod pipeline;
 pub mod pool;

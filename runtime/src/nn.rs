@@ -1,0 +1,116 @@
+//! Layers every model is made of, independent of any model: a [`Linear`] layer whose weight is
+//! f32, f16 or quantised, dispatched to the matching matmul/GEMV kernel.
+
+use std::sync::Arc;
+
+use crate::context::Context;
+use crate::error::{KestrelError, Result};
+use crate::exec::Recorder;
+use crate::ops::matmul::{MatmulOptions, matmul};
+use crate::ops::qmatmul::qmatmul;
+use crate::quant::{BLOCK, QuantTensor, check_weight_shape};
+use crate::tensor::Tensor;
+use crate::weights::kestrel_file::FileQuant;
+
+/// The weight of a [`Linear`], `[out_features, in_features]` (PyTorch `nn.Linear` layout).
+#[derive(Clone, Debug)]
+pub enum LinearWeight {
+    /// f32 or f16 storage.
+    Dense(Tensor),
+    /// Block-quantised storage, dequantised inside the kernel.
+    Quant(QuantTensor),
+}
+
+impl LinearWeight {
+    /// `[out_features, in_features]`.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            LinearWeight::Dense(t) => t.shape(),
+            LinearWeight::Quant(q) => q.shape(),
+        }
+    }
+
+    /// Bytes the weight occupies on the GPU.
+    pub fn byte_size(&self) -> u64 {
+        match self {
+            LinearWeight::Dense(t) => t.byte_size(),
+            LinearWeight::Quant(q) => q.byte_size(),
+        }
+    }
+}
+
+/// `y = x·Wᵀ + b` over the last dimension of `x`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: LinearWeight,
+    bias: Option<Tensor>,
+}
+
+/// True when a weight of this shape is stored quantised under `quant`: rows of at least one
+/// block that the scheme can encode. Narrower layers stay f32 (they are a negligible share of
+/// the bytes, and a partial block would waste most of its scale).
+pub fn quantisable(quant: FileQuant, out_features: usize, in_features: usize) -> bool {
+    quant.scheme().is_some_and(|s| in_features >= BLOCK && check_weight_shape(s, &[out_features, in_features]).is_ok())
+}
+
+impl Linear {
+    /// A layer from host f32 values (`weight` `[out, in]` row-major, `bias` `[out]`), stored
+    /// as `quant` says: f32, f16, or int8/int4 (with f32 fallback for layers that
+    /// [`quantisable`] rejects). The bias always stays f32.
+    pub fn from_f32(ctx: &Arc<Context>, weight: &[f32], bias: Option<&[f32]>, out_features: usize, in_features: usize, quant: FileQuant) -> Result<Linear> {
+        let shape = [out_features, in_features];
+        if out_features.checked_mul(in_features) != Some(weight.len()) || out_features == 0 {
+            return Err(KestrelError::Shape { op: "linear", detail: format!("weight of {} values is not {shape:?}", weight.len()) });
+        }
+        let weight = match (quant, quant.scheme()) {
+            (_, Some(scheme)) if quantisable(quant, out_features, in_features) => LinearWeight::Quant(QuantTensor::quantize(ctx, scheme, weight, &shape)?),
+            (FileQuant::F16, _) => LinearWeight::Dense(Tensor::from_f32_as_f16(ctx, &shape, weight)?),
+            _ => LinearWeight::Dense(Tensor::from_f32(ctx, &shape, weight)?),
+        };
+        let bias = bias.map(|b| Tensor::from_f32(ctx, &[b.len()], b)).transpose()?;
+        Linear::new(weight, bias)
+    }
+
+    /// A layer from uploaded parts; the bias (f32) must have `out_features` values.
+    pub fn new(weight: LinearWeight, bias: Option<Tensor>) -> Result<Linear> {
+        let shape = weight.shape();
+        if shape.len() != 2 {
+            return Err(KestrelError::Shape { op: "linear", detail: format!("weight {shape:?} is not [out, in]") });
+        }
+        if let Some(b) = &bias {
+            if b.numel() != shape[0] {
+                return Err(KestrelError::Shape { op: "linear", detail: format!("bias {:?} does not match weight {shape:?}", b.shape()) });
+            }
+        }
+        Ok(Linear { weight, bias })
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.shape()[1]
+    }
+
+    /// The weight.
+    pub fn weight(&self) -> &LinearWeight {
+        &self.weight
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Records `x·Wᵀ + b` for f32 `x` `[…, in_features]`, giving f32 `[…, out_features]`.
+    /// One row goes to the GEMV kernels, more rows to the tiled matmul.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        match &self.weight {
+            LinearWeight::Dense(w) => matmul(rec, x, w, &MatmulOptions { bias: self.bias.as_ref(), transpose_b: true }),
+            LinearWeight::Quant(q) => qmatmul(rec, x, q, self.bias.as_ref()),
+        }
+    }
+}
