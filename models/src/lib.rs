@@ -1,1 +1,14 @@
+//! # Kestrel models
+//!
+//! Model definitions built only on the [`kestrel`] runtime API: SLAB vision transformers, LLM
+//! decoders and the pipelines around them.
+
+pub mod error;
+pub mod llm;
+pub mod npy;
+pub mod params;
+pub mod slab;
+pub mod vision;
+
+pub use error::{ModelError, Result};
 pub use kestrel;

@@ -2,9 +2,13 @@
 
 mod bench;
 mod bench_load;
+mod chat;
+mod classify;
 mod convert;
+mod generate;
 mod info;
 mod inspect;
+mod profile;
 
 use std::process::ExitCode;
 
@@ -30,6 +34,14 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Time converting a checkpoint against loading the converted Kestrel file onto the GPU.
     BenchLoad(bench_load::BenchLoadArgs),
+    /// Classify an image with a SLAB model (official checkpoint or Kestrel file).
+    Classify(classify::ClassifyArgs),
+    /// Profile a SLAB model: per-op GPU times, end-to-end latency, a Chrome/Perfetto trace.
+    Profile(profile::ProfileArgs),
+    /// Generate text with a LLaMA-family model (GGUF, Hugging Face directory or Kestrel file).
+    Generate(generate::GenerateArgs),
+    /// Chat with a LLaMA-family chat model (interactive; the KV cache keeps the conversation).
+    Chat(chat::ChatArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +53,10 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Convert(args) => convert::run(&args),
         Command::BenchLoad(args) => bench_load::run(&args),
+        Command::Profile(args) => profile::run(&args),
+        Command::Classify(args) => classify::run(&args),
+        Command::Generate(args) => generate::run(&args),
+        Command::Chat(args) => chat::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,135 @@
+//! `kestrel profile`: the on-device latency profiler. Runs a real SLAB architecture (seeded
+//! random weights when only a name is given — latency does not depend on weight values),
+//! prints a per-op table from GPU timestamps and the end-to-end latency, and writes a
+//! Chrome/Perfetto trace.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kestrel::bench::{BenchOptions, BenchRecord};
+use kestrel::profile::{Profile, chrome_trace, op_table};
+use kestrel::{Context, ContextOptions, Recorder, Tensor};
+use kestrel_models::params::RandomParams;
+use kestrel_models::slab::SlabModel;
+use kestrel_models::slab::config::lookup;
+use serde_json::json;
+
+use crate::convert::parse_quant;
+
+/// Arguments of `kestrel profile`.
+#[derive(clap::Args)]
+pub struct ProfileArgs {
+    /// An architecture name (e.g. `slab-swin-t`, `slab_deit_tiny`) or a checkpoint / Kestrel file.
+    model: String,
+    /// Weight storage: f32, f16, w8 or w4 (a Kestrel file keeps its own).
+    #[arg(long, default_value = "f32", value_parser = clap::builder::PossibleValuesParser::new(["f32", "f16", "w8", "w4"]))]
+    quant: String,
+    /// Architecture of a checkpoint file (default: inferred).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Timed iterations (after one warm-up).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write a Chrome / Perfetto trace of one profiled pass here.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Also benchmark f32/f16 matmul in the same process and report the model's GFLOP/s as a
+    /// fraction of the best.
+    #[arg(long)]
+    vs_matmul: bool,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+/// Runs `kestrel profile`.
+pub fn run(args: &ProfileArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let quant = parse_quant(&args.quant)?;
+    let ctx = Context::new(&ContextOptions::from_env())?;
+    let model = if Path::new(&args.model).is_file() {
+        SlabModel::open(&ctx, Path::new(&args.model), args.arch.as_deref(), quant)?
+    } else {
+        let cfg = lookup(&args.model)?;
+        SlabModel::load(&ctx, &cfg, &RandomParams::new(0), quant)?
+    };
+    let cfg = model.config().clone();
+    let n = cfg.in_chans * cfg.img_size * cfg.img_size;
+    let pixels: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let image = Tensor::from_f32(&ctx, &[1, cfg.in_chans, cfg.img_size, cfg.img_size], &pixels)?;
+    let iters = args.iters.max(1);
+
+    let pass = |profiled: bool| -> Result<(f64, Option<Profile>), Box<dyn std::error::Error>> {
+        let start = Instant::now();
+        let mut rec = if profiled { Recorder::with_profiling(&ctx) } else { Recorder::new(&ctx) };
+        let logits = model.forward(&mut rec, &image)?;
+        let profile = rec.finish()?;
+        logits.to_vec_f32()?;
+        Ok((start.elapsed().as_secs_f64() * 1e3, profile))
+    };
+    pass(false)?;
+    let mut latencies = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        latencies.push(pass(false)?.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let mut profiles = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        if let (_, Some(p)) = pass(true)? {
+            profiles.push(p);
+        }
+    }
+    ctx.save_pipeline_cache();
+    let rows = op_table(&profiles);
+    let flops: u64 = profiles.first().map(|p| p.dispatches.iter().map(|d| d.flops).sum()).unwrap_or(0);
+    let dispatches = profiles.first().map_or(0, |p| p.dispatches.len());
+    let gpu_ms = profiles.iter().filter_map(Profile::gpu_total_ns).map(|v| v as f64 / 1e6).sum::<f64>() / profiles.len().max(1) as f64;
+    let (p50, p90) = (percentile(&latencies, 0.5), percentile(&latencies, 0.9));
+    let model_gflops = flops as f64 / (p50 * 1e6);
+    let best_matmul = if args.vs_matmul { Some(best_matmul_gflops(&ctx)?) } else { None };
+    if let (Some(path), Some(p)) = (&args.trace, profiles.first()) {
+        std::fs::write(path, serde_json::to_vec(&chrome_trace(p))?).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let a = ctx.adapter();
+    if args.json {
+        let out = json!({
+            "arch": cfg.arch, "quant": quant.name(), "adapter": a.name, "backend": a.backend,
+            "iters": iters, "dispatches": dispatches, "gflop": flops as f64 / 1e9,
+            "latency_ms": {"p50": p50, "p90": p90}, "gpu_ms": gpu_ms, "gflops": model_gflops,
+            "best_matmul_gflops": best_matmul, "fraction_of_matmul": best_matmul.map(|b| model_gflops / b),
+            "timing": profiles.first().map(|p| p.source), "ops": rows,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("{} ({}) on {} ({}, {})", cfg.arch, quant.name(), a.name, a.backend, a.device_type);
+    println!("{:<18} {:<34} {:>5} {:>10} {:>9} {:>6} {:>9}", "op", "shape", "calls", "total ms", "mean ms", "share", "GFLOP/s");
+    for r in &rows {
+        let shape: String = r.shape.chars().take(34).collect();
+        println!("{:<18} {:<34} {:>5} {:>10.3} {:>9.3} {:>5.1}% {:>9.2}", r.op, shape, r.calls, r.total_ms, r.mean_ms, r.share * 100.0, r.gflops);
+    }
+    println!("{dispatches} dispatches, {:.3} GFLOP, GPU sum {gpu_ms:.2} ms", flops as f64 / 1e9);
+    println!("end-to-end latency over {iters} runs: p50 {p50:.2} ms, p90 {p90:.2} ms ({model_gflops:.2} GFLOP/s)");
+    if let Some(b) = best_matmul {
+        println!("best matmul in this run: {b:.2} GFLOP/s; model reaches {:.0}% of it", 100.0 * model_gflops / b);
+    }
+    if let Some(path) = &args.trace {
+        println!("trace written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The best GFLOP/s of the f32/f16 matmul benchmark cases, measured now.
+fn best_matmul_gflops(ctx: &Arc<Context>) -> Result<f64, Box<dyn std::error::Error>> {
+    let opts = BenchOptions { op: Some("matmul".into()), runs: 5, quick: false };
+    let records = kestrel::bench::run(ctx, &opts, |_: &BenchRecord| {})?;
+    Ok(records.iter().map(|r| r.gflops).fold(0.0, f64::max))
+}
