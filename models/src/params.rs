@@ -30,6 +30,7 @@ pub struct HostTensor {
 pub struct HostParams {
     file: String,
     path: PathBuf,
+    format: &'static str,
     tensors: BTreeMap<String, HostTensor>,
     infos: Vec<TensorInfo>,
 }
@@ -38,7 +39,13 @@ impl HostParams {
     /// An empty set, remembering the file it came from (for error messages).
     pub fn new(file: impl Into<String>) -> HostParams {
         let file = file.into();
-        HostParams { path: PathBuf::from(&file), file, tensors: BTreeMap::new(), infos: Vec::new() }
+        HostParams { path: PathBuf::from(&file), file, format: "host", tensors: BTreeMap::new(), infos: Vec::new() }
+    }
+
+    /// An empty set derived from `src` (e.g. its folded form): it reports `src`'s path and
+    /// format, so a Kestrel file converted from it records the original checkpoint.
+    pub fn derived_from(src: &dyn WeightSource) -> HostParams {
+        HostParams { format: src.format(), ..HostParams::new(src.path().display().to_string()) }
     }
 
     /// Adds (or replaces) a tensor; the data length must match the shape.
@@ -78,7 +85,7 @@ impl HostParams {
 
 impl WeightSource for HostParams {
     fn format(&self) -> &'static str {
-        "host"
+        self.format
     }
 
     fn path(&self) -> &Path {

@@ -1,11 +1,13 @@
 //! `kestrel convert`: writes a Kestrel model file (GPU-ready, optionally quantised) from any
-//! weight file Kestrel reads.
+//! weight file Kestrel reads. A SLAB checkpoint (named by `--arch`, or recognised from its
+//! tensors) is folded first, so the file holds no BatchNorm and records its architecture.
 
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kestrel::weights::convert::{ConvertOptions, convert};
 use kestrel::weights::kestrel_file::FileQuant;
+use kestrel_models::slab;
 
 /// Arguments of `kestrel convert`.
 #[derive(clap::Args)]
@@ -45,10 +47,19 @@ pub fn run(args: &ConvertArgs) -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("progress bar: {e}"))?
             .progress_chars("=> "),
     );
-    let summary = convert(src.as_ref(), &args.out, &opts, |done, total| {
+    let progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    });
+    };
+    let slab = match &args.arch {
+        Some(a) => slab::config::lookup(a).ok(),
+        None if src.format() == "pytorch" => slab::infer::infer_config(src.as_ref()).ok(),
+        None => None,
+    };
+    let summary = match slab {
+        Some(cfg) => slab::convert::convert_checkpoint(src.as_ref(), &cfg, opts.quant, &args.out, progress).map_err(Box::<dyn std::error::Error>::from),
+        None => convert(src.as_ref(), &args.out, &opts, progress).map_err(Box::<dyn std::error::Error>::from),
+    };
     bar.finish_and_clear();
     let s = summary?;
     println!(

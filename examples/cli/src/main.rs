@@ -45,7 +45,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // wgpu probes the GL backend while enumerating adapters; where no GL driver loads it logs
+    // an EGL error that is harmless (Vulkan or another backend is used), so that module is quiet.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off")).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(args) => info::run(&args),

@@ -28,8 +28,9 @@ pub struct ProfileArgs {
     /// Architecture of a checkpoint file (default: inferred).
     #[arg(long)]
     arch: Option<String>,
-    /// Timed iterations (after one warm-up).
-    #[arg(long, default_value_t = 10)]
+    /// Timed end-to-end iterations (after one warm-up); at most 3 further iterations run with
+    /// per-dispatch timestamps for the op table.
+    #[arg(long, default_value_t = 5)]
     iters: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
@@ -81,8 +82,9 @@ pub fn run(args: &ProfileArgs) -> Result<(), Box<dyn std::error::Error>> {
         latencies.push(pass(false)?.0);
     }
     latencies.sort_by(f64::total_cmp);
-    let mut profiles = Vec::with_capacity(iters);
-    for _ in 0..iters {
+    let profiled = iters.min(3);
+    let mut profiles = Vec::with_capacity(profiled);
+    for _ in 0..profiled {
         if let (_, Some(p)) = pass(true)? {
             profiles.push(p);
         }

@@ -30,7 +30,7 @@ pub struct Folder<'a> {
 impl<'a> Folder<'a> {
     /// Starts reading `src`.
     pub fn new(src: &'a dyn WeightSource, mode: FoldMode) -> Folder<'a> {
-        Folder { src, out: HostParams::new(src.path().display().to_string()), mode }
+        Folder { src, out: HostParams::derived_from(src), mode }
     }
 
     /// The finished parameters.
@@ -62,13 +62,23 @@ impl<'a> Folder<'a> {
     /// The RepBN at `norm` (over `channels`) feeds the linear layers `linears` (each
     /// `(prefix, out_features)`, `in_features = channels`, optional bias): folded into all of them.
     pub fn norm_into_linears(&mut self, norm: &str, channels: usize, linears: &[(&str, usize)]) -> Result<()> {
+        let shapes: Vec<[usize; 2]> = linears.iter().map(|&(_, out)| [out, channels]).collect();
+        let layers: Vec<(&str, &[usize])> = linears.iter().zip(&shapes).map(|(&(prefix, _), s)| (prefix, &s[..])).collect();
+        self.norm_into_layers(norm, channels, &layers)
+    }
+
+    /// The RepBN at `norm` (over `channels`) feeds the layers `layers` (each `(prefix, weight
+    /// shape)`: a linear `[out, channels]` or a conv without padding `[out, channels, kh, kw]`,
+    /// optional bias): folded into all of them.
+    pub fn norm_into_layers(&mut self, norm: &str, channels: usize, layers: &[(&str, &[usize])]) -> Result<()> {
         let affine = read_repbn(self.src, norm, channels)?;
         if self.mode == FoldMode::Keep {
             self.keep_affine(norm, &affine)?;
         }
-        for &(prefix, out) in linears {
+        for &(prefix, wshape) in layers {
+            let out = wshape[0];
             let wname = format!("{prefix}.weight");
-            let w = self.read(&wname, &[out, channels])?;
+            let w = self.read(&wname, wshape)?;
             let b = self.read_opt(&format!("{prefix}.bias"), &[out])?;
             let (w, b) = match self.mode {
                 FoldMode::Fold => {
@@ -77,7 +87,7 @@ impl<'a> Folder<'a> {
                 }
                 FoldMode::Keep => (w, b),
             };
-            self.out.insert(wname, vec![out, channels], w)?;
+            self.out.insert(wname, wshape.to_vec(), w)?;
             if let Some(b) = b {
                 self.out.insert(format!("{prefix}.bias"), vec![out], b)?;
             }

@@ -5,10 +5,13 @@
 pub mod attention;
 pub mod classify;
 pub mod config;
+pub mod convert;
+pub mod cswin;
 pub mod deit;
 pub mod fold;
 pub mod infer;
 pub mod layers;
+pub mod pvt;
 pub mod repbn;
 pub mod synthetic;
 pub mod swin;
@@ -39,6 +42,8 @@ pub struct SlabModel {
 enum Net {
     Deit(deit::Deit),
     Swin(swin::Swin),
+    Pvt(pvt::Pvt),
+    Cswin(cswin::Cswin),
 }
 
 /// Reads a checkpoint into parameters with every RepBN folded (or kept, see [`FoldMode`]).
@@ -47,7 +52,8 @@ pub fn fold_checkpoint(src: &dyn WeightSource, cfg: &SlabConfig, mode: FoldMode)
     match cfg.family {
         Family::Deit => deit::fold(src, cfg, mode),
         Family::Swin => swin::fold(src, cfg, mode),
-        other => Err(ModelError::Config(format!("{}: the {other:?} family is not implemented yet", cfg.arch))),
+        Family::Pvt => pvt::fold(src, cfg, mode),
+        Family::Cswin => cswin::fold(src, cfg, mode),
     }
 }
 
@@ -55,12 +61,13 @@ impl SlabModel {
     /// Uploads a model from folded parameters (from [`fold_checkpoint`] or a converted file).
     pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, params: &dyn ParamSource, quant: FileQuant) -> Result<SlabModel> {
         cfg.validate()?;
-        match cfg.family {
-            Family::Deit => Ok(Net::Deit(deit::Deit::load(ctx, cfg, params, quant)?)),
-            Family::Swin => Ok(Net::Swin(swin::Swin::load(ctx, cfg, params, quant)?)),
-            other => Err(ModelError::Config(format!("{}: the {other:?} family is not implemented yet", cfg.arch))),
-        }
-        .map(|net| SlabModel { ctx: ctx.clone(), net })
+        let net = match cfg.family {
+            Family::Deit => Net::Deit(deit::Deit::load(ctx, cfg, params, quant)?),
+            Family::Swin => Net::Swin(swin::Swin::load(ctx, cfg, params, quant)?),
+            Family::Pvt => Net::Pvt(pvt::Pvt::load(ctx, cfg, params, quant)?),
+            Family::Cswin => Net::Cswin(cswin::Cswin::load(ctx, cfg, params, quant)?),
+        };
+        Ok(SlabModel { ctx: ctx.clone(), net })
     }
 
     /// Opens a checkpoint (`.pth` or any supported weight file) or a converted Kestrel file.
@@ -90,6 +97,8 @@ impl SlabModel {
         match &self.net {
             Net::Deit(m) => m.config(),
             Net::Swin(m) => m.config(),
+            Net::Pvt(m) => m.config(),
+            Net::Cswin(m) => m.config(),
         }
     }
 
@@ -109,6 +118,8 @@ impl SlabModel {
         match &self.net {
             Net::Deit(m) => m.forward(rec, image),
             Net::Swin(m) => m.forward(rec, image),
+            Net::Pvt(m) => m.forward(rec, image),
+            Net::Cswin(m) => m.forward(rec, image),
         }
     }
 }
