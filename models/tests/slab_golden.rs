@@ -34,7 +34,9 @@ fn json(name: &str) -> Value {
     serde_json::from_str(&text).expect("valid json")
 }
 
-/// The model configuration described by a fixture's `config` object.
+/// The model configuration described by a fixture's `config` object (and, for PVT's
+/// spatial-reduction ratios, its `architecture`: `config.sr_ratios` shows the constructor
+/// default, which SLA stages do not use).
 fn config_of(v: &Value) -> SlabConfig {
     let c = &v["config"];
     let u = |k: &str| c[k].as_u64().map(|x| x as usize);
@@ -42,38 +44,66 @@ fn config_of(v: &Value) -> SlabConfig {
     let family = match c["family"].as_str() {
         Some("deit") => Family::Deit,
         Some("swin") => Family::Swin,
+        Some("pvt") => Family::Pvt,
+        Some("cswin") => Family::Cswin,
         other => panic!("family {other:?}"),
     };
-    let ratio = c["mlp_ratio"].as_f64().expect("mlp_ratio") as usize;
-    let (mixer, dims, depths, heads, window, global) = match family {
-        Family::Deit => {
-            let mixer = if c["attn"] == "sla" { Mixer::Sla } else { Mixer::Softmax };
-            (mixer, vec![u("dim").unwrap()], vec![u("depth").unwrap()], vec![u("heads").unwrap()], 0, 0)
-        }
-        _ => {
-            let attn = c["attn_type"].as_str().unwrap();
-            let global = attn.chars().take_while(|&ch| ch == 'L').count();
-            let e = u("embed_dim").unwrap();
-            let mixer = if global > 0 { Mixer::Sla } else { Mixer::Softmax };
-            (mixer, vec![e, 2 * e, 4 * e, 8 * e], list("depths").unwrap(), list("heads").unwrap(), u("sa_window").unwrap(), global)
-        }
-    };
-    let n = dims.len();
-    SlabConfig {
+    let leading_l = || c["attn_type"].as_str().unwrap().chars().take_while(|&ch| ch == 'L').count();
+    let mixer_of = |global: usize| if global > 0 { Mixer::Sla } else { Mixer::Softmax };
+    let mut cfg = SlabConfig {
         arch: c["name"].as_str().unwrap().to_string(),
         family,
-        mixer,
+        mixer: Mixer::Sla,
         img_size: u("img_size").unwrap(),
         in_chans: u("in_chans").unwrap(),
         num_classes: u("num_classes").unwrap(),
-        patch_size: u("patch_size").unwrap(),
-        embed_dims: dims,
-        depths,
-        heads,
-        mlp_ratios: vec![ratio; n],
-        window,
-        global_stages: global,
+        patch_size: u("patch_size").unwrap_or(4),
+        embed_dims: Vec::new(),
+        depths: Vec::new(),
+        heads: Vec::new(),
+        mlp_ratios: Vec::new(),
+        window: 0,
+        global_stages: 0,
+        sr_ratios: Vec::new(),
+        split_sizes: Vec::new(),
+    };
+    match family {
+        Family::Deit => {
+            cfg.mixer = if c["attn"] == "sla" { Mixer::Sla } else { Mixer::Softmax };
+            cfg.embed_dims = vec![u("dim").unwrap()];
+            cfg.depths = vec![u("depth").unwrap()];
+            cfg.heads = vec![u("heads").unwrap()];
+        }
+        Family::Swin | Family::Cswin => {
+            cfg.global_stages = leading_l();
+            cfg.mixer = mixer_of(cfg.global_stages);
+            let e = u("embed_dim").unwrap();
+            cfg.embed_dims = vec![e, 2 * e, 4 * e, 8 * e];
+            cfg.depths = list("depths").unwrap();
+            cfg.heads = list("heads").unwrap();
+            if family == Family::Swin {
+                cfg.window = u("sa_window").unwrap();
+            } else {
+                cfg.split_sizes = list("split_size").unwrap();
+                // 'L' stages are one SLA window over the whole map.
+                let res = cfg.img_size / cfg.patch_size;
+                let la = list("la_split").unwrap();
+                assert!((0..cfg.global_stages).all(|s| la[s] == res >> s), "la_split {la:?} is not the map");
+            }
+        }
+        Family::Pvt => {
+            cfg.mixer = mixer_of(leading_l());
+            cfg.embed_dims = list("embed_dims").unwrap();
+            cfg.depths = list("depths").unwrap();
+            cfg.heads = list("heads").unwrap();
+            cfg.mlp_ratios = list("mlp_ratios").unwrap();
+            cfg.sr_ratios = v["architecture"]["stages"].as_array().unwrap().iter().map(|st| st["sr_ratio"].as_u64().unwrap() as usize).collect();
+        }
     }
+    if cfg.mlp_ratios.is_empty() {
+        cfg.mlp_ratios = vec![c["mlp_ratio"].as_f64().expect("mlp_ratio") as usize; cfg.embed_dims.len()];
+    }
+    cfg
 }
 
 fn run(model: &SlabModel, input: &[f32]) -> Vec<f32> {
@@ -155,10 +185,24 @@ fn swin_prepbn_baseline_fixture() {
     check_small("swin_prepbn_test");
 }
 
-/// The full-size state dict of `arch` from the synthetic generator, keyed and ordered by the
-/// committed official key list.
-fn synthetic_checkpoint(arch: &str) -> HostParams {
-    let seed = weight_seed(arch).unwrap();
+#[test]
+fn slab_pvt_small_fixture() {
+    check_small("slab_pvt_test");
+}
+
+#[test]
+fn pvt_prepbn_baseline_fixture() {
+    check_small("pvt_prepbn_test");
+}
+
+#[test]
+fn slab_cswin_small_fixture() {
+    check_small("slab_cswin_test");
+}
+
+/// The full-size state dict of `arch` from the synthetic generator with `seed`, keyed and
+/// ordered by the committed official key list `<arch>.keys.tsv`.
+fn synthetic_checkpoint(arch: &str, seed: u64) -> HostParams {
     let list = std::fs::read_to_string(fixtures().join(format!("{arch}.keys.tsv"))).unwrap();
     let mut params = HostParams::new(format!("<synthetic {arch}>"));
     for (i, line) in list.lines().enumerate() {
@@ -177,7 +221,7 @@ fn synthetic_checkpoint(arch: &str) -> HostParams {
 
 fn check_full(arch: &str) {
     let cfg = kestrel_models::slab::config::lookup(arch).unwrap();
-    let ckpt = synthetic_checkpoint(arch);
+    let ckpt = synthetic_checkpoint(arch, weight_seed(arch).unwrap());
     let folded = fold_checkpoint(&ckpt, &cfg, FoldMode::Fold).unwrap();
     let model = SlabModel::load(&ctx(), &cfg, &folded, FileQuant::F32).unwrap();
     let got = run(&model, &input_image(224));
@@ -195,4 +239,29 @@ fn slab_deit_tiny_full_size() {
 #[test]
 fn slab_swin_tiny_full_size() {
     check_full("slab_swin_tiny");
+}
+
+/// A full-size checkpoint with exactly the official entries of `arch` is recognised, folds and
+/// loads (its logits are not checked: no full-size reference exists for these families).
+fn check_key_list(arch: &str) {
+    let ckpt = synthetic_checkpoint(arch, 9);
+    let cfg = kestrel_models::slab::infer::infer_config(&ckpt).unwrap();
+    assert_eq!(cfg.arch, arch);
+    let folded = fold_checkpoint(&ckpt, &cfg, FoldMode::Fold).unwrap();
+    SlabModel::load(&ctx(), &cfg, &folded, FileQuant::F32).unwrap();
+}
+
+#[test]
+fn slab_pvt_tiny_official_keys() {
+    check_key_list("slab_pvt_tiny");
+}
+
+#[test]
+fn pvt_tiny_prepbn_official_keys() {
+    check_key_list("pvt_tiny_prepbn");
+}
+
+#[test]
+fn slab_cswin_tiny_official_keys() {
+    check_key_list("slab_cswin_tiny");
 }

@@ -400,6 +400,18 @@ def make_full(name, seed, out):
         print(f"   {p['name']:28s} std {p['std']:.3f}")
 
 
+# Full-size models whose state-dict signature (key, shape, dtype, in order) is committed as
+# `<name>.keys.tsv`: the Rust tests fold and load a checkpoint with exactly these entries.
+KEY_LISTS = ["slab_deit_tiny", "slab_swin_tiny", "slab_pvt_tiny", "pvt_tiny_prepbn",
+             "slab_cswin_tiny"]
+
+
+def write_key_list(name, out):
+    with open(os.path.join(out, f"{name}.keys.tsv"), "w") as f:
+        for key, shape, dtype in slab_ref.state_dict_signature(build(name)):
+            f.write(f"{key}\t[{', '.join(map(str, shape))}]\t{dtype}\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT_DEFAULT)
@@ -408,6 +420,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     slab_ref.check_official_keys()
+    for name in KEY_LISTS:
+        write_key_list(name, args.out)
     for name, (seed, official) in SMALL.items():
         make_small(name, seed, official, args.out)
     if not args.skip_full:

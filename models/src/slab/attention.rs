@@ -1,11 +1,13 @@
-//! The token mixers of the SLAB families on the GPU: SLA (global simplified linear attention),
-//! global softmax attention (baselines) and Swin window attention. Each takes the output of
-//! the block's `qkv` linear (`[N, 3C]`, q | k | v) and gives `[N, C]` before `proj`.
+//! The token mixers of the SLAB families on the GPU: SLA (simplified linear attention over the
+//! map or per window), softmax attention (global for the baselines, per window for CSWin's
+//! stripes) and Swin window attention. Each takes q, k and v — the thirds of the block's `qkv`
+//! linear (`[N, 3C]`), or any column ranges (PVT's `q` and `kv`) — and gives `[N, C]` before
+//! `proj`.
 
 use std::sync::Arc;
 
-use kestrel::ops::sla::{SlaOptions, sla_fused};
-use kestrel::ops::window_attention::{WindowAttentionOptions, window_attention};
+use kestrel::ops::sla::{Columns, SlaOptions, sla_columns};
+use kestrel::ops::window_attention::{WindowAttentionOptions, window_attention_columns};
 use kestrel::{Context, Recorder, Tensor};
 
 use crate::error::Result;
@@ -14,7 +16,7 @@ use crate::slab::windows::relative_bias;
 
 /// One block's attention.
 pub enum Mixer {
-    /// SLA over the whole `h × w` map.
+    /// SLA over `h × w` token maps (the whole map, or each of consecutive windows).
     Sla {
         /// Heads.
         heads: usize,
@@ -24,15 +26,17 @@ pub enum Mixer {
         dwc_weight: Tensor,
         /// Its bias `[d]`.
         dwc_bias: Tensor,
-        /// Map height and width (N = h·w).
+        /// Map (or window) height and width (N = h·w query tokens per sequence).
         hw: (usize, usize),
     },
-    /// Softmax attention over all tokens (scale `d^-1/2`).
+    /// Softmax attention (scale `d^-1/2`, no bias) over all tokens or within windows.
     Softmax {
         /// Heads.
         heads: usize,
         /// Channels.
         dim: usize,
+        /// Query tokens per window (consecutive rows); `None`: one window of every query.
+        window_tokens: Option<usize>,
     },
     /// Swin window attention with relative position bias and optional shift mask.
     Window {
@@ -65,7 +69,12 @@ impl Mixer {
 
     /// Global softmax attention (no parameters of its own).
     pub fn softmax(dim: usize, heads: usize) -> Mixer {
-        Mixer::Softmax { heads, dim }
+        Mixer::Softmax { heads, dim, window_tokens: None }
+    }
+
+    /// Softmax attention within windows of `window_tokens` consecutive rows, no bias.
+    pub fn windowed_softmax(dim: usize, heads: usize, window_tokens: usize) -> Mixer {
+        Mixer::Softmax { heads, dim, window_tokens: Some(window_tokens) }
     }
 
     /// Window attention with `{prefix}.relative_position_bias_table` and an optional host
@@ -81,21 +90,25 @@ impl Mixer {
 
     /// `qkv` `[N, 3C]` → `[N, C]`.
     pub fn forward(&self, rec: &mut Recorder, qkv: &Tensor) -> Result<Tensor> {
+        let c = Columns::all(qkv).width() / 3;
+        self.forward_columns(rec, Columns::range(qkv, 0, c), Columns::range(qkv, c, c), Columns::range(qkv, 2 * c, c))
+    }
+
+    /// q `[N, C]`, k and v `[Nk, C]` (column ranges of any projections) → `[N, C]`.
+    pub fn forward_columns(&self, rec: &mut Recorder, q: Columns, k: Columns, v: Columns) -> Result<Tensor> {
         Ok(match self {
-            Mixer::Sla { heads, pos, dwc_weight, dwc_bias, hw } => sla_fused(
-                rec,
-                qkv,
-                &SlaOptions { heads: *heads, pos: Some(pos), dwc_weight, dwc_bias, height: hw.0, width: hw.1 },
-            )?,
-            Mixer::Softmax { heads, dim } => {
-                let n = qkv.shape()[0];
+            Mixer::Sla { heads, pos, dwc_weight, dwc_bias, hw } => {
+                sla_columns(rec, q, k, v, &SlaOptions { heads: *heads, pos: Some(pos), dwc_weight, dwc_bias, height: hw.0, width: hw.1 })?
+            }
+            Mixer::Softmax { heads, dim, window_tokens } => {
                 let scale = ((dim / heads) as f32).powf(-0.5);
-                window_attention(rec, qkv, None, None, &WindowAttentionOptions { heads: *heads, window_tokens: n, scale })?
+                let opts = WindowAttentionOptions { heads: *heads, window_tokens: window_tokens.unwrap_or(q.rows()), scale };
+                window_attention_columns(rec, q, k, v, None, None, &opts)?
             }
             Mixer::Window { heads, dim, window, bias, mask } => {
                 let scale = ((dim / heads) as f32).powf(-0.5);
                 let opts = WindowAttentionOptions { heads: *heads, window_tokens: window * window, scale };
-                window_attention(rec, qkv, Some(bias), mask.as_ref(), &opts)?
+                window_attention_columns(rec, q, k, v, Some(bias), mask.as_ref(), &opts)?
             }
         })
     }

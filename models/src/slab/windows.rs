@@ -1,18 +1,30 @@
-//! Host-side index tables of Swin: the token order of (cyclically shifted) windows, the
-//! shifted-window attention mask, the relative-position index, and patch merging's 2×2 gather.
+//! Host-side index tables of Swin and CSWin: the token order of (cyclically shifted) windows
+//! and of rectangular stripes, the shifted-window attention mask, the relative-position index,
+//! and patch merging's 2×2 gather.
 
 /// The order that groups a `res`×`res` map (tokens row-major) into `window`×`window` windows
 /// after rolling it by `-shift` in both directions: `fwd[w·T + t]` is the map token at window
 /// `w`, position `t`; `inv` undoes it (`inv[fwd[i]] = i`).
 pub fn window_order(res: usize, window: usize, shift: usize) -> (Vec<u32>, Vec<u32>) {
-    let nw = res / window;
+    rect_order(res, window, window, shift)
+}
+
+/// The order that groups a `res`×`res` map into `hs`×`ws` windows (CSWin's stripes, `res`×`s`
+/// or `s`×`res`), windows row-major over the map and tokens row-major inside each; `inv` undoes
+/// it.
+pub fn stripe_order(res: usize, hs: usize, ws: usize) -> (Vec<u32>, Vec<u32>) {
+    rect_order(res, hs, ws, 0)
+}
+
+/// [`window_order`] for `hs`×`ws` windows.
+fn rect_order(res: usize, hs: usize, ws: usize, shift: usize) -> (Vec<u32>, Vec<u32>) {
     let mut fwd = Vec::with_capacity(res * res);
-    for wi in 0..nw {
-        for wj in 0..nw {
-            for ti in 0..window {
-                for tj in 0..window {
-                    let r = (wi * window + ti + shift) % res;
-                    let c = (wj * window + tj + shift) % res;
+    for wi in 0..res / hs {
+        for wj in 0..res / ws {
+            for ti in 0..hs {
+                for tj in 0..ws {
+                    let r = (wi * hs + ti + shift) % res;
+                    let c = (wj * ws + tj + shift) % res;
                     fwd.push((r * res + c) as u32);
                 }
             }
