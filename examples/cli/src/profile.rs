@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use kestrel::bench::{BenchOptions, BenchRecord};
 use kestrel::profile::{Profile, chrome_trace, op_table};
+use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, ContextOptions, Recorder, Tensor};
 use kestrel_models::params::RandomParams;
 use kestrel_models::slab::SlabModel;
@@ -20,25 +21,27 @@ use crate::convert::parse_quant;
 /// Arguments of `kestrel profile`.
 #[derive(clap::Args)]
 pub struct ProfileArgs {
-    /// An architecture name (e.g. `slab-swin-t`, `slab_deit_tiny`) or a checkpoint / Kestrel file.
-    model: String,
+    /// Architecture names (e.g. `slab-swin-t`, `slab_deit_tiny`) or checkpoint / Kestrel files.
+    /// Several models are timed interleaved in one process (fair ratios on a noisy machine).
+    #[arg(required = true)]
+    models: Vec<String>,
     /// Weight storage: f32, f16, w8 or w4 (a Kestrel file keeps its own).
     #[arg(long, default_value = "f32", value_parser = clap::builder::PossibleValuesParser::new(["f32", "f16", "w8", "w4"]))]
     quant: String,
-    /// Architecture of a checkpoint file (default: inferred).
+    /// Architecture of checkpoint files (default: inferred).
     #[arg(long)]
     arch: Option<String>,
-    /// Timed end-to-end iterations (after one warm-up); at most 3 further iterations run with
-    /// per-dispatch timestamps for the op table.
+    /// Timed end-to-end iterations per model (after one warm-up); at most 3 further iterations
+    /// run with per-dispatch timestamps for the op table.
     #[arg(long, default_value_t = 5)]
     iters: usize,
-    /// Print one JSON object instead of the table.
+    /// Print one JSON object per model instead of the tables.
     #[arg(long)]
     json: bool,
-    /// Write a Chrome / Perfetto trace of one profiled pass here.
+    /// Write a Chrome / Perfetto trace of one profiled pass of the first model here.
     #[arg(long)]
     trace: Option<PathBuf>,
-    /// Also benchmark f32/f16 matmul in the same process and report the model's GFLOP/s as a
+    /// Also benchmark f32/f16 matmul in the same process and report each model's GFLOP/s as a
     /// fraction of the best.
     #[arg(long)]
     vs_matmul: bool,
@@ -52,62 +55,94 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+/// One model under measurement.
+struct Subject {
+    model: SlabModel,
+    image: Tensor,
+    latencies: Vec<f64>,
+    profiles: Vec<Profile>,
+}
+
+impl Subject {
+    fn new(ctx: &Arc<Context>, name: &str, arch: Option<&str>, quant: FileQuant) -> Result<Subject, Box<dyn std::error::Error>> {
+        let model = if Path::new(name).is_file() {
+            SlabModel::open(ctx, Path::new(name), arch, quant)?
+        } else {
+            SlabModel::load(ctx, &lookup(name)?, &RandomParams::new(0), quant)?
+        };
+        let c = model.config();
+        let n = c.in_chans * c.img_size * c.img_size;
+        let pixels: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let image = Tensor::from_f32(ctx, &[1, c.in_chans, c.img_size, c.img_size], &pixels)?;
+        Ok(Subject { model, image, latencies: Vec::new(), profiles: Vec::new() })
+    }
+
+    /// One forward pass, submitted and read back: (wall ms, profile when `profiled`).
+    fn pass(&self, profiled: bool) -> Result<(f64, Option<Profile>), Box<dyn std::error::Error>> {
+        let ctx = self.model.context();
+        let start = Instant::now();
+        let mut rec = if profiled { Recorder::with_profiling(ctx) } else { Recorder::new(ctx) };
+        let logits = self.model.forward(&mut rec, &self.image)?;
+        let profile = rec.finish()?;
+        logits.to_vec_f32()?;
+        Ok((start.elapsed().as_secs_f64() * 1e3, profile))
+    }
+}
+
 /// Runs `kestrel profile`.
 pub fn run(args: &ProfileArgs) -> Result<(), Box<dyn std::error::Error>> {
     let quant = parse_quant(&args.quant)?;
     let ctx = Context::new(&ContextOptions::from_env())?;
-    let model = if Path::new(&args.model).is_file() {
-        SlabModel::open(&ctx, Path::new(&args.model), args.arch.as_deref(), quant)?
-    } else {
-        let cfg = lookup(&args.model)?;
-        SlabModel::load(&ctx, &cfg, &RandomParams::new(0), quant)?
-    };
-    let cfg = model.config().clone();
-    let n = cfg.in_chans * cfg.img_size * cfg.img_size;
-    let pixels: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-    let image = Tensor::from_f32(&ctx, &[1, cfg.in_chans, cfg.img_size, cfg.img_size], &pixels)?;
+    let mut subjects = args.models.iter().map(|m| Subject::new(&ctx, m, args.arch.as_deref(), quant)).collect::<Result<Vec<_>, _>>()?;
     let iters = args.iters.max(1);
-
-    let pass = |profiled: bool| -> Result<(f64, Option<Profile>), Box<dyn std::error::Error>> {
-        let start = Instant::now();
-        let mut rec = if profiled { Recorder::with_profiling(&ctx) } else { Recorder::new(&ctx) };
-        let logits = model.forward(&mut rec, &image)?;
-        let profile = rec.finish()?;
-        logits.to_vec_f32()?;
-        Ok((start.elapsed().as_secs_f64() * 1e3, profile))
-    };
-    pass(false)?;
-    let mut latencies = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        latencies.push(pass(false)?.0);
+    for s in &subjects {
+        s.pass(false)?;
     }
-    latencies.sort_by(f64::total_cmp);
-    let profiled = iters.min(3);
-    let mut profiles = Vec::with_capacity(profiled);
-    for _ in 0..profiled {
-        if let (_, Some(p)) = pass(true)? {
-            profiles.push(p);
+    for _ in 0..iters {
+        for s in &mut subjects {
+            let ms = s.pass(false)?.0;
+            s.latencies.push(ms);
+        }
+    }
+    for _ in 0..iters.min(3) {
+        for s in &mut subjects {
+            if let (_, Some(p)) = s.pass(true)? {
+                s.profiles.push(p);
+            }
         }
     }
     ctx.save_pipeline_cache();
-    let rows = op_table(&profiles);
-    let flops: u64 = profiles.first().map(|p| p.dispatches.iter().map(|d| d.flops).sum()).unwrap_or(0);
-    let dispatches = profiles.first().map_or(0, |p| p.dispatches.len());
-    let gpu_ms = profiles.iter().filter_map(Profile::gpu_total_ns).map(|v| v as f64 / 1e6).sum::<f64>() / profiles.len().max(1) as f64;
-    let (p50, p90) = (percentile(&latencies, 0.5), percentile(&latencies, 0.9));
-    let model_gflops = flops as f64 / (p50 * 1e6);
     let best_matmul = if args.vs_matmul { Some(best_matmul_gflops(&ctx)?) } else { None };
-    if let (Some(path), Some(p)) = (&args.trace, profiles.first()) {
+    if let (Some(path), Some(p)) = (&args.trace, subjects.first().and_then(|s| s.profiles.first())) {
         std::fs::write(path, serde_json::to_vec(&chrome_trace(p))?).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    for s in &mut subjects {
+        s.latencies.sort_by(f64::total_cmp);
+        report(&ctx, s, quant, iters, best_matmul, args.json)?;
+    }
+    if let (Some(path), false) = (&args.trace, args.json) {
+        println!("trace written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Prints one model's table (or JSON object).
+fn report(ctx: &Arc<Context>, s: &Subject, quant: FileQuant, iters: usize, best_matmul: Option<f64>, as_json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = s.model.config();
+    let rows = op_table(&s.profiles);
+    let flops: u64 = s.profiles.first().map(|p| p.dispatches.iter().map(|d| d.flops).sum()).unwrap_or(0);
+    let dispatches = s.profiles.first().map_or(0, |p| p.dispatches.len());
+    let gpu_ms = s.profiles.iter().filter_map(Profile::gpu_total_ns).map(|v| v as f64 / 1e6).sum::<f64>() / s.profiles.len().max(1) as f64;
+    let (p50, p90) = (percentile(&s.latencies, 0.5), percentile(&s.latencies, 0.9));
+    let model_gflops = flops as f64 / (p50 * 1e6);
     let a = ctx.adapter();
-    if args.json {
+    if as_json {
         let out = json!({
             "arch": cfg.arch, "quant": quant.name(), "adapter": a.name, "backend": a.backend,
             "iters": iters, "dispatches": dispatches, "gflop": flops as f64 / 1e9,
             "latency_ms": {"p50": p50, "p90": p90}, "gpu_ms": gpu_ms, "gflops": model_gflops,
             "best_matmul_gflops": best_matmul, "fraction_of_matmul": best_matmul.map(|b| model_gflops / b),
-            "timing": profiles.first().map(|p| p.source), "ops": rows,
+            "timing": s.profiles.first().map(|p| p.source), "ops": rows,
         });
         println!("{out}");
         return Ok(());
@@ -123,9 +158,7 @@ pub fn run(args: &ProfileArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(b) = best_matmul {
         println!("best matmul in this run: {b:.2} GFLOP/s; model reaches {:.0}% of it", 100.0 * model_gflops / b);
     }
-    if let Some(path) = &args.trace {
-        println!("trace written to {}", path.display());
-    }
+    println!();
     Ok(())
 }
 
