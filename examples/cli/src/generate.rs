@@ -1,0 +1,188 @@
+//! `kestrel generate`: text generation with a LLaMA-family decoder (GGUF file, Hugging Face
+//! directory or Kestrel model file), streamed to stdout.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use kestrel::{Context, ContextOptions};
+use kestrel_models::llm::chat::ChatMessage;
+use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
+use kestrel_models::llm::generate::{GenerateOptions, Generation, chat_prompt, generate};
+use kestrel_models::llm::load::load;
+use kestrel_models::llm::sampler::SamplerConfig;
+use kestrel_models::llm::tokenizer::Tokenizer;
+use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
+
+/// Model and sampling options shared by `generate` and `chat`.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// A GGUF file, a Hugging Face model directory (config.json, model.safetensors,
+    /// tokenizer.json) or a Kestrel model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// System prompt (chat).
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample from the K most likely tokens; 0 = all.
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Nucleus sampling: the smallest set of tokens reaching this probability; 1 = off.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one; 0 = off.
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Penalty on the last 64 tokens' logits (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Seed of the sampler (default: from the clock). The same seed gives the same text.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop when the text contains this (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Positions of the KV cache (default: the model's context, at most 2048).
+    #[arg(long)]
+    context: Option<usize>,
+    /// Weight storage: native (as in the file), f16, f32, w8 or w4.
+    #[arg(long, default_value = "native", value_parser = clap::builder::PossibleValuesParser::new(["native", "f16", "f32", "w8", "w4"]))]
+    quant: String,
+}
+
+/// Arguments of `kestrel generate`.
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt. Without --chat it is tokenized exactly as given (special tokens written in it
+    /// map to their ids; BOS is added only when the model's metadata says so).
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt in the model's chat template (with --system) as one user turn.
+    #[arg(long)]
+    chat: bool,
+    /// Print one JSON object at the end instead of streaming:
+    /// {"text", "tokens", "prompt_tokens", "prefill_tok_s", "decode_tok_s"}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A loaded decoder, its tokenizer and the generation options.
+pub struct Session {
+    /// The decoder with its KV cache.
+    pub decoder: Decoder,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Generation options from the arguments.
+    pub options: GenerateOptions,
+    /// The system prompt, if any.
+    pub system: Option<String>,
+}
+
+/// Loads the model of `args` (with a progress bar) and builds the generation options.
+pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Error>> {
+    let quant = WeightQuant::from_name(&args.quant).ok_or_else(|| format!("unknown --quant `{}`", args.quant))?;
+    let seed = args.seed.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    let sampler = SamplerConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        repeat_last_n: 64,
+        seed,
+    };
+    sampler.validate()?;
+    let ctx = Context::new(&ContextOptions::from_env())?;
+    let started = Instant::now();
+    let model = load_with_bar(&ctx, &args.model, quant)?;
+    let tokenizer = model.tokenizer.ok_or_else(|| format!("{}: no tokenizer found (tokenizer.json or GGUF metadata)", args.model.display()))?;
+    let decoder = Decoder::new(&ctx, model.config, model.weights, &DecoderOptions { context: args.context, kv_dtype: None })?;
+    eprintln!(
+        "kestrel: {} ({}, {} layers, {} quant, {:.0} MB of linear weights) loaded in {:.1} s; context {}, {} KV cache",
+        args.model.display(),
+        model.format,
+        decoder.config().layers,
+        quant.name(),
+        decoder.weights().linear_bytes() as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        decoder.context(),
+        decoder.kv_dtype().name(),
+    );
+    let options = GenerateOptions { max_tokens: args.max_tokens, stop: args.stop.clone(), sampler };
+    Ok(Session { decoder, tokenizer, options, system: args.system.clone() })
+}
+
+/// Loads the model with a progress bar over its layers.
+fn load_with_bar(ctx: &std::sync::Arc<Context>, path: &Path, quant: WeightQuant) -> Result<kestrel_models::llm::load::LoadedModel, Box<dyn std::error::Error>> {
+    let bar = ProgressBar::new(1);
+    bar.set_style(ProgressStyle::with_template("loading {elapsed_precise} [{bar:40}] {pos}/{len}").map_err(|e| format!("progress bar: {e}"))?.progress_chars("=> "));
+    let model = load(ctx, path, &LoadOptions { quant, fold_repbn: true }, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    Ok(model?)
+}
+
+/// The messages of one chat turn: the system prompt (if any) and `user`.
+pub fn turn(system: Option<&str>, user: &str) -> Vec<ChatMessage> {
+    system.map(ChatMessage::system).into_iter().chain([ChatMessage::user(user)]).collect()
+}
+
+/// Prints the speed line to stderr.
+pub fn report(g: &Generation) {
+    eprintln!(
+        "\nprefill: {} tokens, {:.1} tok/s; decode: {} tokens, {:.1} tok/s ({})",
+        g.prompt_tokens,
+        g.prefill_tok_s,
+        g.tokens.len(),
+        g.decode_tok_s,
+        g.finish.name()
+    );
+}
+
+/// Writes a streamed piece to stdout at once.
+pub fn print_piece(piece: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) must not abort the generation's bookkeeping.
+    let _ = out.write_all(piece.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Runs `kestrel generate`.
+pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut s = open_session(&args.model)?;
+    let prompt = if args.chat {
+        chat_prompt(&s.tokenizer, &turn(s.system.as_deref(), &args.prompt))?
+    } else {
+        s.tokenizer.encode(&args.prompt, true)?
+    };
+    let mut sink = |piece: &str| {
+        if !args.json {
+            print_piece(piece);
+        }
+    };
+    let g = generate(&mut s.decoder, &s.tokenizer, &prompt, &s.options, &mut sink)?;
+    if args.json {
+        let obj = serde_json::json!({
+            "text": g.text,
+            "tokens": g.tokens,
+            "prompt_tokens": g.prompt_tokens,
+            "prefill_tok_s": g.prefill_tok_s,
+            "decode_tok_s": g.decode_tok_s,
+        });
+        println!("{obj}");
+    } else {
+        println!();
+    }
+    report(&g);
+    Ok(())
+}

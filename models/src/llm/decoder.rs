@@ -1,0 +1,220 @@
+//! The decoder's forward pass over a GPU-resident KV cache.
+//!
+//! [`Decoder::prefill`] runs any number of new tokens in one recorded pass (embedding → every
+//! layer → final norm → head on the last row only) and [`Decoder::decode_step`] one token; both
+//! append to the cached sequence and return the last position's [`Logits`] still on the GPU.
+//! Nothing is read back until the caller asks for a token id ([`Logits::argmax`]), the top
+//! entries ([`Logits::top_k`]) or the whole row ([`Logits::to_vec`]).
+//!
+//! Context policy: the cache holds [`Decoder::context`] positions; a call whose tokens would
+//! not fit is a [`ModelError::ContextFull`] error and changes nothing (prompts are never
+//! truncated).
+
+use std::sync::Arc;
+
+use kestrel::ops::attention::{KvCache, RopeOptions, attention, kv_write, rope};
+use kestrel::ops::elementwise::{Unary, add, mul, unary};
+use kestrel::ops::gather::embedding;
+use kestrel::ops::layout::slice;
+use kestrel::ops::reduce::{argmax, top_k};
+use kestrel::{Context, DType, Recorder, Tensor};
+
+use super::config::LlmConfig;
+use super::weights::{DecoderWeights, LayerWeights};
+use crate::error::{ModelError, Result};
+
+/// Context used when none is given and the model's is longer.
+pub const DEFAULT_CONTEXT: usize = 2048;
+
+/// Options of [`Decoder::new`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecoderOptions {
+    /// Positions the KV cache holds; default `min(context_length, DEFAULT_CONTEXT)`.
+    pub context: Option<usize>,
+    /// KV cache storage; default f16 where the device has `SHADER_F16`, else f32.
+    pub kv_dtype: Option<DType>,
+}
+
+/// The last position's logits (`[vocab]` f32), on the GPU.
+#[derive(Clone, Debug)]
+pub struct Logits {
+    tensor: Tensor,
+}
+
+impl Logits {
+    /// The logits tensor, `[vocab]` f32.
+    pub fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+
+    /// Vocabulary size.
+    pub fn vocab(&self) -> usize {
+        self.tensor.numel()
+    }
+
+    /// Reads every logit back.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        Ok(self.tensor.to_vec_f32()?)
+    }
+
+    /// The id of the largest logit, computed on the GPU (one `u32` read back).
+    pub fn argmax(&self) -> Result<u32> {
+        let mut rec = Recorder::new(self.tensor.context());
+        let id = argmax(&mut rec, &self.tensor)?;
+        rec.submit()?;
+        first(id.to_vec_u32()?)
+    }
+
+    /// The `k` largest logits (descending, ties by lower id) and their ids, selected on the GPU
+    /// (`2k` values read back). `1 ≤ k ≤ min(vocab, kestrel::ops::reduce::MAX_TOP_K)`.
+    pub fn top_k(&self, k: usize) -> Result<(Vec<f32>, Vec<u32>)> {
+        let mut rec = Recorder::new(self.tensor.context());
+        let (values, ids) = top_k(&mut rec, &self.tensor, k)?;
+        rec.submit()?;
+        Ok((values.to_vec_f32()?, ids.to_vec_u32()?))
+    }
+}
+
+/// The single value of a one-element readback.
+fn first(v: Vec<u32>) -> Result<u32> {
+    v.first().copied().ok_or_else(|| ModelError::Input("empty argmax readback".into()))
+}
+
+/// A LLaMA-family decoder with its KV cache: one sequence at a time.
+pub struct Decoder {
+    ctx: Arc<Context>,
+    config: LlmConfig,
+    weights: DecoderWeights,
+    caches: Vec<KvCache>,
+    rope: RopeOptions,
+    pos: usize,
+}
+
+impl Decoder {
+    /// A decoder over `weights` (loaded for `config`) with an empty cache of `opts.context`
+    /// positions per layer.
+    pub fn new(ctx: &Arc<Context>, config: LlmConfig, weights: DecoderWeights, opts: &DecoderOptions) -> Result<Decoder> {
+        config.validate()?;
+        if weights.layers.len() != config.layers {
+            return Err(ModelError::Config(format!("{} layers of weights for a config of {}", weights.layers.len(), config.layers)));
+        }
+        let context = opts.context.unwrap_or(config.context_length.min(DEFAULT_CONTEXT));
+        if context == 0 {
+            return Err(ModelError::Config("the context must hold at least one position".into()));
+        }
+        let kv_dtype = opts.kv_dtype.unwrap_or(if ctx.caps().f16 { DType::F16 } else { DType::F32 });
+        let caches = (0..config.layers).map(|_| KvCache::new(ctx, config.kv_heads, config.head_dim, context, kv_dtype)).collect::<kestrel::Result<Vec<_>>>()?;
+        let rope = RopeOptions { theta: config.rope.theta, rotary_dim: config.rope.rotary_dim, layout: weights.rope_layout, scaling: config.rope.scaling };
+        Ok(Decoder { ctx: ctx.clone(), config, weights, caches, rope, pos: 0 })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    /// The weights.
+    pub fn weights(&self) -> &DecoderWeights {
+        &self.weights
+    }
+
+    /// Positions the KV cache holds.
+    pub fn context(&self) -> usize {
+        self.caches.first().map_or(0, KvCache::capacity)
+    }
+
+    /// Tokens cached so far (the position of the next token).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The KV cache storage type.
+    pub fn kv_dtype(&self) -> DType {
+        self.caches.first().map_or(DType::F32, KvCache::dtype)
+    }
+
+    /// Forgets the cached sequence (the next token is at position 0).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Forgets the cached tokens from position `pos` on (keeping the first `pos`), so that a
+    /// sequence sharing a prefix with the cached one continues from it. No effect when `pos` is
+    /// at or past the current position.
+    pub fn rewind(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
+    /// Appends `ids` (one or more tokens) to the sequence in one pass; returns the logits after
+    /// the last of them. Errors: no ids, an id outside the vocabulary, or more positions than
+    /// the context holds ([`ModelError::ContextFull`]); the sequence is unchanged then.
+    pub fn prefill(&mut self, ids: &[u32]) -> Result<Logits> {
+        self.run(ids)
+    }
+
+    /// Appends one token; returns the logits after it.
+    pub fn decode_step(&mut self, id: u32) -> Result<Logits> {
+        self.run(&[id])
+    }
+
+    /// Records and submits one pass over `ids` at the current position.
+    fn run(&mut self, ids: &[u32]) -> Result<Logits> {
+        let (t, c) = (ids.len(), &self.config);
+        if t == 0 {
+            return Err(ModelError::Input("no tokens to run (empty prompt)".into()));
+        }
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= c.vocab) {
+            return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary of {} tokens", c.vocab)));
+        }
+        let needed = self.pos.saturating_add(t);
+        if needed > self.context() {
+            return Err(ModelError::ContextFull { needed, context: self.context() });
+        }
+        let mut rec = Recorder::new(&self.ctx);
+        let ids = Tensor::from_u32(&self.ctx, &[t], ids)?;
+        let mut x = embedding(&mut rec, &self.weights.embed, &ids)?;
+        for (layer, cache) in self.weights.layers.iter().zip(&self.caches) {
+            x = self.layer(&mut rec, layer, cache, &x, t)?;
+        }
+        let last = if t > 1 { slice(&mut rec, &x, 0, t - 1, t)? } else { x };
+        let h = self.weights.final_norm.forward(&mut rec, &last, c.norm_eps)?;
+        let logits = self.weights.head.forward(&mut rec, &h)?;
+        rec.submit()?;
+        self.pos = needed;
+        Ok(Logits { tensor: logits.reshape(&[c.vocab])? })
+    }
+
+    /// Records one layer over `x` (`[t, d]`) at the current position; returns `[t, d]`.
+    fn layer(&self, rec: &mut Recorder, w: &LayerWeights, cache: &KvCache, x: &Tensor, t: usize) -> Result<Tensor> {
+        let c = &self.config;
+        let h = w.attn_norm.forward(rec, x, c.norm_eps)?;
+        let q = w.q.forward(rec, &h)?.reshape(&[t, c.heads, c.head_dim])?;
+        let k = w.k.forward(rec, &h)?.reshape(&[t, c.kv_heads, c.head_dim])?;
+        let v = w.v.forward(rec, &h)?.reshape(&[t, c.kv_heads, c.head_dim])?;
+        let q = rope(rec, &q, self.pos, &self.rope)?;
+        let k = rope(rec, &k, self.pos, &self.rope)?;
+        kv_write(rec, cache, &k, &v, self.pos)?;
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let a = attention(rec, &q, cache, self.pos, scale)?.reshape(&[t, c.q_dim()])?;
+        let o = w.o.forward(rec, &a)?;
+        let mut x = add(rec, x, &o)?;
+        if let Some((w1, w2)) = &w.aug {
+            let r = w1.forward(rec, &o)?;
+            let r = unary(rec, &r, Unary::QuickGelu)?;
+            let s = w2.forward(rec, &r)?;
+            x = add(rec, &x, &s)?;
+        }
+        let h = w.ffn_norm.forward(rec, &x, c.norm_eps)?;
+        let g = w.gate.forward(rec, &h)?;
+        let mut act = unary(rec, &g, Unary::Silu)?;
+        if let Some(g2) = &w.gate2 {
+            let g2 = g2.forward(rec, &h)?;
+            let g2 = unary(rec, &g2, Unary::QuickGelu)?;
+            act = add(rec, &act, &g2)?;
+        }
+        let u = w.up.forward(rec, &h)?;
+        let m = mul(rec, &act, &u)?;
+        let y = w.down.forward(rec, &m)?;
+        Ok(add(rec, &x, &y)?)
+    }
+}

@@ -1,0 +1,360 @@
+//! A decoder's weights on the GPU, loaded from a GGUF file, a Hugging Face checkpoint or a
+//! Kestrel model file, stored as [`WeightQuant`] says.
+//!
+//! - Linears become [`Linear`]s: natively quantised (GGUF Q4_0/Q4_1/Q8_0, Kestrel-packed w8/w4),
+//!   f16, f32 or re-quantised to w8/w4.
+//! - The embedding table is dense (the gather kernel reads f32/f16 rows): f16, or f32 with
+//!   `--quant f32` or when it is stored f32 and kept native. A tied head keeps the stored
+//!   (possibly quantised) copy for its matmul and shares the table otherwise.
+//! - SLAB's PRepBN norms ([`NormKind::RepBn`]) are folded into the q/k/v and gate/up(/gate2)
+//!   linears (which then carry biases) and the final one into the head as a bias, computed in
+//!   f64 ([`kestrel::weights::fold`]); [`LoadOptions::fold_repbn`] = false keeps them as a
+//!   separate per-channel affine op instead (the graph the fold is checked against).
+
+mod names;
+mod repbn;
+mod store;
+
+use std::sync::Arc;
+
+use kestrel::nn::{Linear, LinearWeight};
+use kestrel::ops::attention::RopeLayout;
+use kestrel::ops::norm::{channel_affine, rms_norm};
+use kestrel::weights::WeightDType;
+use kestrel::weights::fold::{ChannelAffine, fold_into_following_linear};
+use kestrel::weights::kestrel_file::FileQuant;
+use kestrel::{Context, DType, Recorder, Tensor};
+
+pub use names::{Naming, Part};
+pub use store::Store;
+
+use super::config::{LlmConfig, MlpKind, NormKind};
+use crate::error::Result;
+
+/// How linear weights are stored on the GPU (`kestrel generate --quant`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightQuant {
+    /// As the file stores them where a kernel reads that form (GGUF Q4_0/Q4_1/Q8_0, Kestrel
+    /// w8/w4, f32, f16); other types (bf16, K-quants) become f16.
+    Native,
+    /// Everything dequantised to f32.
+    F32,
+    /// Everything dequantised to f16.
+    F16,
+    /// int8 per output channel.
+    W8,
+    /// int4 in groups of 32.
+    W4,
+}
+
+impl WeightQuant {
+    /// Every choice.
+    pub const ALL: [WeightQuant; 5] = [WeightQuant::Native, WeightQuant::F32, WeightQuant::F16, WeightQuant::W8, WeightQuant::W4];
+
+    /// Lower-case name (`native`, `f32`, `f16`, `w8`, `w4`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            WeightQuant::Native => "native",
+            WeightQuant::F32 => "f32",
+            WeightQuant::F16 => "f16",
+            WeightQuant::W8 => "w8",
+            WeightQuant::W4 => "w4",
+        }
+    }
+
+    /// The choice of a [`name`](Self::name), or `None`.
+    pub fn from_name(name: &str) -> Option<WeightQuant> {
+        WeightQuant::ALL.into_iter().find(|q| q.name() == name)
+    }
+
+    /// The matching storage of [`Linear::from_f32`], `None` for [`WeightQuant::Native`].
+    fn file_quant(self) -> Option<FileQuant> {
+        match self {
+            WeightQuant::Native => None,
+            WeightQuant::F32 => Some(FileQuant::F32),
+            WeightQuant::F16 => Some(FileQuant::F16),
+            WeightQuant::W8 => Some(FileQuant::W8),
+            WeightQuant::W4 => Some(FileQuant::W4),
+        }
+    }
+}
+
+/// Loading options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Weight storage.
+    pub quant: WeightQuant,
+    /// Fold PRepBN norms into the neighbouring linears (true, the inference graph) or run them
+    /// as a separate per-channel affine op (false).
+    pub fold_repbn: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { quant: WeightQuant::Native, fold_repbn: true }
+    }
+}
+
+/// A norm of the decoder.
+#[derive(Clone, Debug)]
+pub enum Norm {
+    /// RMSNorm with this weight (`[d]` f32).
+    Rms(Tensor),
+    /// A per-channel affine `x·scale + shift` (an unfolded PRepBN).
+    Affine {
+        /// `[d]` f32.
+        scale: Tensor,
+        /// `[d]` f32.
+        shift: Tensor,
+    },
+    /// Nothing left to do (a PRepBN folded into the following linears).
+    Identity,
+}
+
+impl Norm {
+    /// Records the norm of `x` (`[…, d]` f32); `eps` is the RMSNorm eps.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, eps: f32) -> Result<Tensor> {
+        Ok(match self {
+            Norm::Rms(gamma) => rms_norm(rec, x, Some(gamma), eps)?,
+            Norm::Affine { scale, shift } => channel_affine(rec, x, scale, shift)?,
+            Norm::Identity => x.clone(),
+        })
+    }
+}
+
+/// One decoder layer's weights.
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    /// Norm before attention.
+    pub attn_norm: Norm,
+    /// Query projection `[heads·head_dim, d]`.
+    pub q: Linear,
+    /// Key projection `[kv_heads·head_dim, d]`.
+    pub k: Linear,
+    /// Value projection `[kv_heads·head_dim, d]`.
+    pub v: Linear,
+    /// Output projection `[d, heads·head_dim]`.
+    pub o: Linear,
+    /// PanGu-π's augmented shortcut (W1 `[r, d]`, W2 `[d, r]`).
+    pub aug: Option<(Linear, Linear)>,
+    /// Norm before the MLP.
+    pub ffn_norm: Norm,
+    /// Gate `[ffn, d]`.
+    pub gate: Linear,
+    /// PanGu-π's second gate `[ffn, d]` ([`MlpKind::PanguVanilla`]).
+    pub gate2: Option<Linear>,
+    /// Up `[ffn, d]`.
+    pub up: Linear,
+    /// Down `[d, ffn]`.
+    pub down: Linear,
+}
+
+/// A whole decoder's weights.
+#[derive(Clone, Debug)]
+pub struct DecoderWeights {
+    /// Embedding table `[vocab, d]`, f32 or f16.
+    pub embed: Tensor,
+    /// The layers.
+    pub layers: Vec<LayerWeights>,
+    /// Norm before the head.
+    pub final_norm: Norm,
+    /// Head `[vocab, d]`.
+    pub head: Linear,
+    /// How Q/K dims pair up for RoPE in this checkpoint.
+    pub rope_layout: RopeLayout,
+}
+
+impl DecoderWeights {
+    /// Bytes of every linear weight (and bias): what one decode step reads.
+    pub fn linear_bytes(&self) -> u64 {
+        let lin = |l: &Linear| l.weight().byte_size() + l.bias().map_or(0, Tensor::byte_size);
+        let layer = |w: &LayerWeights| {
+            [&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down].into_iter().map(lin).sum::<u64>()
+                + w.gate2.as_ref().map_or(0, lin)
+                + w.aug.as_ref().map_or(0, |(a, b)| lin(a) + lin(b))
+        };
+        self.layers.iter().map(layer).sum::<u64>() + lin(&self.head)
+    }
+}
+
+/// Sets what the checkpoint's tensor names say about the architecture: q/k/v, o and MLP
+/// biases, PanGu-π's second gate and augmented shortcut, PRepBN norms, tied embeddings (no head
+/// tensor) and the vocabulary (rows of the embedding table).
+pub fn refine_config(config: &mut LlmConfig, store: &Store, naming: Naming) -> Result<()> {
+    let has = |part: Part, suffix: &str| store.has(&format!("{}.{suffix}", naming.layer(0, part)));
+    config.qkv_bias = has(Part::Q, "bias");
+    config.o_bias = has(Part::O, "bias");
+    config.mlp_bias = has(Part::Gate, "bias");
+    config.mlp = if has(Part::Gate2, "weight") { MlpKind::PanguVanilla } else { MlpKind::SwiGlu };
+    config.aug_shortcut = store.shape(&format!("{}.weight", naming.layer(0, Part::AugFc1))).and_then(|s| s.first().copied());
+    config.norm = if repbn::is_prepbn(store, &naming.layer(0, Part::AttnNorm)) { NormKind::RepBn } else { NormKind::RmsNorm };
+    config.tie_embeddings = !store.has(naming.head());
+    match store.shape(naming.embed()).as_deref() {
+        Some(&[vocab, d]) if d == config.hidden => config.vocab = vocab,
+        Some(s) => return Err(store.error(format!("`{}` has shape {s:?}, expected [vocab, {}]", naming.embed(), config.hidden))),
+        None => return Err(store.error(format!("missing tensor `{}`", naming.embed()))),
+    }
+    config.validate()
+}
+
+/// Loads every weight of `config` from `store`, calling `progress(done, total)` after each
+/// layer (and for the embedding and the head).
+pub fn load_weights(
+    ctx: &Arc<Context>,
+    store: &Store,
+    config: &LlmConfig,
+    naming: Naming,
+    rope_layout: RopeLayout,
+    opts: &LoadOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<DecoderWeights> {
+    let total = config.layers + 2;
+    progress(0, total);
+    let loader = Loader { ctx, store, config, naming, opts };
+    let embed = loader.embedding()?;
+    progress(1, total);
+    let mut layers = Vec::with_capacity(config.layers);
+    for i in 0..config.layers {
+        layers.push(loader.layer(i)?);
+        progress(i + 2, total);
+    }
+    let (final_norm, head) = loader.head(&embed)?;
+    progress(total, total);
+    Ok(DecoderWeights { embed, layers, final_norm, head, rope_layout })
+}
+
+/// Shared state of one load.
+struct Loader<'a> {
+    ctx: &'a Arc<Context>,
+    store: &'a Store,
+    config: &'a LlmConfig,
+    naming: Naming,
+    opts: &'a LoadOptions,
+}
+
+/// A norm as loaded: kept as an op, or an affine to fold into the following linears.
+enum LoadedNorm {
+    /// Run as an op.
+    Op(Norm),
+    /// Fold this affine into the following linears (the op is [`Norm::Identity`]).
+    Fold(ChannelAffine),
+}
+
+impl LoadedNorm {
+    /// The op and the affine to fold, if any.
+    fn split(self) -> (Norm, Option<ChannelAffine>) {
+        match self {
+            LoadedNorm::Op(n) => (n, None),
+            LoadedNorm::Fold(a) => (Norm::Identity, Some(a)),
+        }
+    }
+}
+
+impl Loader<'_> {
+    /// The embedding table: f32 with `--quant f32` or when stored f32 and kept native, else f16.
+    fn embedding(&self) -> Result<Tensor> {
+        let c = self.config;
+        let name = self.naming.embed();
+        let stored_f32 = self.store.source().info(name).is_some_and(|t| t.dtype == WeightDType::F32);
+        let dtype = match self.opts.quant {
+            WeightQuant::F32 => DType::F32,
+            WeightQuant::Native if stored_f32 => DType::F32,
+            _ => DType::F16,
+        };
+        self.store.dense(self.ctx, name, &[c.vocab, c.hidden], dtype)
+    }
+
+    /// A norm over `d` channels at `prefix`.
+    fn norm(&self, prefix: &str) -> Result<LoadedNorm> {
+        let d = self.config.hidden;
+        match self.config.norm {
+            NormKind::RmsNorm => {
+                let gamma = self.store.f32(&format!("{prefix}.weight"), &[d])?;
+                Ok(LoadedNorm::Op(Norm::Rms(Tensor::from_f32(self.ctx, &[d], &gamma)?)))
+            }
+            NormKind::RepBn => {
+                let affine = repbn::read_prepbn(self.store, prefix, d, self.config.norm_eps)?;
+                if self.opts.fold_repbn {
+                    return Ok(LoadedNorm::Fold(affine));
+                }
+                let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+                Ok(LoadedNorm::Op(Norm::Affine {
+                    scale: Tensor::from_f32(self.ctx, &[d], &f(&affine.scale))?,
+                    shift: Tensor::from_f32(self.ctx, &[d], &f(&affine.shift))?,
+                }))
+            }
+        }
+    }
+
+    /// The linear at `prefix` (`.weight` of `[out, inp]`, `.bias` when `bias`), with `pre`
+    /// (an affine applied to its input) folded in.
+    fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool, pre: Option<&ChannelAffine>) -> Result<Linear> {
+        let (w_name, b_name) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+        let shape = [out, inp];
+        let b = if bias { Some(self.store.f32(&b_name, &[out])?) } else { None };
+        if let Some(affine) = pre {
+            let w = self.store.f32(&w_name, &shape)?;
+            let folded = fold_into_following_linear(affine, &w, b.as_deref(), out).map_err(|e| self.store.error(format!("folding into `{w_name}`: {e}")))?;
+            let quant = self.opts.quant.file_quant().unwrap_or(FileQuant::F32);
+            return Ok(Linear::from_f32(self.ctx, &folded.weight, Some(&folded.bias), out, inp, quant)?);
+        }
+        match self.opts.quant.file_quant() {
+            None => {
+                let weight = self.store.native_weight(self.ctx, &w_name, &shape)?;
+                let bias = b.map(|b| Tensor::from_f32(self.ctx, &[out], &b)).transpose()?;
+                Ok(Linear::new(weight, bias)?)
+            }
+            Some(quant) => {
+                let w = self.store.f32(&w_name, &shape)?;
+                Ok(Linear::from_f32(self.ctx, &w, b.as_deref(), out, inp, quant)?)
+            }
+        }
+    }
+
+    /// Layer `i`.
+    fn layer(&self, i: usize) -> Result<LayerWeights> {
+        let c = self.config;
+        let n = |p: Part| self.naming.layer(i, p);
+        let (d, q_dim, kv_dim) = (c.hidden, c.q_dim(), c.kv_dim());
+        let (attn_norm, pre) = self.norm(&n(Part::AttnNorm))?.split();
+        let q = self.linear(&n(Part::Q), q_dim, d, c.qkv_bias, pre.as_ref())?;
+        let k = self.linear(&n(Part::K), kv_dim, d, c.qkv_bias, pre.as_ref())?;
+        let v = self.linear(&n(Part::V), kv_dim, d, c.qkv_bias, pre.as_ref())?;
+        let o = self.linear(&n(Part::O), d, q_dim, c.o_bias, None)?;
+        let aug = match c.aug_shortcut {
+            Some(r) => Some((self.linear(&n(Part::AugFc1), r, d, false, None)?, self.linear(&n(Part::AugFc2), d, r, false, None)?)),
+            None => None,
+        };
+        let (ffn_norm, pre) = self.norm(&n(Part::FfnNorm))?.split();
+        let gate = self.linear(&n(Part::Gate), c.ffn, d, c.mlp_bias, pre.as_ref())?;
+        let gate2 = match c.mlp {
+            MlpKind::PanguVanilla => Some(self.linear(&n(Part::Gate2), c.ffn, d, c.mlp_bias, pre.as_ref())?),
+            MlpKind::SwiGlu => None,
+        };
+        let up = self.linear(&n(Part::Up), c.ffn, d, c.mlp_bias, pre.as_ref())?;
+        let down = self.linear(&n(Part::Down), d, c.ffn, c.mlp_bias, None)?;
+        Ok(LayerWeights { attn_norm, q, k, v, o, aug, ffn_norm, gate, gate2, up, down })
+    }
+
+    /// The final norm and the head (the embedding table when tied).
+    fn head(&self, embed: &Tensor) -> Result<(Norm, Linear)> {
+        let c = self.config;
+        let (norm, pre) = self.norm(self.naming.final_norm())?.split();
+        let name = if c.tie_embeddings { self.naming.embed() } else { self.naming.head() };
+        let prefix = name.strip_suffix(".weight").unwrap_or(name);
+        let shares_table = c.tie_embeddings
+            && pre.is_none()
+            && match self.opts.quant {
+                WeightQuant::F32 | WeightQuant::F16 => true,
+                WeightQuant::Native => matches!(self.store.source().info(name).map(|t| t.dtype), Some(WeightDType::F32 | WeightDType::F16)),
+                WeightQuant::W8 | WeightQuant::W4 => false,
+            };
+        let head = if shares_table {
+            Linear::new(LinearWeight::Dense(embed.clone()), None)?
+        } else {
+            self.linear(prefix, c.vocab, c.hidden, false, pre.as_ref())?
+        };
+        Ok((norm, head))
+    }
+}
+

@@ -1,0 +1,138 @@
+//! The decoder's view of a checkpoint: tensors by name as host f32 values or uploaded in their
+//! stored form, from any weight file Kestrel reads or from a Kestrel model file (whose
+//! quantised weights are packed for the GPU already).
+
+use std::sync::Arc;
+
+use kestrel::nn::LinearWeight;
+use kestrel::quant::QuantTensor;
+use kestrel::weights::kestrel_file::{KestrelFile, PackedInfo};
+use kestrel::weights::{WeightDType, WeightSource};
+use kestrel::{Context, DType, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::params::read_checked;
+
+/// An opened checkpoint.
+pub enum Store {
+    /// A GGUF, safetensors or PyTorch file.
+    Plain(Box<dyn WeightSource>),
+    /// A Kestrel model file.
+    Kestrel(Box<KestrelFile>),
+}
+
+impl Store {
+    /// The file as a generic weight source (plain tensors only, for a Kestrel file).
+    pub fn source(&self) -> &dyn WeightSource {
+        match self {
+            Store::Plain(s) => s.as_ref(),
+            Store::Kestrel(k) => k.as_ref(),
+        }
+    }
+
+    /// The file's path, for messages.
+    pub fn file(&self) -> String {
+        self.source().path().display().to_string()
+    }
+
+    /// A [`ModelError::Checkpoint`] about this file.
+    pub fn error(&self, detail: impl Into<String>) -> ModelError {
+        ModelError::Checkpoint { file: self.file(), detail: detail.into() }
+    }
+
+    /// The logical shape of `name` (a quantised weight of a Kestrel file included), or `None`.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        match self.packed_info(name) {
+            Some(p) => Some(p.shape.clone()),
+            None => self.source().info(name).map(|t| t.shape.clone()),
+        }
+    }
+
+    /// Whether the file has a tensor `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.shape(name).is_some()
+    }
+
+    /// Checks that `name` exists with `shape`.
+    pub fn check_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
+        match self.shape(name) {
+            Some(s) if s == shape => Ok(()),
+            Some(s) => Err(self.error(format!("tensor `{name}` has shape {s:?}, the config needs {shape:?}"))),
+            None => Err(self.error(format!("missing tensor `{name}` (is this checkpoint of the configured architecture?)"))),
+        }
+    }
+
+    /// `name` as host f32 values (dequantised where stored quantised), checked to have `shape`
+    /// and only finite values.
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.check_shape(name, shape)?;
+        if let Store::Kestrel(k) = self {
+            if let Some(p) = k.packed(name)? {
+                return Ok(p.dequantize());
+            }
+        }
+        read_checked(self.source(), name, shape)
+    }
+
+    /// The stored element type of a plain tensor (`None` for a Kestrel file's packed weights).
+    fn stored_dtype(&self, name: &str) -> Option<WeightDType> {
+        self.source().info(name).map(|t| t.dtype)
+    }
+
+    /// Uploads the weight `name` (`shape` = `[out, in]`) in its stored form where the kernels
+    /// read it: GGUF Q4_0/Q4_1/Q8_0 blocks and a Kestrel file's packed weights as
+    /// [`LinearWeight::Quant`], f32 and f16 as they are; any other type (bf16, f64, K-quants) is
+    /// converted to f16.
+    pub fn native_weight(&self, ctx: &Arc<Context>, name: &str, shape: &[usize]) -> Result<LinearWeight> {
+        self.check_shape(name, shape)?;
+        if let Store::Kestrel(k) = self {
+            if let Some(q) = k.upload_packed(ctx, name)? {
+                return Ok(LinearWeight::Quant(q));
+            }
+        }
+        match self.stored_dtype(name) {
+            Some(d @ (WeightDType::Q4_0 | WeightDType::Q4_1 | WeightDType::Q8_0)) => {
+                let bytes = self.source().bytes(name)?;
+                Ok(LinearWeight::Quant(QuantTensor::from_gguf_blocks(ctx, d, shape, &bytes)?))
+            }
+            Some(d @ (WeightDType::F32 | WeightDType::F16)) => Ok(LinearWeight::Dense(self.plain_tensor(ctx, name, shape, d)?)),
+            _ => Ok(LinearWeight::Dense(Tensor::from_f32_as_f16(ctx, shape, &self.f32(name, shape)?)?)),
+        }
+    }
+
+    /// Uploads `name` as a dense table of `dtype` (f32 or f16): the stored bytes when they are
+    /// of that type already, else converted from f32.
+    pub fn dense(&self, ctx: &Arc<Context>, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.check_shape(name, shape)?;
+        let stored = match dtype {
+            DType::F16 => WeightDType::F16,
+            _ => WeightDType::F32,
+        };
+        if self.stored_dtype(name) == Some(stored) && self.packed_info(name).is_none() {
+            return self.plain_tensor(ctx, name, shape, stored);
+        }
+        Ok(Tensor::from_f32_as(ctx, shape, &self.f32(name, shape)?, dtype)?)
+    }
+
+    /// The metadata entry of a Kestrel file's packed weight `name`.
+    fn packed_info(&self, name: &str) -> Option<&PackedInfo> {
+        match self {
+            Store::Kestrel(k) => k.header().tensors.get(name),
+            Store::Plain(_) => None,
+        }
+    }
+
+    /// Uploads a plain f32 / f16 tensor's bytes unchanged (checking for non-finite values).
+    fn plain_tensor(&self, ctx: &Arc<Context>, name: &str, shape: &[usize], stored: WeightDType) -> Result<Tensor> {
+        let bytes = self.source().bytes(name)?;
+        let finite = match stored {
+            WeightDType::F16 => bytes.chunks_exact(2).all(|b| half::f16::from_le_bytes([b[0], b[1]]).is_finite()),
+            _ => bytes.chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+        };
+        if !finite {
+            return Err(self.error(format!("tensor `{name}` holds a non-finite value")));
+        }
+        let dtype = if stored == WeightDType::F16 { DType::F16 } else { DType::F32 };
+        Ok(Tensor::from_le_bytes(ctx, shape, dtype, &bytes)?)
+    }
+}

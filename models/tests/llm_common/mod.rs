@@ -1,0 +1,89 @@
+//! Shared harness of the LLM decoder tests: the GPU context, the fixture models and their
+//! reference logits, and the optional real SmolLM2 GGUF.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use kestrel::{Context, ContextOptions, DType};
+use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
+use kestrel_models::llm::load::{LoadedModel, load};
+use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
+use serde_json::Value;
+
+/// The device with every fast path it offers.
+pub fn ctx() -> Arc<Context> {
+    static C: OnceLock<Arc<Context>> = OnceLock::new();
+    C.get_or_init(|| match Context::new(&ContextOptions::from_env()) {
+        Ok(c) => c,
+        Err(e) => panic!("cannot create a GPU context (is lavapipe installed?): {e}"),
+    })
+    .clone()
+}
+
+/// `models/tests/fixtures/llm/NAME`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llm").join(name)
+}
+
+/// A JSON fixture.
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A tiny model's reference: the token ids and the logits at every position.
+pub struct Reference {
+    pub ids: Vec<u32>,
+    pub logits: Vec<Vec<f32>>,
+}
+
+/// `fixtures/llm/NAME/reference.json`.
+pub fn reference(name: &str) -> Reference {
+    let v = read_json(&fixture(name).join("reference.json"));
+    let ids = v["ids"].as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect();
+    let logits = v["logits"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|row| row.as_array().expect("row").iter().map(|x| x.as_f64().expect("logit") as f32).collect())
+        .collect();
+    Reference { ids, logits }
+}
+
+/// Loads the model at `path`.
+pub fn load_model(path: &Path, quant: WeightQuant, fold_repbn: bool) -> LoadedModel {
+    let opts = LoadOptions { quant, fold_repbn };
+    load(&ctx(), path, &opts, &mut |_, _| {}).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A decoder over a tiny fixture model with an f32 (or `kv`) cache of `context` positions.
+pub fn tiny_decoder(name: &str, quant: WeightQuant, fold_repbn: bool, kv: DType, context: usize) -> Decoder {
+    let m = load_model(&fixture(name), quant, fold_repbn);
+    Decoder::new(&ctx(), m.config, m.weights, &DecoderOptions { context: Some(context), kv_dtype: Some(kv) }).expect("decoder")
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// The directory of the real test weights: `KESTREL_TEST_WEIGHTS`, else `target/test-weights`.
+pub fn test_weights() -> PathBuf {
+    match std::env::var_os("KESTREL_TEST_WEIGHTS") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-weights"),
+    }
+}
+
+/// The SmolLM2 GGUF, or `None` (with a note) when it has not been fetched.
+pub fn smollm2() -> Option<PathBuf> {
+    let path = test_weights().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!("skipped: {} is absent (run scripts/fetch-test-weights.sh)", path.display());
+        None
+    }
+}

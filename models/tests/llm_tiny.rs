@@ -1,0 +1,147 @@
+//! The decoder on tiny random-weight Hugging Face models (fixtures/make_llm_fixtures.py)
+//! against transformers' float32 logits.
+//!
+//! Tolerances (absolute, on logits of magnitude ~1–10):
+//! - f32 weights and f32 KV cache vs transformers: ≤ 1e-3 at every position.
+//! - KV-cache decode (prefill of a prefix, then one token per step) vs a fresh full prefill of
+//!   the same prefix: ≤ 1e-4.
+//! - f16 KV cache vs transformers: ≤ 5e-3 (keys and values rounded to f16; measured 6e-4).
+//! - SLAB-LLaMA PRepBN folded into the linears vs run as a separate affine op: ≤ 1e-4 relative
+//!   to the largest logit.
+//! - The same checkpoint converted to a Kestrel model file: f32 ≤ 1e-3; w8 ≤ 0.15.
+
+mod llm_common;
+
+use kestrel::DType;
+use kestrel_models::llm::config::{MlpKind, NormKind};
+use kestrel_models::llm::decoder::Decoder;
+use kestrel_models::llm::weights::WeightQuant;
+use llm_common::{max_abs_diff, reference, tiny_decoder};
+
+/// Runs the reference ids through `dec`: a prefill of the first `split` tokens, then one token
+/// per step; returns the logits after each position from `split - 1` on.
+fn incremental(dec: &mut Decoder, ids: &[u32], split: usize) -> Vec<Vec<f32>> {
+    let mut rows = vec![dec.prefill(&ids[..split]).expect("prefill").to_vec().expect("readback")];
+    for &id in &ids[split..] {
+        rows.push(dec.decode_step(id).expect("decode").to_vec().expect("readback"));
+    }
+    rows
+}
+
+/// Every position's logits of `name` against transformers, within `tol`.
+fn check_against_reference(name: &str, kv: DType, tol: f32) {
+    let r = reference(name);
+    let mut dec = tiny_decoder(name, WeightQuant::F32, true, kv, 32);
+    let split = 5;
+    let rows = incremental(&mut dec, &r.ids, split);
+    let mut worst = 0.0f32;
+    for (i, row) in rows.iter().enumerate() {
+        let d = max_abs_diff(row, &r.logits[split - 1 + i]);
+        assert!(d <= tol, "{name}: position {}: max |Δlogit| {d} > {tol}", split - 1 + i);
+        worst = worst.max(d);
+    }
+    eprintln!("{name} ({kv:?} cache): max |Δlogit| vs transformers {worst:e}");
+}
+
+#[test]
+fn llama_gqa_matches_transformers() {
+    check_against_reference("llama_gqa", DType::F32, 1e-3);
+}
+
+#[test]
+fn llama_with_biases_tied_and_linear_rope_matches_transformers() {
+    let m = llm_common::load_model(&llm_common::fixture("llama_bias"), WeightQuant::F32, true);
+    assert!(m.config.qkv_bias && m.config.o_bias && m.config.tie_embeddings, "{:?}", m.config);
+    check_against_reference("llama_bias", DType::F32, 1e-3);
+}
+
+#[test]
+fn pangu_pi_layers_match_reference() {
+    let m = llm_common::load_model(&llm_common::fixture("pangu_pi"), WeightQuant::F32, true);
+    assert_eq!((m.config.mlp, m.config.aug_shortcut, m.config.qkv_bias, m.config.o_bias), (MlpKind::PanguVanilla, Some(16), true, false));
+    check_against_reference("pangu_pi", DType::F32, 1e-3);
+}
+
+#[test]
+fn slab_repbn_folded_matches_reference() {
+    let m = llm_common::load_model(&llm_common::fixture("slab_repbn"), WeightQuant::F32, true);
+    assert_eq!(m.config.norm, NormKind::RepBn);
+    check_against_reference("slab_repbn", DType::F32, 1e-3);
+}
+
+#[test]
+fn slab_repbn_folded_equals_unfolded() {
+    let r = reference("slab_repbn");
+    let mut folded = tiny_decoder("slab_repbn", WeightQuant::F32, true, DType::F32, 32);
+    let mut kept = tiny_decoder("slab_repbn", WeightQuant::F32, false, DType::F32, 32);
+    let a = folded.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
+    let b = kept.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
+    let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let rel = max_abs_diff(&a, &b) / scale;
+    eprintln!("slab_repbn folded vs unfolded: max |Δ| / max |logit| = {rel:e}");
+    assert!(rel <= 1e-4, "folded vs unfolded differ by {rel:e} (relative)");
+}
+
+#[test]
+fn dynamic_ntk_prefill_matches_transformers() {
+    // The reference is one forward pass over all 16 tokens (beyond max_position_embeddings 8),
+    // so transformers' dynamic NTK base is the one for 16 positions; a prefill of all 16 uses
+    // the same. (A KV-cached decode keeps keys rotated with the bases of earlier lengths, as
+    // transformers' own cache does.)
+    let r = reference("llama_ntk");
+    let mut dec = tiny_decoder("llama_ntk", WeightQuant::F32, true, DType::F32, 32);
+    let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
+    let d = max_abs_diff(&got, &r.logits[r.ids.len() - 1]);
+    eprintln!("llama_ntk: max |Δlogit| {d:e}");
+    assert!(d <= 1e-3, "dynamic NTK: max |Δlogit| {d}");
+}
+
+#[test]
+fn kv_cache_decode_equals_full_rerun() {
+    let r = reference("llama_gqa");
+    let mut cached = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
+    let rows = incremental(&mut cached, &r.ids, 3);
+    let mut fresh = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
+    let mut worst = 0.0f32;
+    for (i, row) in rows.iter().enumerate() {
+        fresh.reset();
+        let full = fresh.prefill(&r.ids[..3 + i]).expect("prefill").to_vec().expect("readback");
+        worst = worst.max(max_abs_diff(row, &full));
+    }
+    eprintln!("llama_gqa: cached decode vs full re-run: max |Δlogit| {worst:e}");
+    assert!(worst <= 1e-4, "cached decode differs from a full re-run by {worst}");
+}
+
+#[test]
+fn f16_kv_cache_within_tolerance() {
+    check_against_reference("llama_gqa", DType::F16, 5e-3);
+}
+
+/// Converts the llama_gqa checkpoint into a Kestrel model file (`quant`, with its config.json
+/// recorded) and checks the decoder loaded from it against transformers within `tol`.
+fn check_kestrel_file(quant: kestrel::weights::kestrel_file::FileQuant, tol: f32) {
+    use kestrel::weights::convert::{ConvertOptions, convert};
+    let dir = llm_common::fixture("llama_gqa");
+    let config = llm_common::read_json(&dir.join("config.json"));
+    let out = std::env::temp_dir().join(format!("kestrel-llm-test-{}-{}.kestrel", std::process::id(), quant.name()));
+    let src = kestrel::weights::open(&dir.join("model.safetensors")).expect("open");
+    convert(src.as_ref(), &out, &ConvertOptions { quant, architecture: Some("llama".into()), config: Some(config) }, |_, _| {}).expect("convert");
+    let r = reference("llama_gqa");
+    let mut dec = {
+        let m = llm_common::load_model(&out, WeightQuant::Native, true);
+        Decoder::new(&llm_common::ctx(), m.config, m.weights, &kestrel_models::llm::decoder::DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder")
+    };
+    let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
+    let _ = std::fs::remove_file(&out);
+    let d = max_abs_diff(&got, &r.logits[r.ids.len() - 1]);
+    eprintln!("llama_gqa as a {} Kestrel file: max |Δlogit| {d:e}", quant.name());
+    assert!(d <= tol, "{} Kestrel file: max |Δlogit| {d} > {tol}", quant.name());
+}
+
+#[test]
+fn kestrel_files_of_a_hf_model_load() {
+    use kestrel::weights::kestrel_file::FileQuant;
+    check_kestrel_file(FileQuant::F32, 1e-3);
+    // int8 per output channel: logits of magnitude ~3 move by a few hundredths (measured 0.057).
+    check_kestrel_file(FileQuant::W8, 0.15);
+}
