@@ -219,21 +219,59 @@ fn row_block(row: u32, u: u32, x: XBlock) -> f32 {
     return fma(s.x, block_dot(p.w_off + (r * p.nb + b) * BW, u % UNITS, x), s.y * x.sum);
 }
 
-const RPI: u32 = 8u;
 const LANES: u32 = {{LANES}}u;
-const GROUPS: u32 = 256u / LANES;
-const ROWS: u32 = RPI * GROUPS;
+// Invocations per workgroup: 256 on GPUs, 64 on CPU adapters (more, smaller workgroups spread
+// short matrices over every CPU thread).
+const WG: u32 = {{WG}}u;
+const GROUPS: u32 = WG / LANES;
+
+#if RPI16
+// 16 rows per invocation (CPU adapters, where every activation load is a per-lane loop: more
+// rows per load halve that cost per weight).
+const RPI: u32 = 16u;
+
+struct Acc {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    c: vec4<f32>,
+    d: vec4<f32>,
+}
+
+fn acc_zero() -> Acc { return Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0)); }
+fn acc_add(x: Acc, y: Acc) -> Acc { return Acc(x.a + y.a, x.b + y.b, x.c + y.c, x.d + y.d); }
+fn acc_get(x: Acc, r: u32) -> f32 {
+    let v = select(select(x.d, x.c, r < 12u), select(x.b, x.a, r < 4u), r < 8u);
+    return v[r % 4u];
+}
+#if SUBGROUP
+fn acc_sg(x: Acc) -> Acc { return Acc(subgroupAdd(x.a), subgroupAdd(x.b), subgroupAdd(x.c), subgroupAdd(x.d)); }
+#endif
+
+fn rows_dot(first: u32, lane: u32) -> Acc {
+    var acc = acc_zero();
+    for (var u = lane; u < p.nb * UNITS; u = u + LANES) {
+        let x = x_block(u);
+        let a = vec4<f32>(row_block(first, u, x), row_block(first + 1u, u, x), row_block(first + 2u, u, x), row_block(first + 3u, u, x));
+        let b = vec4<f32>(row_block(first + 4u, u, x), row_block(first + 5u, u, x), row_block(first + 6u, u, x), row_block(first + 7u, u, x));
+        let c = vec4<f32>(row_block(first + 8u, u, x), row_block(first + 9u, u, x), row_block(first + 10u, u, x), row_block(first + 11u, u, x));
+        let d = vec4<f32>(row_block(first + 12u, u, x), row_block(first + 13u, u, x), row_block(first + 14u, u, x), row_block(first + 15u, u, x));
+        acc = acc_add(acc, Acc(a, b, c, d));
+    }
+    return acc;
+}
+#else
+const RPI: u32 = 8u;
 
 struct Acc {
     lo: vec4<f32>,
     hi: vec4<f32>,
 }
 
+fn acc_zero() -> Acc { return Acc(vec4<f32>(0.0), vec4<f32>(0.0)); }
+fn acc_add(x: Acc, y: Acc) -> Acc { return Acc(x.lo + y.lo, x.hi + y.hi); }
+fn acc_get(x: Acc, r: u32) -> f32 { return select(x.hi[r % 4u], x.lo[r % 4u], r < 4u); }
 #if SUBGROUP
-// One slot per subgroup; 256 invocations / minimum subgroup size 4.
-var<workgroup> partial: array<Acc, 64>;
-#else
-var<workgroup> partial: array<Acc, 256>;
+fn acc_sg(x: Acc) -> Acc { return Acc(subgroupAdd(x.lo), subgroupAdd(x.hi)); }
 #endif
 
 fn rows_dot(first: u32, lane: u32) -> Acc {
@@ -246,8 +284,18 @@ fn rows_dot(first: u32, lane: u32) -> Acc {
     }
     return Acc(lo, hi);
 }
+#endif
 
-@compute @workgroup_size(256)
+const ROWS: u32 = RPI * GROUPS;
+
+#if SUBGROUP
+// One slot per subgroup; WG invocations / minimum subgroup size 4.
+var<workgroup> partial: array<Acc, WG / 4u>;
+#else
+var<workgroup> partial: array<Acc, WG>;
+#endif
+
+@compute @workgroup_size({{WG}})
 fn qgemv(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -259,29 +307,28 @@ fn qgemv(
 ) {
     let first = (wg.y * nwg.x + wg.x) * ROWS + (lid / LANES) * RPI;
     let lane = lid % LANES;
-    var sum = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
+    var sum = acc_zero();
     if (first < p.n) {
         sum = rows_dot(first, lane);
     }
 #if SUBGROUP
-    let s = Acc(subgroupAdd(sum.lo), subgroupAdd(sum.hi));
+    let s = acc_sg(sum);
     if (sg_lane == 0u) {
         partial[lid / sg_size] = s;
     }
     workgroupBarrier();
     if (lane == 0u && first < p.n) {
         let slot = lid / sg_size;
-        var total = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
+        var total = acc_zero();
         for (var i = 0u; i < LANES / sg_size; i = i + 1u) {
-            total = Acc(total.lo + partial[slot + i].lo, total.hi + partial[slot + i].hi);
+            total = acc_add(total, partial[slot + i]);
         }
 #else
     partial[lid] = sum;
     for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
         workgroupBarrier();
         if (lane < stride) {
-            let o = partial[lid + stride];
-            partial[lid] = Acc(partial[lid].lo + o.lo, partial[lid].hi + o.hi);
+            partial[lid] = acc_add(partial[lid], partial[lid + stride]);
         }
     }
     if (lane == 0u && first < p.n) {
@@ -290,7 +337,7 @@ fn qgemv(
         for (var r = 0u; r < RPI; r = r + 1u) {
             let row = first + r;
             if (row < p.n) {
-                var v = select(total.hi[r % 4u], total.lo[r % 4u], r < 4u);
+                var v = acc_get(total, r);
 #if BIAS
                 v = v + bias[p.bias_off + row];
 #endif

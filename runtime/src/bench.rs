@@ -107,6 +107,12 @@ fn cases(ctx: &Context, quick: bool) -> Vec<Case> {
             }
         }
     }
+    // The SmolLM2-135M tied head ([49152, 576] Q8_0), the largest GEMV of its decode step.
+    if !quick {
+        for &variant in &gemv_variants {
+            v.push(Case { op: "gemv", dtype: DType::F32, quant: Some(QuantScheme::Q8_0), variant: Some(variant), m: 1, n: 49152, k: 576 });
+        }
+    }
     // Same bytes as the f32 2048×2048 GEMV weight.
     v.push(Case { op: "copy", dtype: DType::F32, quant: None, variant: None, m: 2048 * 2048, n: 1, k: 1 });
     v

@@ -120,6 +120,30 @@ fn qgemv_every_scheme_awkward_shapes() {
     }
 }
 
+/// Long rows: llvmpipe silently stops an invocation after 65 535 loop iterations, so per-lane
+/// trip counts must stay bounded; K = 8192 (and a K tail) must still give the full dot product.
+/// Same tolerances as above: the observed errors grow like √K, i.e. ~4× those at K = 577, still
+/// inside the stated margin.
+#[test]
+fn qgemv_long_rows() {
+    for (cfg, ctx) in all() {
+        for (scheme, n, k) in [(QuantScheme::Q8_0, 37, 8192), (QuantScheme::Q4_1, 19, 8192), (QuantScheme::W4, 5, 8191)] {
+            let w = rand_vec(n * k, 11);
+            let x = rand_vec(k, 12);
+            let (tw, deq) = upload(&ctx, scheme, &w, n, k);
+            let tx = Tensor::from_f32(&ctx, &[k], &x).unwrap();
+            let want = reference::qmatmul::qmatmul(&x, k, &deq, n, None);
+            for v in gemv_variants(&ctx) {
+                let mut rec = Recorder::new(&ctx);
+                let y = qgemv(&mut rec, &tx, &tw, None, v).unwrap();
+                rec.submit().unwrap();
+                let what = format!("{cfg} qgemv {v:?} {} n{n} k{k}", scheme.name());
+                assert_close(&y.to_vec_f32().unwrap(), &want, ATOL, RTOL, &what);
+            }
+        }
+    }
+}
+
 #[test]
 fn qmatmul_every_scheme_awkward_shapes() {
     for (cfg, ctx) in all() {

@@ -17,10 +17,19 @@ use crate::quant::{BLOCK, QuantScheme, QuantTensor};
 use crate::shader::Defines;
 use crate::tensor::Tensor;
 
-/// Invocations per GEMV workgroup.
-const WORKGROUP: usize = 256;
-/// Rows each GEMV invocation accumulates.
+/// Invocations per GEMV workgroup: 256 on GPUs; 64 on CPU adapters, where more, smaller
+/// workgroups keep every CPU thread busy on short matrices.
+fn gemv_workgroup(caps: &Capabilities) -> usize {
+    if caps.cpu { 64 } else { 256 }
+}
+/// Rows each GEMV invocation accumulates on GPUs (see [`gemv_rows`]).
 const ROWS_PER_INVOCATION: usize = 8;
+
+/// Rows each `qgemv` invocation accumulates: 16 on CPU adapters, where every activation load
+/// is a loop over the SIMD lanes, so serving more rows per loaded activation pays; 8 on GPUs.
+fn gemv_rows(caps: &Capabilities) -> usize {
+    if caps.cpu { 16 } else { ROWS_PER_INVOCATION }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -42,8 +51,15 @@ struct Params {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernel {
     /// `qgemv` with this many lanes per row group, quarter-block lane units (`split`, GPUs) or
-    /// whole blocks (CPU adapters), subgroup reduction or not.
-    Gemv { lanes: usize, split: bool, subgroup: bool },
+    /// whole blocks (CPU adapters), subgroup reduction or not, `rows` (8 or 16) per invocation,
+    /// `wg` invocations per workgroup.
+    Gemv {
+        lanes: usize,
+        split: bool,
+        subgroup: bool,
+        rows: usize,
+        wg: usize,
+    },
     /// `qmatmul_rows` (CPU adapters).
     Rows,
     /// `qmatmul` (tiled, GPUs).
@@ -92,12 +108,20 @@ impl Variant {
             .flag("K_TAIL", self.k_tail)
             .flag("BIAS", self.bias);
         match self.kernel {
-            Kernel::Gemv { lanes, split, subgroup } => {
+            Kernel::Gemv {
+                lanes,
+                split,
+                subgroup,
+                rows,
+                wg,
+            } => {
                 d = d
                     .flag("GEMV", true)
                     .set("LANES", lanes)
                     .flag("SPLIT", split)
                     .flag("SUBGROUP", subgroup)
+                    .flag("RPI16", rows == 16)
+                    .set("WG", wg)
             }
             Kernel::Rows => d = d.flag("ROWS", true),
             Kernel::Tiled => {}
@@ -220,13 +244,19 @@ pub fn qgemv(
     let y = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
     let lanes = gemv::lanes(&caps);
     let v = Variant::new(
-        Kernel::Gemv { lanes, split: !caps.cpu, subgroup },
+        Kernel::Gemv {
+            lanes,
+            split: !caps.cpu,
+            subgroup,
+            rows: gemv_rows(&caps),
+            wg: gemv_workgroup(&caps),
+        },
         w.scheme(),
         true,
         k,
         bias.is_some(),
     );
-    let rows_per_group = ROWS_PER_INVOCATION * WORKGROUP / lanes;
+    let rows_per_group = gemv_rows(&caps) * gemv_workgroup(&caps) / lanes;
     let kernel = rec.kernel("qmatmul", v.entry(), v.key().defines)?;
     let nb = w.blocks_per_row();
     for n0 in (0..n).step_by(rows) {
@@ -384,9 +414,15 @@ pub fn variants() -> Vec<KernelKey> {
         QuantScheme::W4Asym,
     ];
     let mut kernels = vec![Kernel::Rows, Kernel::Tiled];
-    for (lanes, split) in [(16, false), (64, true)] {
+    for (lanes, split, rows, wg) in [(16, false, 16, 64), (64, true, 8, 256)] {
         for subgroup in [false, true] {
-            kernels.push(Kernel::Gemv { lanes, split, subgroup });
+            kernels.push(Kernel::Gemv {
+                lanes,
+                split,
+                subgroup,
+                rows,
+                wg,
+            });
         }
     }
     let mut v = Vec::new();
