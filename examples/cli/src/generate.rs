@@ -171,6 +171,8 @@ pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let g = generate(&mut s.decoder, &s.tokenizer, &prompt, &s.options, &mut sink)?;
+    // Every decode step reads each linear weight (head included) once.
+    let weight_bytes = s.decoder.weights().linear_bytes();
     if args.json {
         let obj = serde_json::json!({
             "text": g.text,
@@ -178,6 +180,8 @@ pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
             "prompt_tokens": g.prompt_tokens,
             "prefill_tok_s": g.prefill_tok_s,
             "decode_tok_s": g.decode_tok_s,
+            "weight_bytes": weight_bytes,
+            "decode_weight_gbps": weight_bytes as f64 * g.decode_tok_s / 1e9,
         });
         println!("{obj}");
     } else {
