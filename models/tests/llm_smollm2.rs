@@ -22,7 +22,7 @@ use kestrel::DType;
 use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
 use kestrel_models::llm::generate::{GenerateOptions, generate};
 use kestrel_models::llm::weights::WeightQuant;
-use llm_common::{ctx, fixture, load_model, read_json, smollm2};
+use llm_common::{ctx, fixture, load_model, read_json, serial, smollm2};
 use serde_json::Value;
 
 /// A reference top-1 margin below which a different greedy choice is not an error.
@@ -52,6 +52,7 @@ fn cases() -> Vec<Value> {
 /// logits.
 fn check_cases(quant: WeightQuant, kv: DType, tol: f32) {
     let Some(path) = smollm2() else { return };
+    let _serial = serial();
     let m = load_model(&path, quant, true);
     let mut dec = Decoder::new(&ctx(), m.config, m.weights, &DecoderOptions { context: Some(1024), kv_dtype: Some(kv) }).expect("decoder");
     for case in cases() {
@@ -104,6 +105,7 @@ fn smollm2_prompt_ids_match_transformers() {
 #[test]
 fn smollm2_capital_of_france_is_paris() {
     let Some(path) = smollm2() else { return };
+    let _serial = serial();
     let m = load_model(&path, WeightQuant::Native, true);
     let tok = m.tokenizer.expect("the GGUF has a tokenizer");
     let mut dec = Decoder::new(&ctx(), m.config, m.weights, &DecoderOptions::default()).expect("decoder");

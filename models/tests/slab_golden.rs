@@ -8,7 +8,7 @@
 //! relative — both run in f32, so they differ only by rounding order.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, ContextOptions, Recorder, Tensor};
@@ -23,6 +23,14 @@ use serde_json::Value;
 fn ctx() -> Arc<Context> {
     static C: OnceLock<Arc<Context>> = OnceLock::new();
     C.get_or_init(|| Context::new(&ContextOptions::from_env()).expect("GPU context (is lavapipe installed?)")).clone()
+}
+
+/// Runs the model checks one at a time: wgpu's GL backend holds its adapter context while a
+/// submission executes and panics when another thread waits for it longer than its 6 s timeout,
+/// which a full-size model's pass on llvmpipe can exceed.
+fn serial() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn fixtures() -> PathBuf {
@@ -134,6 +142,7 @@ fn argmax(v: &[f32]) -> usize {
 /// Checks one small fixture model: f32 against the reference, folded against unfolded, and the
 /// quantised storages against f32.
 fn check_small(name: &str) {
+    let _serial = serial();
     let meta = json(name);
     let cfg = config_of(&meta);
     let src = kestrel::weights::open(&fixtures().join(format!("{name}.pth"))).unwrap();
@@ -220,6 +229,7 @@ fn synthetic_checkpoint(arch: &str, seed: u64) -> HostParams {
 }
 
 fn check_full(arch: &str) {
+    let _serial = serial();
     let cfg = kestrel_models::slab::config::lookup(arch).unwrap();
     let ckpt = synthetic_checkpoint(arch, weight_seed(arch).unwrap());
     let folded = fold_checkpoint(&ckpt, &cfg, FoldMode::Fold).unwrap();
@@ -244,6 +254,7 @@ fn slab_swin_tiny_full_size() {
 /// A full-size checkpoint with exactly the official entries of `arch` is recognised, folds and
 /// loads (its logits are not checked: no full-size reference exists for these families).
 fn check_key_list(arch: &str) {
+    let _serial = serial();
     let ckpt = synthetic_checkpoint(arch, 9);
     let cfg = kestrel_models::slab::infer::infer_config(&ckpt).unwrap();
     assert_eq!(cfg.arch, arch);

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use kestrel::{Context, ContextOptions, DType};
 use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
@@ -19,6 +19,14 @@ pub fn ctx() -> Arc<Context> {
         Err(e) => panic!("cannot create a GPU context (is lavapipe installed?): {e}"),
     })
     .clone()
+}
+
+/// Runs long GPU tests one at a time. wgpu's GL backend holds its adapter context while a
+/// submission executes and panics ("Could not lock adapter context") when another thread waits
+/// for it longer than its timeout — which a real model's passes on llvmpipe can exceed.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `models/tests/fixtures/llm/NAME`.
