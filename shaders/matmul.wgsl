@@ -1,8 +1,12 @@
-// Register-tiled matrix multiply: C[b] = A[b] · B[b] (+ bias), f32 accumulation.
+// Register-tiled matrix multiply: C[b] = A[b] · B[b] (+ bias), f32 accumulation. Two kernels,
+// one per compilation (ROWS):
 //
-// Each 16×16 workgroup computes a 64×64 block of C, each invocation a 4×4 sub-block held in
-// registers (TILE8: 128×128 and 8×8). Per K step the block's A and B tiles are staged in
-// workgroup memory, k-major, so the inner loop loads TM/2 vec4s per TM² multiply-adds.
+// `matmul` (GPUs): each 16×16 workgroup computes a 64×64 block of C, each invocation a 4×4
+// sub-block held in registers (TILE8: 128×128 and 8×8). Per K step the block's A and B tiles
+// are staged in workgroup memory, k-major, so the inner loop loads TM/2 vec4s per TM²
+// multiply-adds.
+//
+// `matmul_rows` (CPU adapters): see its own comment below.
 //
 // Defines:
 //   F16      the device has SHADER_F16 (`enable f16;`, f16 operands read natively)
@@ -14,6 +18,12 @@
 //   BIAS     add bias[n]
 //   ACCUM    C += A·B (continuing a K-chunked product)
 //   TILE8    8×8 outputs per invocation (large M and N)
+//   ROWS     compile `matmul_rows` (CPU adapters) instead of the tiled `matmul`; with it:
+//     RG        row groups of 8 per workgroup, 4 to 8 (32 to 64 rows of C)
+//     CV        vec4s of columns per invocation: 1, 2 or 4 (4, 8 or 16 columns)
+//     SUBGROUP  the 8 invocations share A rows through subgroupBroadcast (the device has
+//               subgroups of at least 8 invocations)
+//     C_VEC4    C rows, c_off and N are multiples of 4: C is written (and read) as vec4s
 //
 // Element (m, k) of A is at a_off + batch·a_bs + m·lda + k; B (k, n) at
 // b_off + batch·b_bs + k·ldb + n (TRANS_B: n·ldb + k); C (m, n) at c_off + batch·c_bs + m·ldc + n.
@@ -104,11 +114,331 @@ fn b1(i: u32) -> f32 { return b_buf[i]; }
 #endif
 #endif
 
+#if C_VEC4
+@group(0) @binding(3) var<storage, read_write> c_buf: array<vec4<f32>>;
+#else
 @group(0) @binding(3) var<storage, read_write> c_buf: array<f32>;
+#endif
 #if BIAS
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 #endif
 
+#if ROWS
+// ---------------------------------------------------------------------------------------------
+// `matmul_rows`: the kernel for CPU adapters (lavapipe, llvmpipe). Their JIT runs the
+// invocations of a workgroup as the lanes of SIMD vectors and turns every storage load or
+// store whose address it cannot prove uniform (in practice, every one) into a loop over the
+// lanes with one bounds-checked scalar access per vector component. Loads, not multiply-adds,
+// set the speed, so the kernel maximises multiply-adds per loaded component:
+// - a workgroup is 8 invocations, one SIMD vector (larger workgroups measured slower);
+// - each invocation keeps an RM × CP block of C in registers: RM = 32, 40, …, 64 rows shared
+//   by the workgroup (RG groups of 8), CP = 4, 8 or 16 columns of its own; a 4-deep K step loads CP vec4s of B and
+//   does 4·RM·CP multiply-adds;
+// - with SUBGROUP the 8 invocations load 8 different rows of A and pass them round with
+//   subgroupBroadcast (a register shuffle): each A element is loaded once per workgroup, not
+//   once per invocation;
+// - the private arrays are indexed only by constants: the work is spelled out in helper
+//   functions called with literal arguments. A loop around the array accesses would survive
+//   the unroller (its body is large) and leave the arrays in per-lane memory.
+// Rows and columns past the matrix are clamped into it for loading and skipped at the store.
+// The K loop runs K/4 iterations (the host caps K: llvmpipe ends an invocation's loops after
+// 65535 iterations); the stores run in a loop over the row groups, which keeps the number of
+// store instructions, each a loop over the lanes in the compiled code, and with it the
+// compile time, small.
+const RG: u32 = {{RG}}u;
+const RM: u32 = 8u * RG;
+// vec4s of C per row of an invocation, and its columns.
+const CV: u32 = {{CV}}u;
+const CP: u32 = 4u * CV;
+
+// acc[i·CV + v]: row row0 + i, columns col + 4v .. col + 4v + 3.
+var<private> acc: array<vec4<f32>, RM * CV>;
+// B of the current 4-deep K step at depth k. TRANS_B: bk[j] = column col + j at depths
+// k .. k + 3; otherwise bk[kk·CV + v] = row k + kk, columns col + 4v .. col + 4v + 3.
+var<private> bk: array<vec4<f32>, 4u * CV>;
+// The invocation's block: first row, first column, lane (0..7), operand and output bases.
+var<private> row0: u32;
+var<private> col: u32;
+var<private> lane: u32;
+var<private> a_base: u32;
+var<private> b_base: u32;
+var<private> c_base: u32;
+
+// Four elements along K of A row `m` (clamped into the matrix) from depth k, zeros past K.
+fn a_run(m: u32, k: u32) -> vec4<f32> {
+    let i = a_base + min(m, p.m - 1u) * p.lda;
+#if A_VEC4
+    return a4(i + k);
+#else
+    let kk = vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u);
+    let kc = min(kk, vec4<u32>(p.k - 1u));
+    let v = vec4<f32>(a1(i + kc.x), a1(i + kc.y), a1(i + kc.z), a1(i + kc.w));
+    return select(vec4<f32>(0.0), v, kk < vec4<u32>(p.k));
+#endif
+}
+
+#if TRANS_B
+// Four elements along K of B column `n` (clamped into the matrix) from depth k, zeros past K.
+fn b_run(n: u32, k: u32) -> vec4<f32> {
+    let i = b_base + min(n, p.n - 1u) * p.ldb;
+#if B_VEC4
+    return b4(i + k);
+#else
+    let kk = vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u);
+    let kc = min(kk, vec4<u32>(p.k - 1u));
+    let v = vec4<f32>(b1(i + kc.x), b1(i + kc.y), b1(i + kc.z), b1(i + kc.w));
+    return select(vec4<f32>(0.0), v, kk < vec4<u32>(p.k));
+#endif
+}
+
+// Columns col + 4v .. col + 4v + 3 at depths k .. k + 3.
+fn load_b4(v: u32, k: u32) {
+    bk[4u * v] = b_run(col + 4u * v, k);
+    bk[4u * v + 1u] = b_run(col + 4u * v + 1u, k);
+    bk[4u * v + 2u] = b_run(col + 4u * v + 2u, k);
+    bk[4u * v + 3u] = b_run(col + 4u * v + 3u, k);
+}
+
+// C row i, columns col + 4v .., += a · B.
+fn fma_v(i: u32, v: u32, a: vec4<f32>) {
+    acc[i * CV + v] += vec4<f32>(dot(a, bk[4u * v]), dot(a, bk[4u * v + 1u]), dot(a, bk[4u * v + 2u]), dot(a, bk[4u * v + 3u]));
+}
+#else
+// Four adjacent elements of B row k from column n (clamped into the matrix), zeros past K.
+fn b_row(k: u32, n: u32) -> vec4<f32> {
+    if (k >= p.k) {
+        return vec4<f32>(0.0);
+    }
+    let i = b_base + k * p.ldb;
+#if B_VEC4
+    return b4(i + min(n, p.n - 4u));
+#else
+    let c = min(vec4<u32>(n) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+    return vec4<f32>(b1(i + c.x), b1(i + c.y), b1(i + c.z), b1(i + c.w));
+#endif
+}
+
+// Rows k .. k + 3, columns col + 4v .. col + 4v + 3.
+fn load_b4(v: u32, k: u32) {
+    bk[v] = b_row(k, col + 4u * v);
+    bk[CV + v] = b_row(k + 1u, col + 4u * v);
+    bk[2u * CV + v] = b_row(k + 2u, col + 4u * v);
+    bk[3u * CV + v] = b_row(k + 3u, col + 4u * v);
+}
+
+// C row i, columns col + 4v .., += a · B.
+fn fma_v(i: u32, v: u32, a: vec4<f32>) {
+    let o = i * CV + v;
+    acc[o] = fma(vec4<f32>(a.x), bk[v], fma(vec4<f32>(a.y), bk[CV + v], fma(vec4<f32>(a.z), bk[2u * CV + v], fma(vec4<f32>(a.w), bk[3u * CV + v], acc[o]))));
+}
+#endif
+
+// B of the K step at depth k.
+fn load_b(k: u32) {
+    load_b4(0u, k);
+    if (CV > 1u) {
+        load_b4(1u, k);
+    }
+    if (CV > 2u) {
+        load_b4(2u, k);
+        load_b4(3u, k);
+    }
+}
+
+// C row i += a · B (a: row i of A at the current four depths).
+fn fma_row(i: u32, a: vec4<f32>) {
+    fma_v(i, 0u, a);
+    if (CV > 1u) {
+        fma_v(i, 1u, a);
+    }
+    if (CV > 2u) {
+        fma_v(i, 2u, a);
+        fma_v(i, 3u, a);
+    }
+}
+
+// Rows 8g .. 8g + 7 of the block at the current four depths k.
+fn rows8(g: u32, k: u32) {
+#if SUBGROUP
+    // Lane j loads row 8g + j; every lane takes all eight from the registers.
+    let a = a_run(row0 + 8u * g + lane, k);
+    fma_row(8u * g, subgroupBroadcast(a, 0u));
+    fma_row(8u * g + 1u, subgroupBroadcast(a, 1u));
+    fma_row(8u * g + 2u, subgroupBroadcast(a, 2u));
+    fma_row(8u * g + 3u, subgroupBroadcast(a, 3u));
+    fma_row(8u * g + 4u, subgroupBroadcast(a, 4u));
+    fma_row(8u * g + 5u, subgroupBroadcast(a, 5u));
+    fma_row(8u * g + 6u, subgroupBroadcast(a, 6u));
+    fma_row(8u * g + 7u, subgroupBroadcast(a, 7u));
+#else
+    fma_row(8u * g, a_run(row0 + 8u * g, k));
+    fma_row(8u * g + 1u, a_run(row0 + 8u * g + 1u, k));
+    fma_row(8u * g + 2u, a_run(row0 + 8u * g + 2u, k));
+    fma_row(8u * g + 3u, a_run(row0 + 8u * g + 3u, k));
+    fma_row(8u * g + 4u, a_run(row0 + 8u * g + 4u, k));
+    fma_row(8u * g + 5u, a_run(row0 + 8u * g + 5u, k));
+    fma_row(8u * g + 6u, a_run(row0 + 8u * g + 6u, k));
+    fma_row(8u * g + 7u, a_run(row0 + 8u * g + 7u, k));
+#endif
+}
+
+#if BIAS
+// bias_v[v]: bias of columns col + 4v .. col + 4v + 3 (clamped into the matrix).
+var<private> bias_v: array<vec4<f32>, CV>;
+
+fn load_bias4(v: u32) {
+    let n = min(vec4<u32>(col + 4u * v) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u)) + vec4<u32>(p.bias_off);
+    bias_v[v] = vec4<f32>(bias[n.x], bias[n.y], bias[n.z], bias[n.w]);
+}
+#endif
+
+#if C_VEC4
+// Columns n .. n + 3 of C row m (accumulated, stored); skipped past the matrix.
+fn store4(m: u32, n: u32, x: vec4<f32>) {
+    if (n < p.n) {
+        let ci = (c_base + m * p.ldc + n) / 4u;
+#if ACCUM
+        c_buf[ci] = x + c_buf[ci];
+#else
+        c_buf[ci] = x;
+#endif
+    }
+}
+#else
+// Element (m, n) of C (accumulated, stored); skipped past the matrix.
+fn store1(m: u32, n: u32, x: f32) {
+    if (n < p.n) {
+        let ci = c_base + m * p.ldc + n;
+#if ACCUM
+        c_buf[ci] = x + c_buf[ci];
+#else
+        c_buf[ci] = x;
+#endif
+    }
+}
+
+fn store4(m: u32, n: u32, x: vec4<f32>) {
+    store1(m, n, x.x);
+    store1(m, n + 1u, x.y);
+    store1(m, n + 2u, x.z);
+    store1(m, n + 3u, x.w);
+}
+#endif
+
+// vec4 v of row 8g + r of the block, the group g chosen at run time (a select per group: a
+// run-time index would put `acc` in per-lane memory).
+fn pick_acc(g: u32, r: u32, v: u32) -> vec4<f32> {
+    var x = acc[r * CV + v];
+    x = select(x, acc[(8u + r) * CV + v], g == 1u);
+    x = select(x, acc[(16u + r) * CV + v], g == 2u);
+    x = select(x, acc[(24u + r) * CV + v], g == 3u);
+    if (RG > 4u) {
+        x = select(x, acc[(32u + r) * CV + v], g == 4u);
+    }
+    if (RG > 5u) {
+        x = select(x, acc[(40u + r) * CV + v], g == 5u);
+    }
+    if (RG > 6u) {
+        x = select(x, acc[(48u + r) * CV + v], g == 6u);
+    }
+    if (RG > 7u) {
+        x = select(x, acc[(56u + r) * CV + v], g == 7u);
+    }
+    return x;
+}
+
+// Columns col + 4v .. of row 8g + r: bias added, stored.
+fn store_v(m: u32, g: u32, r: u32, v: u32) {
+#if BIAS
+    store4(m, col + 4u * v, pick_acc(g, r, v) + bias_v[v]);
+#else
+    store4(m, col + 4u * v, pick_acc(g, r, v));
+#endif
+}
+
+// Row 8g + r of the block.
+fn store_row(g: u32, r: u32) {
+    let m = row0 + 8u * g + r;
+    if (m < p.m) {
+        store_v(m, g, r, 0u);
+        if (CV > 1u) {
+            store_v(m, g, r, 1u);
+        }
+        if (CV > 2u) {
+            store_v(m, g, r, 2u);
+            store_v(m, g, r, 3u);
+        }
+    }
+}
+
+// `x`, hidden from lavapipe's uniform inlining: it compiles a variant of the kernel for every
+// value of a uniform that bounds a loop, i.e. one per matrix shape (seconds each for this much
+// code). num_workgroups is never 0, but the compiler cannot know it.
+fn opaque(x: u32, nwg: vec3<u32>) -> u32 {
+    return select(x, 0u, nwg.x == 0u);
+}
+
+@compute @workgroup_size(8)
+fn matmul_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) sid: u32,
+#endif
+    @builtin(local_invocation_index) lid: u32,
+) {
+#if SUBGROUP
+    lane = sid;
+#else
+    lane = lid;
+#endif
+    row0 = wg.y * RM;
+    col = (wg.x * 8u + lane) * CP;
+    a_base = p.a_off + wg.z * p.a_bs;
+    b_base = p.b_off + wg.z * p.b_bs;
+    c_base = p.c_off + wg.z * p.c_bs;
+    for (var k = 0u; k < opaque(p.k, nwg); k += 4u) {
+        load_b(k);
+        rows8(0u, k);
+        rows8(1u, k);
+        rows8(2u, k);
+        rows8(3u, k);
+        if (RG > 4u) {
+            rows8(4u, k);
+        }
+        if (RG > 5u) {
+            rows8(5u, k);
+        }
+        if (RG > 6u) {
+            rows8(6u, k);
+        }
+        if (RG > 7u) {
+            rows8(7u, k);
+        }
+    }
+#if BIAS
+    load_bias4(0u);
+    if (CV > 1u) {
+        load_bias4(1u);
+    }
+    if (CV > 2u) {
+        load_bias4(2u);
+        load_bias4(3u);
+    }
+#endif
+    // Row groups inside the matrix; a run-time loop keeps the stores few in the code.
+    for (var g = 0u; g < min(RM / 8u, (p.m - row0 + 7u) / 8u); g++) {
+        store_row(g, 0u);
+        store_row(g, 1u);
+        store_row(g, 2u);
+        store_row(g, 3u);
+        store_row(g, 4u);
+        store_row(g, 5u);
+        store_row(g, 6u);
+        store_row(g, 7u);
+    }
+}
+#else
 #if TILE8
 // 8×8 outputs per invocation, 128×128 per workgroup, 8-deep K steps.
 const TM: u32 = 8u;
@@ -255,110 +585,4 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
         }
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// `matmul_rows`: the kernel for CPU adapters (lavapipe, llvmpipe, SwiftShader). There, memory
-// accesses whose address is the same for every invocation are one scalar load, while
-// per-invocation addresses cost a load per lane, and barriers are expensive. So a workgroup of
-// 64 invocations shares RM = 8 rows of A (uniform loads, no workgroup memory, no barriers) and
-// each invocation owns 4 columns of C.
-const RM: u32 = 8u;
-const COLS_PER_WG: u32 = 256u;
-
-@compute @workgroup_size(64)
-fn matmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let batch = wg.z;
-    let row0 = wg.y * RM;
-    let col = wg.x * COLS_PER_WG + lid * 4u;
-    let a_base = p.a_off + batch * p.a_bs;
-    let b_base = p.b_off + batch * p.b_bs;
-    let last_row = p.m - 1u;
-    let last_col = p.n - 1u;
-    var acc: array<vec4<f32>, RM>;
-    for (var i = 0u; i < RM; i = i + 1u) {
-        acc[i] = vec4<f32>(0.0);
-    }
-#if TRANS_B
-    // B is [N, K]: each invocation reads its four columns along K (clamped into the matrix;
-    // clamped duplicates are discarded at the store).
-    let c0 = b_base + min(col, last_col) * p.ldb;
-    let c1 = b_base + min(col + 1u, last_col) * p.ldb;
-    let c2 = b_base + min(col + 2u, last_col) * p.ldb;
-    let c3 = b_base + min(col + 3u, last_col) * p.ldb;
-    var k = 0u;
-#if B_VEC4
-#if A_VEC4
-    for (; k + 3u < p.k; k = k + 4u) {
-        let b0 = b4(c0 + k);
-        let b1 = b4(c1 + k);
-        let b2 = b4(c2 + k);
-        let b3 = b4(c3 + k);
-        for (var i = 0u; i < RM; i = i + 1u) {
-            let a = a4(a_base + min(row0 + i, last_row) * p.lda + k);
-            acc[i] = acc[i] + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
-        }
-    }
 #endif
-#endif
-    for (; k < p.k; k = k + 1u) {
-        let bv = vec4<f32>(b1(c0 + k), b1(c1 + k), b1(c2 + k), b1(c3 + k));
-        for (var i = 0u; i < RM; i = i + 1u) {
-            acc[i] = fma(vec4<f32>(a1(a_base + min(row0 + i, last_row) * p.lda + k)), bv, acc[i]);
-        }
-    }
-#else
-    // B is [K, N]: four adjacent columns at each depth, clamped into the matrix so the loop
-    // has no per-invocation branches.
-#if B_VEC4
-    let cb = b_base + min(col, p.n - 4u);
-    var k = 0u;
-#if A_VEC4
-    for (; k + 3u < p.k; k = k + 4u) {
-        let r0 = b4(cb + k * p.ldb);
-        let r1 = b4(cb + (k + 1u) * p.ldb);
-        let r2 = b4(cb + (k + 2u) * p.ldb);
-        let r3 = b4(cb + (k + 3u) * p.ldb);
-        for (var i = 0u; i < RM; i = i + 1u) {
-            let a = a4(a_base + min(row0 + i, last_row) * p.lda + k);
-            acc[i] = fma(vec4<f32>(a.x), r0, fma(vec4<f32>(a.y), r1, fma(vec4<f32>(a.z), r2, fma(vec4<f32>(a.w), r3, acc[i]))));
-        }
-    }
-#endif
-    for (; k < p.k; k = k + 1u) {
-        let bv = b4(cb + k * p.ldb);
-#else
-    let cb0 = b_base + min(col, last_col);
-    let cb1 = b_base + min(col + 1u, last_col);
-    let cb2 = b_base + min(col + 2u, last_col);
-    let cb3 = b_base + min(col + 3u, last_col);
-    for (var k = 0u; k < p.k; k = k + 1u) {
-        let kk = k * p.ldb;
-        let bv = vec4<f32>(b1(cb0 + kk), b1(cb1 + kk), b1(cb2 + kk), b1(cb3 + kk));
-#endif
-        for (var i = 0u; i < RM; i = i + 1u) {
-            acc[i] = fma(vec4<f32>(a1(a_base + min(row0 + i, last_row) * p.lda + k)), bv, acc[i]);
-        }
-    }
-#endif
-    let c_base = p.c_off + batch * p.c_bs;
-    for (var i = 0u; i < RM; i = i + 1u) {
-        let m = row0 + i;
-        if (m >= p.m) {
-            break;
-        }
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let n = col + j;
-            if (n < p.n) {
-                var v = acc[i][j];
-#if BIAS
-                v = v + bias[p.bias_off + n];
-#endif
-                let ci = c_base + m * p.ldc + n;
-#if ACCUM
-                v = v + c_buf[ci];
-#endif
-                c_buf[ci] = v;
-            }
-        }
-    }
-}

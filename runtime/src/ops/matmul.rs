@@ -22,11 +22,11 @@ pub struct MatmulOptions<'a> {
     pub transpose_b: bool,
 }
 
-/// Output block of one workgroup as (rows, columns): `matmul_rows` 8×256; the tiled kernel
-/// 64×64 with 4×4 per invocation, 128×128 with 8×8.
+/// Output block of one workgroup as (rows, columns): `matmul_rows` 8·RG × 8·CP (8 invocations
+/// of CP = 4·CV columns each); the tiled kernel 64×64 with 4×4 per invocation, 128×128 with 8×8.
 fn block(v: &Variant) -> (usize, usize) {
     match (v.rows, v.tile8) {
-        (true, _) => (8, 256),
+        (true, _) => (8 * v.rg as usize, 32 * v.cv as usize),
         (false, true) => (128, 128),
         (false, false) => (64, 64),
     }
@@ -36,6 +36,38 @@ fn block(v: &Variant) -> (usize, usize) {
 /// multiply-add); small ones the 4×4 kernel, which wastes less of its tile.
 fn use_tile8(m: usize, n: usize) -> bool {
     m >= 128 && n >= 128
+}
+
+/// Largest K of `matmul_rows`: one loop iteration per 4 of K, and llvmpipe silently ends an
+/// invocation's loops after 65535 iterations in total.
+const ROWS_MAX_K: usize = 4 * 60_000;
+
+/// The `matmul_rows` tile as (row groups of 8, vec4s of columns per invocation): the one that
+/// spends the least estimated time on its padded product. Per 4-deep K step an invocation
+/// loads RG vec4s of A (shared through subgroupBroadcast) and CP = 4·CV of B for 32·RG·CP
+/// multiply-adds; with loads the dominant cost, time per multiply-add ≈
+/// c + (RG + CP) / (32·RG·CP), c = 0.0046 fitted to lavapipe ([512, 512]·[512, 512]ᵀ: 64 rows ×
+/// 8 columns 1.0, 64 × 4 and 32 × 8 0.76 as fast, 64 × 16 1.1–1.15). E.g. N = 32 takes
+/// 32-column blocks rather than wasting half of 64, and M = 196 56-row blocks (224 rows) rather
+/// than 64 (256). Without subgroups every invocation loads every row of A itself, so more rows
+/// save nothing and only cost compile time: 32 rows, at most 8 columns.
+fn rows_tile(m: usize, n: usize, subgroup: bool) -> (u32, u32) {
+    let (groups, vecs): (&[u32], &[u32]) = if subgroup { (&[4, 5, 6, 7, 8], &[1, 2, 4]) } else { (&[4], &[1, 2]) };
+    let cost = |rg: u32, cv: u32| {
+        let (rm, cp) = (8 * rg as usize, 4 * cv as usize);
+        let padded = (m.div_ceil(rm) * rm * n.div_ceil(8 * cp) * 8 * cp) as f64;
+        padded * (0.0046 + f64::from(rg + 4 * cv) / (128.0 * f64::from(rg * cv)))
+    };
+    let mut best = (4, 2, f64::INFINITY);
+    for &rg in groups {
+        for &cv in vecs {
+            let c = cost(rg, cv);
+            if c < best.2 {
+                best = (rg, cv, c);
+            }
+        }
+    }
+    (best.0, best.1)
 }
 
 #[repr(C)]
@@ -71,6 +103,14 @@ struct Variant {
     tile8: bool,
     /// The CPU-adapter kernel `matmul_rows` instead of the tiled one.
     rows: bool,
+    /// `matmul_rows`: row groups of 8 per workgroup (4 to 8).
+    rg: u32,
+    /// `matmul_rows`: vec4s of columns per invocation (1, 2 or 4).
+    cv: u32,
+    /// `matmul_rows`: A rows shared through subgroupBroadcast.
+    subgroup: bool,
+    /// `matmul_rows`: C rows, offset and N multiples of 4 (vec4 stores).
+    c_vec4: bool,
 }
 
 impl Variant {
@@ -91,7 +131,12 @@ impl Variant {
                 .flag("TRANS_B", self.trans_b)
                 .flag("BIAS", self.bias)
                 .flag("ACCUM", self.accum)
-                .flag("TILE8", self.tile8 && !self.rows),
+                .flag("TILE8", self.tile8 && !self.rows)
+                .flag("ROWS", self.rows)
+                .set("RG", if self.rows { self.rg } else { 4 })
+                .set("CV", if self.rows { self.cv } else { 1 })
+                .flag("SUBGROUP", self.rows && self.subgroup)
+                .flag("C_VEC4", self.rows && self.c_vec4),
         }
     }
 }
@@ -148,6 +193,7 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
     let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
     let caps = rec.context().caps().clone();
     let (ea, eb) = (a.dtype().size(), b.dtype().size());
+    let (rg, cv) = rows_tile(m, n, rows_subgroup(&caps));
     let variant = Variant {
         native_f16: caps.read_f16_natively(),
         a_f16,
@@ -159,7 +205,17 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
         accum: false,
         tile8: use_tile8(m, n),
         rows: caps.cpu,
+        rg,
+        cv,
+        subgroup: rows_subgroup(&caps),
+        c_vec4: n.is_multiple_of(4),
     };
+    if variant.rows && k > ROWS_MAX_K {
+        return Err(KestrelError::InvalidArgument {
+            op: "matmul",
+            detail: format!("K = {k} exceeds {ROWS_MAX_K}, the most the CPU-adapter kernel's loop may run"),
+        });
+    }
     let (tm, tn) = block(&variant);
     let flops_per_batch = 2 * (m * n * k) as u64;
     let shape_label = format!("{ash:?}x{bsh:?}{}", if opts.transpose_b { "^T" } else { "" });
@@ -243,7 +299,8 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
                         bias_off: n0 as u32,
                         ..Default::default()
                     };
-                    let v = Variant { bias: opts.bias.is_some() && k0 == 0, accum: k0 > 0, ..variant };
+                    let c_vec4 = variant.c_vec4 && ncur.is_multiple_of(4) && params.c_off.is_multiple_of(4);
+                    let v = Variant { bias: opts.bias.is_some() && k0 == 0, accum: k0 > 0, c_vec4, ..variant };
                     let mut bindings = vec![
                         Binding::window(a, wa.byte_offset, wa.byte_size),
                         Binding::window(b, wb.byte_offset, wb.byte_size),
@@ -267,6 +324,12 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
         }
     }
     Ok(out)
+}
+
+/// Whether the CPU-adapter kernels (`matmul_rows`, `sla_*_rows`, …) may share data across
+/// their 8-invocation workgroups with subgroupBroadcast: the workgroup fits in one subgroup.
+pub(crate) fn rows_subgroup(caps: &crate::caps::Capabilities) -> bool {
+    caps.subgroups && caps.subgroup_min_size >= 8
 }
 
 fn grid_2d(n: usize, m: usize, (tm, tn): (usize, usize), caps: &crate::caps::Capabilities) -> Result<[u32; 3]> {
@@ -311,7 +374,7 @@ pub fn matmul_baseline(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Ten
 /// Every matmul kernel variant.
 pub fn variants() -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for bits in 0u32..1024 {
+    for bits in 0u32..1u32 << 11 {
         let on = |i: u32| bits & (1 << i) != 0;
         let var = Variant {
             native_f16: on(0),
@@ -324,12 +387,45 @@ pub fn variants() -> Vec<KernelKey> {
             accum: on(7),
             tile8: on(8),
             rows: on(9),
+            rg: 4,
+            cv: 1,
+            subgroup: false,
+            c_vec4: on(10),
         };
-        if var.native_f16 && !(var.a_f16 || var.b_f16) || var.rows && var.tile8 {
+        // `matmul_rows` runs on CPU adapters, which read f16 packed; its tile bits only exist there.
+        let impossible = var.native_f16 && !(var.a_f16 || var.b_f16) || var.rows && (var.tile8 || var.native_f16) || !var.rows && var.c_vec4;
+        if impossible {
             continue;
         }
-        v.push(var.key());
+        if !var.rows {
+            v.push(var.key());
+            continue;
+        }
+        for cv in [1, 2] {
+            v.push(Variant { cv, ..var }.key());
+        }
+        for rg in 4..=8 {
+            for cv in [1, 2, 4] {
+                v.push(Variant { rg, cv, subgroup: true, ..var }.key());
+            }
+        }
     }
     v.push(KernelKey { family: "matmul_baseline", entry: "matmul_baseline", defines: Defines::new() });
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows_tile;
+
+    #[test]
+    fn rows_tile_fits_the_matrix() {
+        // N = 32: one 32-column block rather than half of 64 or a quarter of 128.
+        assert_eq!(rows_tile(3136, 32, true).1, 1);
+        // Square products take the biggest tile; without subgroups, 32 rows and 8 columns.
+        assert_eq!(rows_tile(512, 512, true), (8, 4));
+        assert_eq!(rows_tile(512, 512, false), (4, 2));
+        // M = 196: 56-row blocks (224 rows) rather than 64 (256).
+        assert_eq!(rows_tile(196, 768, true).0, 7);
+    }
 }
