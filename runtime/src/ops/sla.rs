@@ -5,8 +5,13 @@
 //!
 //! Kernels (`shaders/sla.wgsl`): `sla_kv` sums `relu(k + pos)ᵀ v` and `relu(k + pos)` per
 //! (sequence, head, token chunk); `sla_reduce` adds the chunk partials (skipped when a head has
-//! one chunk); `sla_out` computes every output token. q, k and v are read in place as column
-//! ranges ([`Columns`]) of a fused projection — no split, no copy.
+//! one chunk); `sla_out` computes every output token. CPU adapters run `sla_kv_rows` and
+//! `sla_out_rows` instead: 8-invocation workgroups, each invocation keeping a few channels of
+//! the head's KV (and for the output a sliding 5-row window of v over a strip of 8 image
+//! columns) in registers, with head vectors shared through subgroupBroadcast — built for
+//! lavapipe, where every load costs a scalar load per SIMD lane and component; `sla_out_rows`
+//! takes kernels of side ≤ 5. q, k and v are read in place as column ranges ([`Columns`]) of a
+//! fused projection — no split, no copy.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -32,6 +37,25 @@ const WG: usize = 256;
 /// most ≈ 17 per token at head dimension 64, counting the WGSL loops before any unrolling) far
 /// below llvmpipe's limit of 65535 per invocation, past which loops are cut off silently.
 const MAX_CHUNK: usize = 1024;
+
+/// Key tokens per KV chunk of `sla_kv_rows` at least: each chunk ends with a d×d store and
+/// costs the reduction pass a read (a short sequence is one chunk and needs no reduction).
+const ROWS_MIN_CHUNK: usize = 256;
+
+/// Workgroups the CPU-adapter passes aim for: a few per CPU thread (the device's threads are
+/// the host's), no more, as each workgroup first loads KV (and, `sla_out_rows`, the weights).
+fn rows_groups() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    4 * *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(4, |n| n.get()))
+}
+
+/// Largest kernel side of `sla_out_rows` (its tap window is 5×5); the width of its strips of
+/// the token image; the fewest and most image rows one of its workgroups walks (each run first
+/// reads 4 rows of v for its window; ≤ 1024 rows, about 21 loop iterations each, keep an
+/// invocation far below llvmpipe's 65535).
+const ROWS_MAX_KERNEL: usize = 5;
+const ROWS_STRIP: usize = 8;
+const ROWS_RUN: (usize, usize) = (8, 1024);
 
 /// Largest depthwise kernel side: keeps one `sla_out` invocation (16 tokens × K² taps at head
 /// dimension 64) well inside llvmpipe's loop-iteration limit.
@@ -149,6 +173,9 @@ struct Params {
     ksize: u32,
     interp_scale: f32,
     groups: u32,
+    strips: u32,
+    runs: u32,
+    run_rows: u32,
     pad: u32,
 }
 
@@ -256,15 +283,21 @@ pub fn sla_columns(rec: &mut Recorder, q: Columns, k: Columns, v: Columns, opts:
     let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
 
     // Split each head's keys into chunks so the KV pass has enough workgroups: many on a GPU,
-    // a few on a CPU adapter (few cores, and every chunk costs a reduction read), and no chunk
-    // longer than MAX_CHUNK. A chunk is a whole number of staging tiles (1024 / capacity
-    // tokens, which divides MAX_CHUNK).
+    // a few on a CPU adapter (few cores, and every chunk costs a d×d store and a reduction
+    // read), and no chunk longer than MAX_CHUNK. A GPU chunk is a whole number of staging tiles
+    // (1024 / capacity tokens, which divides MAX_CHUNK).
     let bh = batch * heads;
-    let tile = 1024 / cap;
-    let want: usize = if caps.cpu { 4 } else { 256 };
-    let chunks = want.div_ceil(bh).clamp(1, nk.div_ceil(2 * tile)).max(nk.div_ceil(MAX_CHUNK));
-    let chunk = nk.div_ceil(chunks).div_ceil(tile) * tile;
-    let chunks = nk.div_ceil(chunk);
+    let cpu_kernels = caps.cpu;
+    let (chunks, chunk) = if cpu_kernels {
+        let chunks = rows_groups().div_ceil(bh).clamp(1, nk.div_ceil(ROWS_MIN_CHUNK)).max(nk.div_ceil(MAX_CHUNK));
+        let chunk = nk.div_ceil(chunks);
+        (nk.div_ceil(chunk), chunk)
+    } else {
+        let tile = 1024 / cap;
+        let chunks = 256usize.div_ceil(bh).clamp(1, nk.div_ceil(2 * tile)).max(nk.div_ceil(MAX_CHUNK));
+        let chunk = nk.div_ceil(chunks).div_ceil(tile) * tile;
+        (nk.div_ceil(chunk), chunk)
+    };
     let block = d * d + d;
     if (bh * chunks * block * 4) as u64 > caps.max_storage_binding || bh * chunks * block > u32::MAX as usize {
         return Err(KestrelError::InvalidArgument {
@@ -293,15 +326,24 @@ pub fn sla_columns(rec: &mut Recorder, q: Columns, k: Columns, v: Columns, opts:
         ksize: ksize as u32,
         interp_scale: nk as f32 / n as f32,
         groups: 0,
+        strips: 0,
+        runs: 0,
+        run_rows: 0,
         pad: 0,
     };
+    let vec4 = [q.offset, q.width(), k.offset, k.width(), v.offset, v.width(), d].iter().all(|x| x.is_multiple_of(4));
+    let subgroup = crate::ops::matmul::rows_subgroup(&caps);
     let shape = format!("B{batch} N{n}({}×{}) Nk{nk} C{c} h{heads} k{ksize}", opts.height, opts.width);
 
     // Pass 1: chunk partials (the final KV blocks when there is one chunk per head).
     let partial = Tensor::empty(rec.context(), &[bh * chunks, block], DType::F32)?;
     let kv_groups = bh * chunks;
     params.groups = kv_groups as u32;
-    let kernel = rec.kernel("sla", "sla_kv", kv_defines(cap, opts.pos.is_some()))?;
+    let kernel = if cpu_kernels {
+        rec.kernel("sla", "sla_kv_rows", kv_rows_defines(cap, opts.pos.is_some(), vec4, subgroup))?
+    } else {
+        rec.kernel("sla", "sla_kv", kv_defines(cap, opts.pos.is_some()))?
+    };
     let mut bindings = vec![Binding::whole(k.tensor), Binding::whole(v.tensor), Binding::whole(&partial)];
     bindings.extend(opts.pos.map(Binding::whole));
     rec.dispatch(Dispatch {
@@ -334,10 +376,23 @@ pub fn sla_columns(rec: &mut Recorder, q: Columns, k: Columns, v: Columns, opts:
         kv
     };
 
-    // Pass 3: every output token.
-    let out_groups = bh * n.div_ceil(OUT_TILE);
+    // Pass 3: every output token. `sla_out_rows` splits each head's image into strips of 8
+    // columns and those into runs of rows, aiming at rows_groups() workgroups (each loads KV
+    // and the weights first).
+    let (out_groups, kernel) = if cpu_kernels && ksize <= ROWS_MAX_KERNEL {
+        let strips = opts.width.div_ceil(ROWS_STRIP);
+        let (min_run, max_run) = ROWS_RUN;
+        let runs = rows_groups().div_ceil(bh * strips).clamp(1, opts.height.div_ceil(min_run)).max(opts.height.div_ceil(max_run));
+        let run_rows = opts.height.div_ceil(runs);
+        let runs = opts.height.div_ceil(run_rows);
+        params.strips = strips as u32;
+        params.runs = runs as u32;
+        params.run_rows = run_rows as u32;
+        (bh * strips * runs, rec.kernel("sla", "sla_out_rows", out_rows_defines(cap, vec4, subgroup, nk != n))?)
+    } else {
+        (bh * n.div_ceil(OUT_TILE), rec.kernel("sla", "sla_out", out_defines(cap))?)
+    };
     params.groups = out_groups as u32;
-    let kernel = rec.kernel("sla", "sla_out", out_defines(cap))?;
     rec.dispatch(Dispatch {
         kernel,
         bindings: vec![
@@ -362,6 +417,20 @@ fn kv_defines(cap: usize, pos: bool) -> Defines {
     Defines::new().flag("KV", true).flag("POS", pos).set("D", cap)
 }
 
+fn kv_rows_defines(cap: usize, pos: bool, vec4: bool, subgroup: bool) -> Defines {
+    Defines::new().flag("KV_ROWS", true).flag("POS", pos).set("D", cap).flag("CP8", cap == 64).flag("VEC4", vec4).flag("SUBGROUP", subgroup)
+}
+
+fn out_rows_defines(cap: usize, vec4: bool, subgroup: bool, interp: bool) -> Defines {
+    Defines::new()
+        .flag("OUT_ROWS", true)
+        .set("D", cap)
+        .flag("CP8", cap == 64)
+        .flag("VEC4", vec4)
+        .flag("SUBGROUP", subgroup)
+        .flag("INTERP", interp)
+}
+
 fn reduce_defines() -> Defines {
     Defines::new().flag("REDUCE", true)
 }
@@ -378,6 +447,16 @@ pub fn variants() -> Vec<KernelKey> {
             v.push(KernelKey { family: "sla", entry: "sla_kv", defines: kv_defines(cap, pos) });
         }
         v.push(KernelKey { family: "sla", entry: "sla_out", defines: out_defines(cap) });
+        for vec4 in [false, true] {
+            for subgroup in [false, true] {
+                for pos in [false, true] {
+                    v.push(KernelKey { family: "sla", entry: "sla_kv_rows", defines: kv_rows_defines(cap, pos, vec4, subgroup) });
+                }
+                for interp in [false, true] {
+                    v.push(KernelKey { family: "sla", entry: "sla_out_rows", defines: out_rows_defines(cap, vec4, subgroup, interp) });
+                }
+            }
+        }
     }
     v.push(KernelKey { family: "sla", entry: "sla_reduce", defines: reduce_defines() });
     v
