@@ -2,11 +2,15 @@
 //! W-MSA / SW-MSA with its relative-position bias and shift mask, and — with one window of all
 //! tokens and no bias — the plain global attention of the DeiT / PVT baselines.
 //!
-//! One workgroup per (window, head, tile of queries); a long window splits each query's keys
-//! over several invocations. Keys and values go through workgroup memory a tile at a time under
-//! an online softmax, so windows of up to [`MAX_KEYS`] keys work. q, k and v are read in
-//! place as column ranges ([`Columns`]) of the projections. The output projection is not part
-//! of the op.
+//! GPUs: one workgroup per (window, head, tile of queries); a long window splits each query's
+//! keys over several invocations. Keys and values go through workgroup memory a tile at a time
+//! under an online softmax, so windows of up to [`MAX_KEYS`] keys work. CPU adapters run
+//! `window_attention_rows`: 8-invocation workgroups, each invocation keeping 2 or 4 queries in
+//! registers and walking every key, whose k and v are loaded once per workgroup and shared
+//! with subgroupBroadcast (built for lavapipe, where every load costs a scalar load per lane
+//! and component); windows too long for its loop budget take the GPU kernel. q, k and v are
+//! read in place as column ranges ([`Columns`]) of the projections. The output projection is
+//! not part of the op.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -21,6 +25,21 @@ use crate::tensor::Tensor;
 
 /// Invocations per workgroup (`WG` in the shader); a query takes `splits` of them.
 const WG: usize = 64;
+
+/// Invocations per workgroup of `window_attention_rows`.
+const ROWS_LANES: usize = 8;
+
+/// Most loop iterations one `window_attention_rows` invocation may run: llvmpipe silently ends
+/// an invocation's loops after 65535 in total.
+const ROWS_MAX_LOOP_ITERATIONS: usize = 50_000;
+
+/// Loop iterations of one `window_attention_rows` invocation: a step per four keys, and
+/// without subgroups eight loops over the head's vec4s in each (the q load and the stores
+/// loop over them once).
+fn rows_loop_iterations(tk: usize, cap: usize, subgroup: bool) -> usize {
+    let d4 = cap / 4;
+    tk.div_ceil(4) * (1 + if subgroup { 0 } else { 8 * d4 }) + 2 * d4
+}
 
 /// Most keys per window: with every query split over 64 invocations this keeps each invocation
 /// far below llvmpipe's limit of 65535 loop iterations per invocation (loops are cut off
@@ -177,9 +196,18 @@ pub fn window_attention_columns(
     }
     let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
 
-    // Invocations per query: a power of two, so the slowest takes ≤ keys_per_invocation keys.
-    let splits = tk.div_ceil(keys_per_invocation(caps.cpu)).next_power_of_two().min(WG);
-    let qtiles = tq.div_ceil(WG / splits);
+    // GPU kernel: invocations per query, a power of two, so the slowest takes
+    // ≤ keys_per_invocation keys. CPU kernel: 8 invocations of QPL queries per workgroup, where
+    // its loops fit llvmpipe's budget (else the GPU kernel, which splits long windows).
+    let subgroup = crate::ops::matmul::rows_subgroup(&caps);
+    let rows = caps.cpu && rows_loop_iterations(tk, cap, subgroup) <= ROWS_MAX_LOOP_ITERATIONS;
+    let qpl4 = tq > 2 * ROWS_LANES;
+    let (splits, qtiles) = if rows {
+        (1, tq.div_ceil(ROWS_LANES * if qpl4 { 4 } else { 2 }))
+    } else {
+        let splits = tk.div_ceil(keys_per_invocation(caps.cpu)).next_power_of_two().min(WG);
+        (splits, tq.div_ceil(WG / splits))
+    };
     let total = nw * heads * qtiles;
     let params = Params {
         d: d as u32,
@@ -199,7 +227,13 @@ pub fn window_attention_columns(
         qtiles: qtiles as u32,
         groups: total as u32,
     };
-    let kernel = rec.kernel("window_attention", "window_attention", defines(cap, bias.is_some(), mask.is_some()))?;
+    let kernel = if rows {
+        let vec4 = [q.offset, q.width(), k.offset, k.width(), v.offset, v.width(), d].iter().all(|x| x.is_multiple_of(4));
+        let rows_defines = RowsDefines { qpl4, vec4, subgroup };
+        rec.kernel("window_attention", "window_attention_rows", rows_defines.apply(defines(cap, bias.is_some(), mask.is_some())))?
+    } else {
+        rec.kernel("window_attention", "window_attention", defines(cap, bias.is_some(), mask.is_some()))?
+    };
     let mut bindings = vec![Binding::whole(q.tensor), Binding::whole(k.tensor), Binding::whole(v.tensor), Binding::whole(&out)];
     bindings.extend(bias.map(Binding::whole));
     bindings.extend(mask.map(Binding::whole));
@@ -227,6 +261,23 @@ fn defines(cap: usize, bias: bool, mask: bool) -> Defines {
     Defines::new().set("D", cap).flag("BIAS", bias).flag("MASK", mask)
 }
 
+/// The choices of `window_attention_rows` beyond [`defines`].
+#[derive(Clone, Copy)]
+struct RowsDefines {
+    /// Four queries per invocation (else two).
+    qpl4: bool,
+    /// q, k, v and the output as vec4s.
+    vec4: bool,
+    /// k and v shared with subgroupBroadcast.
+    subgroup: bool,
+}
+
+impl RowsDefines {
+    fn apply(self, d: Defines) -> Defines {
+        d.flag("ROWS", true).flag("QPL4", self.qpl4).flag("VEC4", self.vec4).flag("SUBGROUP", self.subgroup)
+    }
+}
+
 /// Every kernel variant this module can select (validated by the shader test).
 pub fn variants() -> Vec<KernelKey> {
     let mut v = Vec::new();
@@ -234,6 +285,10 @@ pub fn variants() -> Vec<KernelKey> {
         for bias in [false, true] {
             for mask in [false, true] {
                 v.push(KernelKey { family: "window_attention", entry: "window_attention", defines: defines(cap, bias, mask) });
+                for bits in 0..8 {
+                    let r = RowsDefines { qpl4: bits & 1 != 0, vec4: bits & 2 != 0, subgroup: bits & 4 != 0 };
+                    v.push(KernelKey { family: "window_attention", entry: "window_attention_rows", defines: r.apply(defines(cap, bias, mask)) });
+                }
             }
         }
     }
