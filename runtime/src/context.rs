@@ -136,7 +136,7 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 }
 
 /// Features Kestrel asks for when the adapter offers them.
-fn wanted_features(opts: &ContextOptions) -> wgpu::Features {
+fn wanted_features(opts: &ContextOptions, info: &wgpu::AdapterInfo) -> wgpu::Features {
     let mut f = wgpu::Features::TIMESTAMP_QUERY
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
@@ -146,6 +146,11 @@ fn wanted_features(opts: &ContextOptions) -> wgpu::Features {
     }
     if !opts.disable_subgroups {
         f |= wgpu::Features::SUBGROUP;
+    }
+    // A CPU adapter's "device memory" is host memory: mappable storage buffers let uploads
+    // write tensors in place rather than through a staging buffer and a device copy.
+    if info.device_type == wgpu::DeviceType::Cpu {
+        f |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
     }
     f
 }
@@ -197,7 +202,7 @@ impl Context {
                 available: if available.is_empty() { "none".into() } else { available },
             })?;
         let adapter_info = adapter.get_info();
-        let features = adapter.features() & wanted_features(opts);
+        let features = adapter.features() & wanted_features(opts, &adapter_info);
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kestrel"),
@@ -245,7 +250,7 @@ impl Context {
             caps,
             limits,
             pipelines,
-            pool: BufferPool::default(),
+            pool: BufferPool::new(features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS)),
             gpu_errors,
         }))
     }

@@ -17,8 +17,11 @@ pub enum BufferKind {
 }
 
 impl BufferKind {
-    fn usage(self) -> wgpu::BufferUsages {
+    fn usage(self, mappable_storage: bool) -> wgpu::BufferUsages {
         match self {
+            BufferKind::Storage if mappable_storage => {
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_WRITE
+            }
             BufferKind::Storage => wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             BufferKind::Uniform => wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         }
@@ -46,6 +49,9 @@ struct PoolInner {
 #[derive(Clone, Default)]
 pub struct BufferPool {
     inner: Arc<Mutex<PoolInner>>,
+    /// Storage buffers are created host-mappable (`MAP_WRITE`), so new tensors can be filled
+    /// in place instead of through a staging copy (see [`BufferPool::get_filled`]).
+    mappable_storage: bool,
 }
 
 /// A buffer on loan from the pool; it goes back when dropped.
@@ -95,6 +101,17 @@ pub fn size_class(bytes: u64) -> u64 {
 }
 
 impl BufferPool {
+    /// An empty pool; `mappable_storage` makes storage buffers host-mappable, which needs the
+    /// device feature `MAPPABLE_PRIMARY_BUFFERS`.
+    pub(crate) fn new(mappable_storage: bool) -> BufferPool {
+        BufferPool { inner: Arc::default(), mappable_storage }
+    }
+
+    /// Whether storage buffers are host-mappable, i.e. [`BufferPool::get_filled`] writes in place.
+    pub fn mappable_storage(&self) -> bool {
+        self.mappable_storage
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolInner> {
         match self.inner.lock() {
             Ok(g) => g,
@@ -120,11 +137,46 @@ impl BufferPool {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kestrel-pool"),
                 size: class,
-                usage: kind.usage(),
+                usage: kind.usage(self.mappable_storage),
                 mapped_at_creation: false,
             })
         });
         Arc::new(PooledBuffer { buffer, class, kind, pool: self.clone() })
+    }
+
+    /// A new storage buffer of at least `bytes` bytes whose first `data.len()` bytes are
+    /// `data`, written through a mapping at creation: one copy from `data` into the buffer's
+    /// memory, where a queue write would copy into a staging buffer and then again on the
+    /// device. Only for pools with [`BufferPool::mappable_storage`] (otherwise `None`); the
+    /// buffer is fresh, so no earlier GPU work can still be using it. `data.len()` must be a
+    /// multiple of 4 and at most `bytes`.
+    pub fn get_filled(&self, device: &wgpu::Device, bytes: u64, data: &[u8]) -> Option<Arc<PooledBuffer>> {
+        if !self.mappable_storage || data.len() as u64 > bytes || !data.len().is_multiple_of(4) {
+            return None;
+        }
+        let class = size_class(bytes);
+        self.lock().stats.allocations += 1;
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kestrel-pool"),
+            size: class,
+            usage: BufferKind::Storage.usage(true),
+            mapped_at_creation: true,
+        });
+        let filled = match buffer.slice(..data.len() as u64).get_mapped_range_mut() {
+            Ok(mut view) => {
+                view.copy_from_slice(data);
+                true
+            }
+            Err(e) => {
+                log::warn!("kestrel: mapping a new buffer failed ({e}); uploading through the queue");
+                false
+            }
+        };
+        buffer.unmap();
+        if !filled {
+            return None;
+        }
+        Some(Arc::new(PooledBuffer { buffer, class, kind: BufferKind::Storage, pool: self.clone() }))
     }
 
     /// Current counters.

@@ -22,6 +22,20 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
+/// Bytes of a tensor's buffer: its data padded to 16 bytes so kernels may use vec4 loads
+/// (they mask the tail); an error when the buffer would exceed the device's largest.
+fn padded_bytes(ctx: &Context, shape: &[usize], dtype: DType) -> Result<u64> {
+    let limit = ctx.caps().max_buffer_size;
+    let bytes = (numel(shape) as u64)
+        .checked_mul(dtype.size() as u64)
+        .ok_or(KestrelError::BufferTooLarge { requested: u64::MAX, limit })?;
+    let padded = bytes.div_ceil(16) * 16;
+    if crate::pool::size_class(padded) > limit {
+        return Err(KestrelError::BufferTooLarge { requested: padded, limit });
+    }
+    Ok(padded)
+}
+
 /// Number of elements of a shape.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -30,27 +44,23 @@ pub fn numel(shape: &[usize]) -> usize {
 impl Tensor {
     /// An uninitialised tensor (contents are whatever the pooled buffer held).
     pub fn empty(ctx: &Arc<Context>, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let bytes = (numel(shape) as u64)
-            .checked_mul(dtype.size() as u64)
-            .ok_or(KestrelError::BufferTooLarge { requested: u64::MAX, limit: ctx.caps().max_buffer_size })?;
-        // Pad to 16 bytes so kernels may use vec4 loads; they mask the tail.
-        let padded = bytes.div_ceil(16) * 16;
-        let limit = ctx.caps().max_buffer_size;
-        if crate::pool::size_class(padded) > limit {
-            return Err(KestrelError::BufferTooLarge { requested: padded, limit });
-        }
+        let padded = padded_bytes(ctx, shape, dtype)?;
         let buf = ctx.pool().get(ctx.device(), padded, BufferKind::Storage);
         Ok(Tensor { shape: shape.to_vec(), dtype, buf, ctx: ctx.clone() })
     }
 
     fn from_bytes(ctx: &Arc<Context>, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
-        let t = Tensor::empty(ctx, shape, dtype)?;
         let mut data = bytes;
         let padded;
         if !data.len().is_multiple_of(4) {
             padded = [bytes, &[0u8; 2]].concat();
             data = &padded;
         }
+        // Host-mappable storage (CPU adapters): fill a fresh buffer in place, one copy.
+        if let Some(buf) = ctx.pool().get_filled(ctx.device(), padded_bytes(ctx, shape, dtype)?, data) {
+            return Ok(Tensor { shape: shape.to_vec(), dtype, buf, ctx: ctx.clone() });
+        }
+        let t = Tensor::empty(ctx, shape, dtype)?;
         if !data.is_empty() {
             ctx.queue().write_buffer(t.buf.buffer(), 0, data);
         }
