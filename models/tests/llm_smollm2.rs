@@ -116,3 +116,32 @@ fn smollm2_capital_of_france_is_paris() {
     assert_eq!(streamed, out.text);
     assert!(out.text.contains("Paris"), "{:?}", out.text);
 }
+
+#[test]
+fn smollm2_converted_to_a_kestrel_file_is_self_contained() {
+    use kestrel::weights::convert::{ConvertOptions, convert};
+    use kestrel::weights::kestrel_file::FileQuant;
+    let Some(path) = smollm2() else { return };
+    let _serial = serial();
+    // No --config and no tokenizer.json beside the file: the GGUF metadata travels with it.
+    let dir = std::env::temp_dir().join(format!("kestrel-smollm2-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join("smollm2.w8.kestrel");
+    let src = kestrel::weights::open(&path).expect("open");
+    convert(src.as_ref(), &out, &ConvertOptions { quant: FileQuant::W8, architecture: None, config: None }, |_, _| {}).expect("convert");
+    let from_gguf = load_model(&path, WeightQuant::Native, true);
+    let m = load_model(&out, WeightQuant::Native, true);
+    assert_eq!(m.format, "kestrel");
+    assert_eq!(m.config, from_gguf.config);
+    let tok = m.tokenizer.expect("the tokenizer is recorded in the Kestrel file");
+    for case in cases() {
+        let text = case["prompt"].as_str().expect("prompt");
+        assert_eq!(tok.encode(text, true).expect("encode"), ids(&case["prompt_ids"]), "{}", case["name"]);
+    }
+    assert_eq!(tok.chat_template(), from_gguf.tokenizer.as_ref().and_then(|t| t.chat_template()));
+    let mut dec = Decoder::new(&ctx(), m.config, m.weights, &DecoderOptions::default()).expect("decoder");
+    let prompt = tok.encode("The capital of France is", true).expect("encode");
+    let out_text = generate(&mut dec, &tok, &prompt, &GenerateOptions { max_tokens: 4, ..Default::default() }, &mut |_| {}).expect("generate").text;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out_text.contains("Paris"), "{out_text:?}");
+}

@@ -5,8 +5,9 @@
 //!   `config.json`, `model.safetensors` (else `pytorch_model.bin`), `tokenizer.json` and
 //!   `tokenizer_config.json` when present;
 //! - a **Kestrel model file** (`kestrel convert` output): the config recorded in its metadata
-//!   (an HF `config.json` object or GGUF-style `{arch}.*` keys, given to `kestrel convert
-//!   --config`), tensor names of either layout, and `tokenizer.json` beside the file.
+//!   (a converted GGUF's own metadata, or an HF `config.json` object given to `kestrel convert
+//!   --config`), tensor names of either layout; the tokenizer from the recorded GGUF
+//!   vocabulary when there is one, else `tokenizer.json` beside the file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,7 +103,10 @@ fn resolve(path: &Path) -> Result<Resolved> {
                 )));
             }
             let config = LlmConfig::from_json(&header.config)?;
-            let tokenizer = dir_tokenizer(&parent(path))?;
+            let tokenizer = match header.config.get("tokenizer.ggml.model") {
+                Some(_) => Some(Tokenizer::from_gguf_metadata(&header.config)?),
+                None => dir_tokenizer(&parent(path))?,
+            };
             Ok(Resolved { store: Store::Kestrel(Box::new(file)), config, tokenizer, format: "kestrel" })
         }
         _ => resolve_hf(&parent(path), src),

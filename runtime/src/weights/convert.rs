@@ -28,7 +28,9 @@ pub struct ConvertOptions {
     pub quant: FileQuant,
     /// Architecture name; default: the source's `general.architecture` (GGUF) or `unknown`.
     pub architecture: Option<String>,
-    /// Model configuration (a JSON object); default `{}`.
+    /// Model configuration (a JSON object); default: a GGUF source's whole metadata (model
+    /// hyper-parameters, tokenizer vocabulary and chat template, so the converted file is as
+    /// self-describing as its source), otherwise `{}`.
     pub config: Option<Value>,
 }
 
@@ -152,7 +154,11 @@ fn header(src: &dyn WeightSource, opts: &ConvertOptions, plan: &[Planned<'_>]) -
     let architecture = opts.architecture.clone().unwrap_or_else(|| {
         src.metadata().get("general.architecture").and_then(Value::as_str).unwrap_or("unknown").to_string()
     });
-    let config = opts.config.clone().unwrap_or_else(|| Value::Object(Map::new()));
+    let config = match &opts.config {
+        Some(c) => c.clone(),
+        None if src.format() == "gguf" => src.metadata(),
+        None => Value::Object(Map::new()),
+    };
     if !config.is_object() {
         return Err(KestrelError::InvalidArgument { op: "convert", detail: "config must be a JSON object".into() });
     }
