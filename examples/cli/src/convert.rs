@@ -23,7 +23,8 @@ pub struct ConvertArgs {
     /// Architecture name to record (default: the source's `general.architecture`, or `unknown`).
     #[arg(long)]
     arch: Option<String>,
-    /// Model configuration to record, a JSON object (default `{}`).
+    /// Model configuration to record, a JSON object (default: a GGUF source's whole metadata —
+    /// hyper-parameters, vocabulary, chat template — otherwise `{}`).
     #[arg(long)]
     config: Option<String>,
 }
