@@ -24,7 +24,7 @@
 //   F16       read the f16 cache as vec2<f16> (`enable f16;`); otherwise as u32 words unpacked
 //             with unpack2x16float (no f16 feature needed; also cheaper on CPU adapters)
 //   HD_MAX    (PREFILL) the largest head_dim the variant handles: 64, 128 or 256
-//   SUBGROUP  (DECODE) max/sum reductions with subgroupMax/subgroupAdd (any subgroup size);
+//   SUBGROUPS (DECODE) max/sum reductions with subgroupMax/subgroupAdd (any subgroup size);
 //             otherwise a shared-memory tree
 //
 // Softmax statistics start from −F32_MAX rather than −inf (WGSL has no infinity literal), and
@@ -342,76 +342,19 @@ var<workgroup> q_s: array<vec2<f32>, MAX_HD2>;
 var<workgroup> s_s: array<f32, MAX_CHUNK>;
 // Per key-group output pairs: [key group][pair]; at most max(WG, MAX_HD2) pairs in all.
 var<workgroup> o_s: array<vec2<f32>, MAX_HD2>;
-// One slot per subgroup (any size ≥ 1) or per invocation.
-var<workgroup> red: array<f32, WG>;
-
-var<private> lid: u32;
-#if SUBGROUP
-var<private> sg_lane: u32;
-var<private> sg_size: u32;
-var<private> sg_id: u32;
-var<private> sg_count: u32;
-#endif
-
-// Max (`is_max`) or sum of `v` over the workgroup, returned to every invocation. Call in
-// uniform control flow.
-fn wg_reduce(v: f32, is_max: bool) -> f32 {
-#if SUBGROUP
-    var s: f32;
-    if (is_max) {
-        s = subgroupMax(v);
-    } else {
-        s = subgroupAdd(v);
-    }
-    if (sg_lane == 0u) {
-        red[sg_id] = s;
-    }
-    workgroupBarrier();
-    var t = select(0.0, -F32_MAX, is_max);
-    for (var i = sg_lane; i < sg_count; i += sg_size) {
-        t = select(t + red[i], max(t, red[i]), is_max);
-    }
-    var total: f32;
-    if (is_max) {
-        total = subgroupMax(t);
-    } else {
-        total = subgroupAdd(t);
-    }
-#else
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            let o = red[lid + s];
-            red[lid] = select(red[lid] + o, max(red[lid], o), is_max);
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-#endif
-    // `red` is reused by the next reduction.
-    workgroupBarrier();
-    return total;
-}
+#include wg_reduce
 
 @compute @workgroup_size(64)
 fn attn_decode(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
-#if SUBGROUP
-    @builtin(subgroup_invocation_id) lane: u32,
-    @builtin(subgroup_size) size: u32,
-    @builtin(subgroup_id) id: u32,
-    @builtin(num_subgroups) count: u32,
-#endif
+#include subgroup_params
 ) {
-    lid = local;
-#if SUBGROUP
-    sg_lane = lane;
-    sg_size = size;
-    sg_id = id;
-    sg_count = count;
+#if SUBGROUPS
+    set_ids(local, lane, size, id, count);
+#else
+    set_ids(local);
 #endif
     let wid = wg.y * nwg.x + wg.x;
     if (wid >= p.n_heads * p.splits) {

@@ -58,50 +58,11 @@ fn channel_affine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
 
 const WG: u32 = 256u;
+// The largest finite f32 (wg_reduce's identity of max).
+const F32_MAX: f32 = 3.40282347e38;
 
-var<private> lid: u32;
+#include wg_reduce
 
-#if SUBGROUPS
-// One slot per subgroup; subgroups have at least 4 invocations.
-var<workgroup> red: array<f32, 64>;
-var<private> sg_lane: u32;
-var<private> sg_size: u32;
-var<private> sg_id: u32;
-var<private> sg_count: u32;
-#else
-var<workgroup> red: array<f32, WG>;
-#endif
-
-// The sum of `v` over the workgroup, returned to every invocation. Call in uniform control flow.
-fn wg_sum(v: f32) -> f32 {
-#if SUBGROUPS
-    let s = subgroupAdd(v);
-    if (sg_lane == 0u) {
-        red[sg_id] = s;
-    }
-    workgroupBarrier();
-    var t = 0.0;
-    for (var i = sg_lane; i < sg_count; i += sg_size) {
-        t += red[i];
-    }
-    let total = subgroupAdd(t);
-#else
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-#endif
-    // `red` is reused by the next reduction.
-    workgroupBarrier();
-    return total;
-}
-
-// Applies the optional per-channel gamma / beta.
 fn affine(v: f32, j: u32) -> f32 {
     var r = v;
 #if GAMMA
@@ -113,33 +74,18 @@ fn affine(v: f32, j: u32) -> f32 {
     return r;
 }
 
-#if SUBGROUPS
-fn set_ids(local: u32, lane: u32, size: u32, id: u32, count: u32) {
-    lid = local;
-    sg_lane = lane;
-    sg_size = size;
-    sg_id = id;
-    sg_count = count;
-}
-#endif
-
 #if LAYER_NORM
 @compute @workgroup_size(256)
 fn layer_norm(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
-#if SUBGROUPS
-    @builtin(subgroup_invocation_id) lane: u32,
-    @builtin(subgroup_size) size: u32,
-    @builtin(subgroup_id) id: u32,
-    @builtin(num_subgroups) count: u32,
-#endif
+#include subgroup_params
 ) {
 #if SUBGROUPS
     set_ids(local, lane, size, id, count);
 #else
-    lid = local;
+    set_ids(local);
 #endif
     let row = wg.y * nwg.x + wg.x;
     if (row >= p.rows) {
@@ -157,9 +103,9 @@ fn layer_norm(
         m2 += d * (v - mean);
     }
     let c = f32(p.cols);
-    let mu = wg_sum(n * mean) / c;
+    let mu = wg_reduce(n * mean, false) / c;
     let dm = mean - mu;
-    let variance = wg_sum(m2 + n * dm * dm) / c;
+    let variance = wg_reduce(m2 + n * dm * dm, false) / c;
     let inv = 1.0 / sqrt(variance + p.eps);
     let yr = p.out_base + row * p.cols;
     for (var j = lid; j < p.cols; j += WG) {
@@ -174,17 +120,12 @@ fn rms_norm(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
-#if SUBGROUPS
-    @builtin(subgroup_invocation_id) lane: u32,
-    @builtin(subgroup_size) size: u32,
-    @builtin(subgroup_id) id: u32,
-    @builtin(num_subgroups) count: u32,
-#endif
+#include subgroup_params
 ) {
 #if SUBGROUPS
     set_ids(local, lane, size, id, count);
 #else
-    lid = local;
+    set_ids(local);
 #endif
     let row = wg.y * nwg.x + wg.x;
     if (row >= p.rows) {
@@ -196,7 +137,7 @@ fn rms_norm(
         let v = x[xr + j];
         ss += v * v;
     }
-    let inv = 1.0 / sqrt(wg_sum(ss) / f32(p.cols) + p.eps);
+    let inv = 1.0 / sqrt(wg_reduce(ss, false) / f32(p.cols) + p.eps);
     let yr = p.out_base + row * p.cols;
     for (var j = lid; j < p.cols; j += WG) {
         y[yr + j] = affine(x[xr + j] * inv, j);

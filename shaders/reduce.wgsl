@@ -138,16 +138,12 @@ fn adaptive_avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
 // "No element": ranks after every real (key, index) pair.
 const NONE: u32 = 0xffffffffu;
 
-var<private> lid: u32;
+#include subgroup_ids
 
 #if SUBGROUPS
 // One slot per subgroup; subgroups have at least 4 invocations.
 var<workgroup> red_key: array<u32, 64>;
 var<workgroup> red_idx: array<u32, 64>;
-var<private> sg_lane: u32;
-var<private> sg_size: u32;
-var<private> sg_id: u32;
-var<private> sg_count: u32;
 #else
 var<workgroup> red_key: array<u32, WG>;
 var<workgroup> red_idx: array<u32, WG>;
@@ -215,19 +211,12 @@ fn argmax(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
-#if SUBGROUPS
-    @builtin(subgroup_invocation_id) lane: u32,
-    @builtin(subgroup_size) size: u32,
-    @builtin(subgroup_id) id: u32,
-    @builtin(num_subgroups) count: u32,
-#endif
+#include subgroup_params
 ) {
-    lid = local;
 #if SUBGROUPS
-    sg_lane = lane;
-    sg_size = size;
-    sg_id = id;
-    sg_count = count;
+    set_ids(local, lane, size, id, count);
+#else
+    set_ids(local);
 #endif
     let n = p.d0;
     let row = wg.y * nwg.x + wg.x;
@@ -260,19 +249,12 @@ fn top_k(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
-#if SUBGROUPS
-    @builtin(subgroup_invocation_id) lane: u32,
-    @builtin(subgroup_size) size: u32,
-    @builtin(subgroup_id) id: u32,
-    @builtin(num_subgroups) count: u32,
-#endif
+#include subgroup_params
 ) {
-    lid = local;
 #if SUBGROUPS
-    sg_lane = lane;
-    sg_size = size;
-    sg_id = id;
-    sg_count = count;
+    set_ids(local, lane, size, id, count);
+#else
+    set_ids(local);
 #endif
     let n = p.d0;
     let k = p.d1;

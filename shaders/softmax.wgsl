@@ -46,59 +46,7 @@ const WG: u32 = 256u;
 // The largest finite f32: the initial running max (WGSL has no infinity literal).
 const F32_MAX: f32 = 3.40282347e38;
 
-var<private> lid: u32;
-
-#if SUBGROUPS
-// One slot per subgroup; subgroups have at least 4 invocations.
-var<workgroup> red: array<f32, 64>;
-var<private> sg_lane: u32;
-var<private> sg_size: u32;
-var<private> sg_id: u32;
-var<private> sg_count: u32;
-#else
-var<workgroup> red: array<f32, WG>;
-#endif
-
-// Max (`is_max`) or sum of `v` over the workgroup, returned to every invocation. Call in
-// uniform control flow.
-fn wg_reduce(v: f32, is_max: bool) -> f32 {
-#if SUBGROUPS
-    var s: f32;
-    if (is_max) {
-        s = subgroupMax(v);
-    } else {
-        s = subgroupAdd(v);
-    }
-    if (sg_lane == 0u) {
-        red[sg_id] = s;
-    }
-    workgroupBarrier();
-    var t = select(0.0, -F32_MAX, is_max);
-    for (var i = sg_lane; i < sg_count; i += sg_size) {
-        t = select(t + red[i], max(t, red[i]), is_max);
-    }
-    var total: f32;
-    if (is_max) {
-        total = subgroupMax(t);
-    } else {
-        total = subgroupAdd(t);
-    }
-#else
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            let o = red[lid + s];
-            red[lid] = select(red[lid] + o, max(red[lid], o), is_max);
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-#endif
-    // `red` is reused by the next reduction.
-    workgroupBarrier();
-    return total;
-}
+#include wg_reduce
 
 // Offset of a row's bias within the bias tensor (global row index over x's leading dims).
 fn bias_row_offset(row: u32) -> u32 {
@@ -119,19 +67,12 @@ fn softmax(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
-#if SUBGROUPS
-    @builtin(subgroup_invocation_id) lane: u32,
-    @builtin(subgroup_size) size: u32,
-    @builtin(subgroup_id) id: u32,
-    @builtin(num_subgroups) count: u32,
-#endif
+#include subgroup_params
 ) {
-    lid = local;
 #if SUBGROUPS
-    sg_lane = lane;
-    sg_size = size;
-    sg_id = id;
-    sg_count = count;
+    set_ids(local, lane, size, id, count);
+#else
+    set_ids(local);
 #endif
     let row = wg.y * nwg.x + wg.x;
     if (row >= p.rows) {

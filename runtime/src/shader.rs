@@ -1,9 +1,11 @@
 //! WGSL sources (from `shaders/`) and the tiny preprocessor that makes their variants.
 //!
 //! A source may contain `#if NAME`, `#else`, `#endif` lines (nesting allowed; `NAME` is true when
-//! defined and not `"0"`), and `{{NAME}}` placeholders replaced by the define's value. This is all
-//! the variation kernels need: `enable f16;`, storage element types, workgroup sizes, and the
-//! expression of an activation.
+//! defined and not `"0"`), `{{NAME}}` placeholders replaced by the define's value, and
+//! `#include NAME` lines replaced by `shaders/include/NAME.wgsl` (see [`INCLUDES`]), itself
+//! preprocessed with the same defines; a file included once more is skipped, so an include may
+//! include what it needs. This is all the variation kernels need: `enable f16;`, storage element
+//! types, workgroup sizes, the expression of an activation, and helpers shared by families.
 
 use std::borrow::Cow;
 
@@ -28,15 +30,37 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("window_attention", include_str!("../../shaders/window_attention.wgsl")),
 ];
 
+/// WGSL shared by several families (`#include NAME`), from `shaders/include/`.
+pub const INCLUDES: &[(&str, &str)] = &[
+    ("subgroup_ids", include_str!("../../shaders/include/subgroup_ids.wgsl")),
+    ("subgroup_params", include_str!("../../shaders/include/subgroup_params.wgsl")),
+    ("wg_reduce", include_str!("../../shaders/include/wg_reduce.wgsl")),
+];
+
 /// Returns the WGSL source of a kernel family: the copy built into the binary, or, when
 /// `KESTREL_SHADER_DIR` is set (kernel development), `$KESTREL_SHADER_DIR/<family>.wgsl`.
 pub fn source(family: &str) -> Result<Cow<'static, str>> {
     let builtin = FAMILIES.iter().find(|(name, _)| *name == family).map(|(_, src)| *src).ok_or_else(|| {
         KestrelError::Shader { family: family.to_string(), variant: String::new(), message: "unknown kernel family".into() }
     })?;
+    from_dir_or(family, &format!("{family}.wgsl"), builtin)
+}
+
+/// The text of `#include name`: the built-in copy, or `$KESTREL_SHADER_DIR/include/<name>.wgsl`.
+fn include_source(family: &str, name: &str) -> Result<Cow<'static, str>> {
+    let builtin = INCLUDES.iter().find(|(n, _)| *n == name).map(|(_, src)| *src).ok_or_else(|| KestrelError::Shader {
+        family: family.to_string(),
+        variant: String::new(),
+        message: format!("#include {name}: no such file in shaders/include"),
+    })?;
+    from_dir_or(family, &format!("include/{name}.wgsl"), builtin)
+}
+
+/// `$KESTREL_SHADER_DIR/<file>` when that variable is set (kernel development), else `builtin`.
+fn from_dir_or(family: &str, file: &str, builtin: &'static str) -> Result<Cow<'static, str>> {
     match std::env::var_os("KESTREL_SHADER_DIR") {
         Some(dir) => {
-            let path = std::path::Path::new(&dir).join(format!("{family}.wgsl"));
+            let path = std::path::Path::new(&dir).join(file);
             std::fs::read_to_string(&path).map(Cow::Owned).map_err(|e| KestrelError::Shader {
                 family: family.to_string(),
                 variant: String::new(),
@@ -86,12 +110,19 @@ impl Defines {
     }
 }
 
-/// Expands `#if/#else/#endif` blocks and `{{NAME}}` placeholders.
+/// Expands `#if/#else/#endif` blocks, `#include` lines and `{{NAME}}` placeholders.
 pub fn preprocess(family: &str, src: &str, defines: &Defines) -> Result<String> {
+    let mut out = String::with_capacity(src.len());
+    expand(family, src, defines, &mut Vec::new(), &mut out)?;
+    Ok(out)
+}
+
+/// Appends the expansion of `src` to `out`; `included` lists the includes already expanded
+/// (each is expanded once, so includes cannot recurse).
+fn expand(family: &str, src: &str, defines: &Defines, included: &mut Vec<String>, out: &mut String) -> Result<()> {
     let err = |message: String| KestrelError::Shader { family: family.to_string(), variant: defines.key(), message };
     // Each stack entry: (this block is active, an enclosing block is active).
     let mut stack: Vec<(bool, bool)> = Vec::new();
-    let mut out = String::with_capacity(src.len());
     for (lineno, line) in src.lines().enumerate() {
         let t = line.trim_start();
         let active = stack.last().is_none_or(|&(a, p)| a && p);
@@ -102,7 +133,19 @@ pub fn preprocess(family: &str, src: &str, defines: &Defines) -> Result<String> 
             top.0 = !top.0;
         } else if t.starts_with("#endif") {
             stack.pop().ok_or_else(|| err(format!("line {}: #endif without #if", lineno + 1)))?;
-        } else if active {
+        } else if !active {
+        } else if let Some(rest) = t.strip_prefix("#include ") {
+            let name = rest.trim();
+            if included.iter().any(|n| n == name) {
+                continue;
+            }
+            included.push(name.to_string());
+            let text = include_source(family, name)?;
+            expand(family, &text, defines, included, out).map_err(|e| match e {
+                KestrelError::Shader { message, .. } => err(format!("in #include {name}: {message}")),
+                other => other,
+            })?;
+        } else {
             out.push_str(&substitute(line, defines).map_err(|m| err(format!("line {}: {m}", lineno + 1)))?);
             out.push('\n');
         }
@@ -110,7 +153,7 @@ pub fn preprocess(family: &str, src: &str, defines: &Defines) -> Result<String> 
     if !stack.is_empty() {
         return Err(err("unterminated #if".into()));
     }
-    Ok(out)
+    Ok(())
 }
 
 fn substitute(line: &str, defines: &Defines) -> std::result::Result<String, String> {
@@ -153,6 +196,18 @@ mod tests {
         assert_eq!(preprocess("t", src, &d).unwrap(), "a\nb 7\nd\nf\n");
         let d = Defines::new().set("V", 1);
         assert_eq!(preprocess("t", src, &d).unwrap(), "a\ne\nf\n");
+    }
+
+    #[test]
+    fn includes_are_expanded_once_with_the_same_defines() {
+        let src = "#include subgroup_ids\n#include subgroup_ids\nx";
+        let with = preprocess("t", src, &Defines::new().flag("SUBGROUPS", true)).unwrap();
+        let without = preprocess("t", src, &Defines::new()).unwrap();
+        assert!(with.contains("sg_lane") && !without.contains("sg_lane"));
+        assert_eq!(with.matches("var<private> lid").count(), 1);
+        assert!(preprocess("t", "#include no_such_file\n", &Defines::new()).is_err());
+        // An inactive include is not read.
+        assert!(preprocess("t", "#if X\n#include no_such_file\n#endif\n", &Defines::new()).is_ok());
     }
 
     #[test]

@@ -412,7 +412,7 @@ fn decode_key(subgroup: bool, kv_f16: bool, native: bool) -> KernelKey {
     KernelKey {
         family: "attention",
         entry: "attn_decode",
-        defines: cache_defines(Defines::new().flag("DECODE", true).flag("SUBGROUP", subgroup), kv_f16, native),
+        defines: cache_defines(Defines::new().flag("DECODE", true).flag("SUBGROUPS", subgroup), kv_f16, native),
     }
 }
 
