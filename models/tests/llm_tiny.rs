@@ -145,3 +145,48 @@ fn kestrel_files_of_a_hf_model_load() {
     // int8 per output channel: logits of magnitude ~3 move by a few hundredths (measured 0.057).
     check_kestrel_file(FileQuant::W8, 0.15);
 }
+
+/// Writes a safetensors file of f32 tensors (name, shape, little-endian bytes).
+fn write_f32_safetensors(path: &std::path::Path, tensors: &[(String, Vec<usize>, Vec<u8>)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, bytes) in tensors {
+        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}));
+        data.extend_from_slice(bytes);
+    }
+    let header = serde_json::Value::Object(header).to_string();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).expect("write shard");
+}
+
+#[test]
+fn sharded_hf_checkpoints_load() {
+    // llama_gqa's tensors split over two shards with an index, as transformers saves large models.
+    let src_dir = llm_common::fixture("llama_gqa");
+    let dir = std::env::temp_dir().join(format!("kestrel-llm-sharded-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(src_dir.join("config.json"), dir.join("config.json")).expect("copy config");
+    let src = kestrel::weights::open(&src_dir.join("model.safetensors")).expect("open");
+    let mut shards: [Vec<(String, Vec<usize>, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
+    let mut map = serde_json::Map::new();
+    for (i, t) in src.tensors().iter().enumerate() {
+        assert_eq!(t.dtype, kestrel::weights::WeightDType::F32, "{}", t.name);
+        let file = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
+        map.insert(t.name.clone(), file.into());
+        shards[i % 2].push((t.name.clone(), t.shape.clone(), src.bytes(&t.name).expect("bytes").into_owned()));
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        write_f32_safetensors(&dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)), shard);
+    }
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).expect("index");
+    let r = reference("llama_gqa");
+    let m = llm_common::load_model(&dir, WeightQuant::F32, true);
+    let mut dec = Decoder::new(&llm_common::ctx(), m.config, m.weights, &kestrel_models::llm::decoder::DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder");
+    let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = max_abs_diff(&got, &r.logits[r.ids.len() - 1]);
+    eprintln!("llama_gqa from two shards: max |Δlogit| {d:e}");
+    assert!(d <= 1e-3, "sharded checkpoint: max |Δlogit| {d} > 1e-3");
+}

@@ -169,3 +169,56 @@ fn real_minilm_safetensors() {
         assert_eq!(v.len(), t.numel());
     }
 }
+
+/// A one-tensor f32 safetensors file.
+fn one_tensor(name: &str, values: &[f32]) -> Vec<u8> {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    file(&format!(r#"{{"{name}": {{"dtype": "F32", "shape": [{}], "data_offsets": [0, {}]}}}}"#, values.len(), data.len()), &data)
+}
+
+#[test]
+fn sharded_checkpoints_open_through_their_index() {
+    temp_file("sharded-1.safetensors", &one_tensor("a.weight", &[1.0, 2.0]));
+    temp_file("sharded-2.safetensors", &one_tensor("b.weight", &[3.0]));
+    let index = temp_file(
+        "sharded.index.json",
+        br#"{"metadata": {"total_size": 12}, "weight_map": {"b.weight": "sharded-2.safetensors", "a.weight": "sharded-1.safetensors"}}"#,
+    );
+    let src = weights::open(&index).expect("open the index");
+    assert_eq!(src.format(), "safetensors");
+    assert_eq!(src.metadata()["total_size"], 12);
+    let names: Vec<&str> = src.tensors().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["a.weight", "b.weight"]);
+    assert_eq!(weights::tensor_f32(src.as_ref(), "a.weight").unwrap(), [1.0, 2.0]);
+    assert_eq!(weights::tensor_f32(src.as_ref(), "b.weight").unwrap(), [3.0]);
+    assert!(src.bytes("c.weight").is_err());
+}
+
+#[test]
+fn bad_sharded_indexes_are_errors() {
+    temp_file("bad-shard-1.safetensors", &one_tensor("a.weight", &[1.0]));
+    // Shard 2 holds a.weight too (and c.weight).
+    let data: Vec<u8> = [2.0f32, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let two = r#"{"a.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "c.weight": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#;
+    temp_file("bad-shard-2.safetensors", &file(two, &data));
+    let cases: [(&str, &[u8], &str); 7] = [
+        ("not-json.index.json", b"{", "not JSON"),
+        ("no-map.index.json", br#"{"metadata": {}}"#, "no `weight_map`"),
+        ("empty-map.index.json", br#"{"weight_map": {}}"#, "empty"),
+        ("missing-shard.index.json", br#"{"weight_map": {"a.weight": "no-such-shard.safetensors"}}"#, "cannot open"),
+        ("outside.index.json", br#"{"weight_map": {"a.weight": "../bad-shard-1.safetensors"}}"#, "not a file name"),
+        ("not-in-shard.index.json", br#"{"weight_map": {"z.weight": "bad-shard-1.safetensors"}}"#, "does not hold"),
+        ("twice.index.json", br#"{"weight_map": {"a.weight": "bad-shard-1.safetensors", "c.weight": "bad-shard-2.safetensors"}}"#, "two shards"),
+    ];
+    for (tag, bytes, why) in cases {
+        let path = temp_file(tag, bytes);
+        match weights::open(&path) {
+            Err(KestrelError::Weights { detail, .. }) => {
+                eprintln!("{tag}: rejected: {detail}");
+                assert!(detail.contains(why), "{tag}: {detail:?} does not say {why:?}");
+            }
+            Err(e) => panic!("{tag}: wrong error kind: {e}"),
+            Ok(_) => panic!("{tag}: a bad index was accepted"),
+        }
+    }
+}

@@ -2,8 +2,9 @@
 //!
 //! - a **GGUF** file: config and tokenizer from its metadata, llama.cpp tensor names;
 //! - a **Hugging Face directory** (or a `.safetensors` / PyTorch file inside one):
-//!   `config.json`, `model.safetensors` (else `pytorch_model.bin`), `tokenizer.json` and
-//!   `tokenizer_config.json` when present;
+//!   `config.json`, `model.safetensors` (else shards through `model.safetensors.index.json`,
+//!   else `pytorch_model.bin` or its shards), `tokenizer.json` and `tokenizer_config.json`
+//!   when present;
 //! - a **Kestrel model file** (`kestrel convert` output): the config recorded in its metadata
 //!   (a converted GGUF's own metadata, or an HF `config.json` object given to `kestrel convert
 //!   --config`), tensor names of either layout; the tokenizer from the recorded GGUF
@@ -77,10 +78,14 @@ fn parent(path: &Path) -> PathBuf {
     path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// The weight files of a Hugging Face directory, in order of preference (sharded checkpoints
+/// through their index).
+const WEIGHT_FILES: [&str; 4] = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"];
+
 fn resolve(path: &Path) -> Result<Resolved> {
     if path.is_dir() {
-        let weights = ["model.safetensors", "pytorch_model.bin"].iter().map(|f| path.join(f)).find(|p| p.is_file()).ok_or_else(|| {
-            ModelError::Config(format!("{}: no model.safetensors or pytorch_model.bin (sharded checkpoints are not supported)", path.display()))
+        let weights = WEIGHT_FILES.iter().map(|f| path.join(f)).find(|p| p.is_file()).ok_or_else(|| {
+            ModelError::Config(format!("{}: none of {} is there", path.display(), WEIGHT_FILES.join(", ")))
         })?;
         return resolve_hf(path, kestrel::weights::open(&weights)?);
     }

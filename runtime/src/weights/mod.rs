@@ -1,8 +1,8 @@
 //! Weight files behind one view: name → dtype, shape, stored bytes. Files are memory-mapped;
 //! bytes are copied only when a tensor is uploaded or converted.
 //!
-//! Formats: safetensors, PyTorch checkpoints (zip + pickle), GGUF. [`open`] picks the format
-//! from the file's magic bytes. Every malformed input is a [`KestrelError::Weights`] naming the
+//! Formats: safetensors, PyTorch checkpoints (zip + pickle), GGUF, and sharded checkpoints
+//! through their `*.index.json`. [`open`] picks the format from the file's magic bytes. Every malformed input is a [`KestrelError::Weights`] naming the
 //! file (and the tensor, where one is concerned); no header field sizes an allocation before it
 //! is checked against the file's length.
 
@@ -20,6 +20,7 @@ pub mod gguf;
 pub mod kestrel_file;
 pub mod pytorch;
 pub mod safetensors;
+pub mod sharded;
 
 /// A stored element type Kestrel lists but cannot read or convert (GGUF Q5_0, Q2_K, IQ…,
 /// safetensors U16, F8…): its name and block geometry, so that sizes still check out.
@@ -221,8 +222,12 @@ pub(crate) fn map_file(path: &Path) -> Result<FileBytes> {
 /// Opens a weight file, choosing the format from its first bytes: `GGUF` → GGUF; a zip
 /// (`PK\x03\x04`) or a pickle (`0x80` protocol byte) → PyTorch; an 8-byte little-endian
 /// header length followed by `{` → safetensors, or a Kestrel model file when its metadata has
-/// the `kestrel` key (then validated as one, see [`kestrel_file`]).
+/// the `kestrel` key (then validated as one, see [`kestrel_file`]). A `*.index.json` file is a
+/// sharded checkpoint's index: its shards are opened and served as one source ([`sharded`]).
 pub fn open(path: &Path) -> Result<Box<dyn WeightSource>> {
+    if sharded::is_index(path) {
+        return Ok(Box::new(sharded::open_index(path)?));
+    }
     let head = read_head(path, 9)?;
     match detect(&head) {
         Some(Format::Gguf) => Ok(Box::new(gguf::open(path)?)),
