@@ -1,5 +1,9 @@
-//! Image decoding (PNG, JPEG, WebP, BMP through the `image` crate) to [`Rgb8Image`], with the
-//! size checked from the header before any pixel buffer is allocated.
+//! Image decoding to [`Rgb8Image`], with the size checked from the header before any pixel
+//! buffer is allocated: PNG, WebP and BMP through the `image` crate; JPEG pixels through
+//! `libjpeg-turbo-rs`, a Rust port of libjpeg-turbo that decodes bit-exactly like the C library
+//! inside Pillow (ISLOW IDCT, fancy upsampling, the same colour tables) — the `image` crate's
+//! JPEG decoder differs from Pillow by up to 4 levels, which the timm-exact preprocessing would
+//! carry into the model's input. `image` still parses the JPEG header for the size checks.
 //!
 //! Colour conversion follows Pillow's `Image.convert("RGB")`, as timm's datasets use it:
 //! grey is replicated to the three channels, alpha is dropped (not blended), palettes are
@@ -58,7 +62,8 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image> {
             "unrecognised image format (supported: PNG, JPEG, WebP, BMP)".into(),
         ));
     }
-    if reader.format() == Some(ImageFormat::Jpeg) {
+    let reader_is_jpeg = reader.format() == Some(ImageFormat::Jpeg);
+    if reader_is_jpeg {
         check_jpeg_complete(bytes)?;
     }
     // Dimensions are checked below with a typed error; the allocation bound also constrains
@@ -83,8 +88,26 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image> {
         let limit = format!("{total} bytes of decoded pixels, at most {} allowed", limits.max_alloc);
         return Err(ModelError::ImageTooLarge { width, height, limit });
     }
+    if reader_is_jpeg {
+        drop(decoder);
+        return decode_jpeg(bytes, width, height);
+    }
     let decoded = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(e, Some((width, height))))?;
     to_rgb8(decoded)
+}
+
+/// Decodes a JPEG (whose header `image` has read and the limits have admitted) like Pillow's
+/// `Image.open(f).convert("RGB")`: grey replicated, CMYK converted, EXIF orientation ignored.
+fn decode_jpeg(bytes: &[u8], width: u32, height: u32) -> Result<Rgb8Image> {
+    let image = libjpeg_turbo_rs::decompress_to(bytes, libjpeg_turbo_rs::PixelFormat::Rgb)
+        .map_err(|e| ModelError::ImageDecode(format!("JPEG: {e}")))?;
+    if (image.width, image.height) != (width as usize, height as usize) {
+        return Err(ModelError::ImageDecode(format!(
+            "JPEG decoded to {}x{} pixels, its header says {width}x{height}",
+            image.width, image.height
+        )));
+    }
+    Rgb8Image::new(image.width, image.height, image.data)
 }
 
 /// Refuses a JPEG stream cut short. The decoder would fill the missing blocks with grey;
