@@ -10,6 +10,9 @@
 // Defines: LANES (invocations per row group: 64 on GPUs, 16 on CPU adapters), F16 (native
 //          f16), W_F16 (W stored as f16), W_VEC4 (K and offsets multiples of 4), SUBGROUP
 //          (subgroup reduction; subgroups must not straddle row groups), BIAS.
+//
+// ROWS compiles `gemv_rows` instead (CPU adapters; see its comment below); with it W_F16,
+// SUBGROUP (x shared with subgroupBroadcast), RPI8 (8 rows per invocation, else 4) and BIAS.
 #if F16
 enable f16;
 #endif
@@ -20,12 +23,186 @@ struct Params {
     w_off: u32,
     y_off: u32,
     bias_off: u32,
-    _pad0: u32,
+    // gemv_rows: whole 32-element chunks of K read with vec4 loads (0 when W's rows are not
+    // aligned for them).
+    kc: u32,
     _pad1: u32,
     _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+
+#if ROWS
+// ---------------------------------------------------------------------------------------------
+// `gemv_rows`: the GEMV for CPU adapters (lavapipe, llvmpipe), whose JIT runs a workgroup's
+// invocations as the lanes of SIMD vectors and turns every storage access with a per-lane
+// address into a loop over the lanes. Loads set the speed, so:
+// - a workgroup is 8 invocations (one SIMD vector); each owns RPI = 4 (RPI8: 8) whole rows, so
+//   there is no reduction across invocations, no workgroup memory and no barrier;
+// - K is walked in 32-element chunks: with SUBGROUP each invocation loads one vec4 of x and
+//   the 8 are passed round with subgroupBroadcast (one x load per workgroup and chunk), else
+//   every invocation loads the 8 vec4s itself; each row's chunk is 8 vec4 loads (f32) or 4
+//   vec4<u32> loads of packed f16 pairs;
+// - the chunk loop bound is hidden from lavapipe's uniform inlining (`opaque`), so one
+//   compiled kernel serves every K; a scalar loop handles the elements past the last whole
+//   chunk (all of K when rows are not 8-element aligned: kc = 0).
+// Rows past N are clamped into the matrix for loading and skipped at the store.
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+#if W_F16
+@group(0) @binding(2) var<storage, read> w_buf: array<vec4<u32>>;
+// Element i of W.
+fn w_elem(i: u32) -> f32 { return unpack2x16float(w_buf[i / 8u][(i / 2u) % 4u])[i % 2u]; }
+#else
+@group(0) @binding(2) var<storage, read> w_buf: array<vec4<f32>>;
+fn w_elem(i: u32) -> f32 { return w_buf[i / 4u][i % 4u]; }
+#endif
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#if BIAS
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+#endif
+
+#if RPI8
+const RPI: u32 = 8u;
+#else
+const RPI: u32 = 4u;
+#endif
+
+// 32 consecutive elements of x.
+struct X8 {
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    v2: vec4<f32>,
+    v3: vec4<f32>,
+    v4: vec4<f32>,
+    v5: vec4<f32>,
+    v6: vec4<f32>,
+    v7: vec4<f32>,
+}
+
+// acc + (elements base .. base + 31 of W) · x, lane-wise (base a multiple of 8).
+fn chunk(base: u32, x: X8, acc: vec4<f32>) -> vec4<f32> {
+    var a = acc;
+#if W_F16
+    let i = base / 8u;
+    let q0 = w_buf[i];
+    let q1 = w_buf[i + 1u];
+    let q2 = w_buf[i + 2u];
+    let q3 = w_buf[i + 3u];
+    a = fma(vec4<f32>(unpack2x16float(q0.x), unpack2x16float(q0.y)), x.v0, a);
+    a = fma(vec4<f32>(unpack2x16float(q0.z), unpack2x16float(q0.w)), x.v1, a);
+    a = fma(vec4<f32>(unpack2x16float(q1.x), unpack2x16float(q1.y)), x.v2, a);
+    a = fma(vec4<f32>(unpack2x16float(q1.z), unpack2x16float(q1.w)), x.v3, a);
+    a = fma(vec4<f32>(unpack2x16float(q2.x), unpack2x16float(q2.y)), x.v4, a);
+    a = fma(vec4<f32>(unpack2x16float(q2.z), unpack2x16float(q2.w)), x.v5, a);
+    a = fma(vec4<f32>(unpack2x16float(q3.x), unpack2x16float(q3.y)), x.v6, a);
+    a = fma(vec4<f32>(unpack2x16float(q3.z), unpack2x16float(q3.w)), x.v7, a);
+#else
+    let i = base / 4u;
+    a = fma(w_buf[i], x.v0, a);
+    a = fma(w_buf[i + 1u], x.v1, a);
+    a = fma(w_buf[i + 2u], x.v2, a);
+    a = fma(w_buf[i + 3u], x.v3, a);
+    a = fma(w_buf[i + 4u], x.v4, a);
+    a = fma(w_buf[i + 5u], x.v5, a);
+    a = fma(w_buf[i + 6u], x.v6, a);
+    a = fma(w_buf[i + 7u], x.v7, a);
+#endif
+    return a;
+}
+
+// `x`, hidden from lavapipe's uniform inlining (it would compile a variant per loop bound);
+// num_workgroups is never 0, but the compiler cannot know it.
+fn opaque(x: u32, nwg: vec3<u32>) -> u32 {
+    return select(x, 0u, nwg.x == 0u);
+}
+
+fn store(row: u32, acc: vec4<f32>) {
+    if (row < p.n) {
+        var v = (acc.x + acc.y) + (acc.z + acc.w);
+#if BIAS
+        v = v + bias[p.bias_off + row];
+#endif
+        y[p.y_off + row] = v;
+    }
+}
+
+@compute @workgroup_size(8)
+fn gemv_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) lane: u32,
+#else
+    @builtin(local_invocation_index) lane: u32,
+#endif
+) {
+    let first = (wg.y * nwg.x + wg.x) * (8u * RPI) + lane * RPI;
+    let last = p.n - 1u;
+    let b0 = p.w_off + min(first, last) * p.k;
+    let b1 = p.w_off + min(first + 1u, last) * p.k;
+    let b2 = p.w_off + min(first + 2u, last) * p.k;
+    let b3 = p.w_off + min(first + 3u, last) * p.k;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+#if RPI8
+    let b4 = p.w_off + min(first + 4u, last) * p.k;
+    let b5 = p.w_off + min(first + 5u, last) * p.k;
+    let b6 = p.w_off + min(first + 6u, last) * p.k;
+    let b7 = p.w_off + min(first + 7u, last) * p.k;
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+#endif
+    for (var c = 0u; c < opaque(p.kc, nwg); c = c + 1u) {
+#if SUBGROUP
+        let xv = x4[c * 8u + lane];
+        let x = X8(subgroupBroadcast(xv, 0u), subgroupBroadcast(xv, 1u), subgroupBroadcast(xv, 2u), subgroupBroadcast(xv, 3u),
+                   subgroupBroadcast(xv, 4u), subgroupBroadcast(xv, 5u), subgroupBroadcast(xv, 6u), subgroupBroadcast(xv, 7u));
+#else
+        let j = c * 8u;
+        let x = X8(x4[j], x4[j + 1u], x4[j + 2u], x4[j + 3u], x4[j + 4u], x4[j + 5u], x4[j + 6u], x4[j + 7u]);
+#endif
+        let o = c * 32u;
+        a0 = chunk(b0 + o, x, a0);
+        a1 = chunk(b1 + o, x, a1);
+        a2 = chunk(b2 + o, x, a2);
+        a3 = chunk(b3 + o, x, a3);
+#if RPI8
+        a4 = chunk(b4 + o, x, a4);
+        a5 = chunk(b5 + o, x, a5);
+        a6 = chunk(b6 + o, x, a6);
+        a7 = chunk(b7 + o, x, a7);
+#endif
+    }
+    // The elements past the whole chunks (fewer than 32 unless kc = 0).
+    for (var k = opaque(p.kc, nwg) * 32u; k < p.k; k = k + 1u) {
+        let xk = x4[k / 4u][k % 4u];
+        a0.x = fma(w_elem(b0 + k), xk, a0.x);
+        a1.x = fma(w_elem(b1 + k), xk, a1.x);
+        a2.x = fma(w_elem(b2 + k), xk, a2.x);
+        a3.x = fma(w_elem(b3 + k), xk, a3.x);
+#if RPI8
+        a4.x = fma(w_elem(b4 + k), xk, a4.x);
+        a5.x = fma(w_elem(b5 + k), xk, a5.x);
+        a6.x = fma(w_elem(b6 + k), xk, a6.x);
+        a7.x = fma(w_elem(b7 + k), xk, a7.x);
+#endif
+    }
+    store(first, a0);
+    store(first + 1u, a1);
+    store(first + 2u, a2);
+    store(first + 3u, a3);
+#if RPI8
+    store(first + 4u, a4);
+    store(first + 5u, a5);
+    store(first + 6u, a6);
+    store(first + 7u, a7);
+#endif
+}
+#else
 
 #if W_VEC4
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
@@ -170,3 +347,4 @@ fn gemv(
         }
     }
 }
+#endif

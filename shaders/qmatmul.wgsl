@@ -6,6 +6,8 @@
 //                         lane striding over whole 32-element blocks (SPLIT, for GPUs: quarter
 //                         blocks, so short rows still occupy every lane); subgroupAdd
 //                         (SUBGROUP) or shared-memory tree reduction.
+//   qgemv_rows    (GEMV and ROWS) M = 1 on CPU adapters: 8-invocation workgroups, 4 whole rows
+//                         per invocation, activations shared with subgroupBroadcast (SUBGROUP).
 //   qmatmul_rows  (ROWS)  CPU adapters: 64 invocations share 8 rows of A (uniform loads, no
 //                         workgroup memory), each owns 4 output columns.
 //   qmatmul       (else)  GPUs: 16×16 invocations, 64×64 block of C, 4×4 per invocation; the
@@ -219,6 +221,99 @@ fn row_block(row: u32, u: u32, x: XBlock) -> f32 {
     return fma(s.x, block_dot(p.w_off + (r * p.nb + b) * BW, u % UNITS, x), s.y * x.sum);
 }
 
+#if ROWS
+// ---------------------------------------------------------------------------------------------
+// qgemv_rows (GEMV with ROWS, CPU adapters; cf. gemv_rows in gemv.wgsl): 8-invocation
+// workgroups, each invocation owning RPI = 4 (or 8 with RPI8) whole rows (no reduction across
+// invocations).
+// Per block the 32 activations are loaded once per workgroup (SUBGROUP: one vec4 per
+// invocation, passed round with subgroupBroadcast) or once per invocation; per row a block is
+// one vec4 of values (two for 8-bit) and one scale word. The block loop bound is hidden from
+// lavapipe's uniform inlining (`opaque`), so one compiled kernel serves every K.
+#if RPI8
+const RPI: u32 = 8u;
+#else
+const RPI: u32 = 4u;
+#endif
+
+// `x`, hidden from lavapipe's uniform inlining (it compiles a variant per loop bound);
+// num_workgroups is never 0, but the compiler cannot know it.
+fn opaque(x: u32, nwg: vec3<u32>) -> u32 {
+    return select(x, 0u, nwg.x == 0u);
+}
+
+fn store(row: u32, acc: f32) {
+    if (row < p.n) {
+        var v = acc;
+#if BIAS
+        v = v + bias[p.bias_off + row];
+#endif
+        c_buf[p.c_off + row] = v;
+    }
+}
+
+@compute @workgroup_size(8)
+fn qgemv_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) lane: u32,
+#else
+    @builtin(local_invocation_index) lane: u32,
+#endif
+) {
+    let first = (wg.y * nwg.x + wg.x) * (8u * RPI) + lane * RPI;
+    var a0 = 0.0;
+    var a1 = 0.0;
+    var a2 = 0.0;
+    var a3 = 0.0;
+#if RPI8
+    var a4 = 0.0;
+    var a5 = 0.0;
+    var a6 = 0.0;
+    var a7 = 0.0;
+#endif
+    for (var b = 0u; b < opaque(p.nb, nwg); b = b + 1u) {
+#if SUBGROUP
+        let kk = b * 32u + lane * 4u;
+        let xv = a_run_masked(p.a_off + kk, kk);
+        var x: XBlock;
+        x.v0 = subgroupBroadcast(xv, 0u);
+        x.v1 = subgroupBroadcast(xv, 1u);
+        x.v2 = subgroupBroadcast(xv, 2u);
+        x.v3 = subgroupBroadcast(xv, 3u);
+        x.v4 = subgroupBroadcast(xv, 4u);
+        x.v5 = subgroupBroadcast(xv, 5u);
+        x.v6 = subgroupBroadcast(xv, 6u);
+        x.v7 = subgroupBroadcast(xv, 7u);
+        let t = ((x.v0 + x.v1) + (x.v2 + x.v3)) + ((x.v4 + x.v5) + (x.v6 + x.v7));
+        x.sum = (t.x + t.y) + (t.z + t.w);
+#else
+        let x = x_block(b);
+#endif
+        a0 = a0 + row_block(first, b, x);
+        a1 = a1 + row_block(first + 1u, b, x);
+        a2 = a2 + row_block(first + 2u, b, x);
+        a3 = a3 + row_block(first + 3u, b, x);
+#if RPI8
+        a4 = a4 + row_block(first + 4u, b, x);
+        a5 = a5 + row_block(first + 5u, b, x);
+        a6 = a6 + row_block(first + 6u, b, x);
+        a7 = a7 + row_block(first + 7u, b, x);
+#endif
+    }
+    store(first, a0);
+    store(first + 1u, a1);
+    store(first + 2u, a2);
+    store(first + 3u, a3);
+#if RPI8
+    store(first + 4u, a4);
+    store(first + 5u, a5);
+    store(first + 6u, a6);
+    store(first + 7u, a7);
+#endif
+}
+#else
 const LANES: u32 = {{LANES}}u;
 // Invocations per workgroup: 256 on GPUs, 64 on CPU adapters (more, smaller workgroups spread
 // short matrices over every CPU thread).
@@ -346,6 +441,7 @@ fn qgemv(
         }
     }
 }
+#endif
 #else
 #if ROWS
 // ---------------------------------------------------------------------------------------------

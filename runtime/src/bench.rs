@@ -26,7 +26,7 @@ pub struct BenchRecord {
     /// Storage type of the operands (`f32`, `f16`), or the weight quantisation scheme of a
     /// quantised product (`w8`, `w4`, `q4_0`, `q4_1`, `q8_0`; activations f32).
     pub dtype: &'static str,
-    /// Kernel variant where an op has several (`subgroup`, `workgroup`).
+    /// Kernel variant where an op has several (`rows`, `subgroup`, `workgroup`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<&'static str>,
     /// Rows of A (1 for GEMV; elements for copy).
@@ -94,6 +94,9 @@ fn cases(ctx: &Context, quick: bool) -> Vec<Case> {
     let mut gemv_variants = vec![GemvVariant::Workgroup];
     if gemv::subgroup_ok(ctx.caps()) {
         gemv_variants.insert(0, GemvVariant::Subgroup);
+    }
+    if ctx.caps().cpu {
+        gemv_variants.insert(0, GemvVariant::Rows);
     }
     for &(n, k) in &[(2048usize, 2048usize), (1536, 576)] {
         for dtype in [DType::F32, DType::F16] {
@@ -209,6 +212,7 @@ fn run_case(ctx: &Arc<Context>, c: &Case, runs: usize) -> Result<BenchRecord> {
             GemvVariant::Subgroup => "subgroup",
             GemvVariant::Workgroup => "workgroup",
             GemvVariant::Auto => "auto",
+            GemvVariant::Rows => "rows",
         }),
         m,
         n,

@@ -79,7 +79,7 @@ fn upload(
 }
 
 fn gemv_variants(ctx: &Context) -> Vec<GemvVariant> {
-    let mut v = vec![GemvVariant::Workgroup];
+    let mut v = vec![GemvVariant::Workgroup, GemvVariant::Rows];
     if gemv::subgroup_ok(ctx.caps()) {
         v.push(GemvVariant::Subgroup);
     }

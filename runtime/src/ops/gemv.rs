@@ -1,6 +1,6 @@
 //! Matrix-vector product for M = 1 (decode): `y = W·x (+ bias)` with W stored `[N, K]`.
-//! Subgroup-reduction and workgroup-reduction variants; W larger than one storage binding is
-//! split into row windows.
+//! Subgroup-reduction and workgroup-reduction variants, and `gemv_rows` for CPU adapters (each
+//! invocation owns whole rows); W larger than one storage binding is split into row windows.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -22,7 +22,20 @@ pub enum GemvVariant {
     Subgroup,
     /// Shared-memory tree reduction (works everywhere).
     Workgroup,
+    /// `gemv_rows`, the kernel for CPU adapters (the choice of [`GemvVariant::Auto`] there):
+    /// 8-invocation workgroups, each invocation accumulating 4 whole rows (8 from
+    /// [`ROWS_RPI8_FROM`] rows of W on), x shared through subgroupBroadcast where subgroups hold
+    /// the workgroup. Works everywhere.
+    Rows,
 }
+
+/// Rows of W from which `gemv_rows` / `qgemv_rows` invocations accumulate 8 rows (fewer x loads
+/// per weight) instead of 4 (which leaves more workgroups to spread over the CPU threads).
+pub const ROWS_RPI8_FROM: usize = 512;
+/// Elements of a `gemv_rows` chunk (one x vec4 per invocation of the workgroup).
+pub(crate) const ROWS_CHUNK: usize = 32;
+/// Most loop iterations one llvmpipe invocation may run (it silently stops after 65535).
+pub(crate) const MAX_LOOP: usize = 65_535;
 
 /// Invocations per workgroup.
 const WORKGROUP: usize = 256;
@@ -43,7 +56,8 @@ struct Params {
     w_off: u32,
     y_off: u32,
     bias_off: u32,
-    pad: [u32; 3],
+    kc: u32,
+    pad: [u32; 2],
 }
 
 /// True when the subgroup variant is valid on this device: subgroups exist and never straddle
@@ -63,6 +77,14 @@ fn key(lanes: usize, native_f16: bool, w_f16: bool, vec4: bool, subgroup: bool, 
             .flag("W_VEC4", vec4)
             .flag("SUBGROUP", subgroup)
             .flag("BIAS", bias),
+    }
+}
+
+fn rows_key(w_f16: bool, subgroup: bool, rpi8: bool, bias: bool) -> KernelKey {
+    KernelKey {
+        family: "gemv",
+        entry: "gemv_rows",
+        defines: Defines::new().flag("ROWS", true).flag("W_F16", w_f16).flag("SUBGROUP", subgroup).flag("RPI8", rpi8).flag("BIAS", bias),
     }
 }
 
@@ -88,13 +110,16 @@ pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, v
         }
     }
     let caps = rec.context().caps().clone();
+    if variant == GemvVariant::Rows || variant == GemvVariant::Auto && caps.cpu {
+        return gemv_rows(rec, x, w, bias, n, k);
+    }
     let subgroup = match variant {
         GemvVariant::Auto => subgroup_ok(&caps),
         GemvVariant::Subgroup if subgroup_ok(&caps) => true,
         GemvVariant::Subgroup => {
             return Err(KestrelError::InvalidArgument { op: "gemv", detail: "device has no usable subgroups".into() });
         }
-        GemvVariant::Workgroup => false,
+        GemvVariant::Workgroup | GemvVariant::Rows => false,
     };
     let mut out_shape = x.shape()[..x.shape().len() - 1].to_vec();
     out_shape.push(n);
@@ -138,9 +163,68 @@ pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, v
     Ok(y)
 }
 
+/// [`gemv`] through `gemv_rows` (shapes already checked).
+fn gemv_rows(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, n: usize, k: usize) -> Result<Tensor> {
+    let caps = rec.context().caps().clone();
+    let w_f16 = w.dtype() == DType::F16;
+    let mut out_shape = x.shape()[..x.shape().len() - 1].to_vec();
+    out_shape.push(n);
+    let y = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let ew = w.dtype().size();
+    let rows_per_window = (max_window_elems(&caps, ew) / k.max(1)).min(n);
+    if rows_per_window == 0 || x.byte_size() > caps.max_storage_binding {
+        return Err(KestrelError::InvalidArgument { op: "gemv", detail: "one row of W exceeds a storage binding".into() });
+    }
+    // Elements a chunk's vec4 loads need rows aligned to.
+    let align = if w_f16 { 8 } else { 4 };
+    let rpi8 = n >= ROWS_RPI8_FROM;
+    let rows_per_group = if rpi8 { 64 } else { 32 };
+    let kernel = rec.kernel("gemv", "gemv_rows", rows_key(w_f16, crate::ops::matmul::rows_subgroup(&caps), rpi8, bias.is_some()).defines)?;
+    for n0 in (0..n).step_by(rows_per_window) {
+        let ncur = rows_per_window.min(n - n0);
+        let ww = window(&caps, n0 * k, ncur * k, ew);
+        let wy = window(&caps, n0, ncur, 4);
+        let w_off = n0 * k - ww.elem_start;
+        let kc = if k.is_multiple_of(align) && w_off.is_multiple_of(align) { k / ROWS_CHUNK } else { 0 };
+        if kc + (k - kc * ROWS_CHUNK) > MAX_LOOP {
+            return Err(KestrelError::InvalidArgument { op: "gemv", detail: format!("K = {k} exceeds the CPU kernel's loop limit") });
+        }
+        let params = Params {
+            n: ncur as u32,
+            k: k as u32,
+            w_off: w_off as u32,
+            y_off: (n0 - wy.elem_start) as u32,
+            bias_off: n0 as u32,
+            kc: kc as u32,
+            ..Default::default()
+        };
+        // The kernel reads W as vec4s: the window is rounded up to whole ones (the pooled
+        // buffer is padded to 16 bytes).
+        let mut bindings = vec![Binding::whole(x), Binding::window(w, ww.byte_offset, ww.byte_size.div_ceil(16) * 16), Binding::window(&y, wy.byte_offset, wy.byte_size)];
+        if let Some(b) = bias {
+            bindings.push(Binding::whole(b));
+        }
+        rec.dispatch(Dispatch {
+            kernel: kernel.clone(),
+            bindings,
+            params: param_bytes(&params),
+            workgroups: grid(groups(ncur, rows_per_group), caps.max_workgroups_per_dim)?,
+            op: "gemv",
+            shape: format!("[1,{k}]x[{n},{k}]^T"),
+            flops: 2 * (ncur * k) as u64,
+            bytes: (ncur * k * ew + k * 4 + ncur * 4) as u64,
+        })?;
+    }
+    Ok(y)
+}
+
 /// Every GEMV kernel variant.
 pub fn variants() -> Vec<KernelKey> {
     let mut v = Vec::new();
+    for bits in 0u32..16 {
+        let on = |i: u32| bits & (1 << i) != 0;
+        v.push(rows_key(on(0), on(1), on(2), on(3)));
+    }
     for lanes in [16, 64] {
         for bits in 0u32..32 {
             let on = |i: u32| bits & (1 << i) != 0;

@@ -11,6 +11,7 @@ use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::exec::{Binding, Dispatch, Recorder, grid};
 use crate::ops::gemv::{self, GemvVariant};
+use crate::ops::matmul;
 use crate::ops::{Window, groups, max_window_elems, param_bytes, window};
 use crate::pipeline::KernelKey;
 use crate::quant::{BLOCK, QuantScheme, QuantTensor};
@@ -60,6 +61,9 @@ enum Kernel {
         rows: usize,
         wg: usize,
     },
+    /// `qgemv_rows` (CPU adapters): 4 or 8 (`rpi8`) whole rows per invocation, x shared
+    /// through subgroupBroadcast when `subgroup`.
+    GemvRows { subgroup: bool, rpi8: bool },
     /// `qmatmul_rows` (CPU adapters).
     Rows,
     /// `qmatmul` (tiled, GPUs).
@@ -94,6 +98,7 @@ impl Variant {
     fn entry(self) -> &'static str {
         match self.kernel {
             Kernel::Gemv { .. } => "qgemv",
+            Kernel::GemvRows { .. } => "qgemv_rows",
             Kernel::Rows => "qmatmul_rows",
             Kernel::Tiled => "qmatmul",
         }
@@ -122,6 +127,13 @@ impl Variant {
                     .flag("SUBGROUP", subgroup)
                     .flag("RPI16", rows == 16)
                     .set("WG", wg)
+            }
+            Kernel::GemvRows { subgroup, rpi8 } => {
+                d = d
+                    .flag("GEMV", true)
+                    .flag("ROWS", true)
+                    .flag("SUBGROUP", subgroup)
+                    .flag("RPI8", rpi8)
             }
             Kernel::Rows => d = d.flag("ROWS", true),
             Kernel::Tiled => {}
@@ -221,6 +233,7 @@ pub fn qgemv(
     }
     check_bias(OP, bias, n)?;
     let caps = rec.context().caps().clone();
+    let rows_kernel = variant == GemvVariant::Rows || variant == GemvVariant::Auto && caps.cpu;
     let subgroup = match variant {
         GemvVariant::Auto => gemv::subgroup_ok(&caps),
         GemvVariant::Subgroup if gemv::subgroup_ok(&caps) => true,
@@ -230,7 +243,7 @@ pub fn qgemv(
                 detail: "device has no usable subgroups".into(),
             });
         }
-        GemvVariant::Workgroup => false,
+        GemvVariant::Workgroup | GemvVariant::Rows => false,
     };
     let rows = rows_per_window(&caps, w);
     if rows == 0 {
@@ -243,20 +256,34 @@ pub fn qgemv(
     out_shape.push(n);
     let y = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
     let lanes = gemv::lanes(&caps);
-    let v = Variant::new(
-        Kernel::Gemv {
-            lanes,
-            split: !caps.cpu,
-            subgroup,
-            rows: gemv_rows(&caps),
-            wg: gemv_workgroup(&caps),
-        },
-        w.scheme(),
-        true,
-        k,
-        bias.is_some(),
-    );
-    let rows_per_group = gemv_rows(&caps) * gemv_workgroup(&caps) / lanes;
+    let (kernel, rows_per_group) = if rows_kernel {
+        if w.blocks_per_row() > gemv::MAX_LOOP {
+            return Err(KestrelError::InvalidArgument {
+                op: OP,
+                detail: format!("K = {k} exceeds the CPU kernel's loop limit"),
+            });
+        }
+        let rpi8 = n >= gemv::ROWS_RPI8_FROM;
+        (
+            Kernel::GemvRows {
+                subgroup: matmul::rows_subgroup(&caps),
+                rpi8,
+            },
+            if rpi8 { 64 } else { 32 },
+        )
+    } else {
+        (
+            Kernel::Gemv {
+                lanes,
+                split: !caps.cpu,
+                subgroup,
+                rows: gemv_rows(&caps),
+                wg: gemv_workgroup(&caps),
+            },
+            gemv_rows(&caps) * gemv_workgroup(&caps) / lanes,
+        )
+    };
+    let v = Variant::new(kernel, w.scheme(), true, k, bias.is_some());
     let kernel = rec.kernel("qmatmul", v.entry(), v.key().defines)?;
     let nb = w.blocks_per_row();
     for n0 in (0..n).step_by(rows) {
@@ -413,7 +440,26 @@ pub fn variants() -> Vec<KernelKey> {
         QuantScheme::W4,
         QuantScheme::W4Asym,
     ];
-    let mut kernels = vec![Kernel::Rows, Kernel::Tiled];
+    let mut kernels = vec![
+        Kernel::Rows,
+        Kernel::Tiled,
+        Kernel::GemvRows {
+            subgroup: false,
+            rpi8: false,
+        },
+        Kernel::GemvRows {
+            subgroup: true,
+            rpi8: false,
+        },
+        Kernel::GemvRows {
+            subgroup: false,
+            rpi8: true,
+        },
+        Kernel::GemvRows {
+            subgroup: true,
+            rpi8: true,
+        },
+    ];
     for (lanes, split, rows, wg) in [(16, false, 16, 64), (64, true, 8, 256)] {
         for subgroup in [false, true] {
             kernels.push(Kernel::Gemv {
@@ -431,7 +477,7 @@ pub fn variants() -> Vec<KernelKey> {
             for bits in 0u32..8 {
                 let on = |i: u32| bits & (1 << i) != 0;
                 // The GEMV always reads x as vec4s.
-                if matches!(kernel, Kernel::Gemv { .. }) && !on(0) {
+                if matches!(kernel, Kernel::Gemv { .. } | Kernel::GemvRows { .. }) && !on(0) {
                     continue;
                 }
                 let k = if on(1) { 33 } else { 32 };
