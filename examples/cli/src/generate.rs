@@ -73,6 +73,10 @@ pub struct GenerateArgs {
     /// {"text", "tokens", "prompt_tokens", "prefill_tok_s", "decode_tok_s"}.
     #[arg(long)]
     json: bool,
+    /// After generating, time this many extra decode steps dispatch by dispatch and print the
+    /// per-op table of one step (mean over the steps) to stderr.
+    #[arg(long, default_value_t = 0)]
+    profile: usize,
 }
 
 /// A loaded decoder, its tokenizer and the generation options.
@@ -188,5 +192,31 @@ pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!();
     }
     report(&g);
+    if args.profile > 0 {
+        profile_decode(&mut s.decoder, g.tokens.last().copied().unwrap_or(0), args.profile)?;
+    }
+    Ok(())
+}
+
+/// Times `steps` decode steps (feeding `id` each time) and prints the per-op table.
+fn profile_decode(decoder: &mut Decoder, id: u32, steps: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut profiles = Vec::new();
+    for _ in 0..steps {
+        if decoder.position() >= decoder.context() {
+            break;
+        }
+        let (_, p) = decoder.profile_step(id)?;
+        profiles.extend(p);
+    }
+    let Some(first) = profiles.first() else {
+        eprintln!("profile: no timings (context full, or the device cannot time dispatches)");
+        return Ok(());
+    };
+    let total: f64 = profiles.iter().filter_map(kestrel::Profile::gpu_total_ns).map(|v| v as f64 / 1e6).sum::<f64>() / profiles.len() as f64;
+    eprintln!("decode step profile ({:?}, {} dispatches, {total:.2} ms per step over {} steps):", first.source, first.dispatches.len(), profiles.len());
+    eprintln!("{:>8} {:>6} {:>6}  {:<10} shape", "ms/step", "share", "calls", "op");
+    for r in kestrel::profile::op_table(&profiles) {
+        eprintln!("{:>8.3} {:>5.1}% {:>6}  {:<10} {}", r.total_ms, r.share * 100.0, r.calls, r.op, r.shape);
+    }
     Ok(())
 }

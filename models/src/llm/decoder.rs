@@ -17,6 +17,7 @@ use kestrel::ops::elementwise::{Unary, add, mul, unary};
 use kestrel::ops::gather::embedding;
 use kestrel::ops::layout::slice;
 use kestrel::ops::reduce::{argmax, top_k};
+use kestrel::profile::Profile;
 use kestrel::{Context, DType, Recorder, Tensor};
 
 use super::config::LlmConfig;
@@ -157,8 +158,19 @@ impl Decoder {
         self.run(&[id])
     }
 
+    /// [`decode_step`](Self::decode_step) with every dispatch timed (`kestrel generate
+    /// --profile`): the logits and the step's profile (`None` where the device cannot time).
+    pub fn profile_step(&mut self, id: u32) -> Result<(Logits, Option<Profile>)> {
+        self.run_with(&[id], true)
+    }
+
     /// Records and submits one pass over `ids` at the current position.
     fn run(&mut self, ids: &[u32]) -> Result<Logits> {
+        Ok(self.run_with(ids, false)?.0)
+    }
+
+    /// [`run`](Self::run), profiled when `profile`.
+    fn run_with(&mut self, ids: &[u32], profile: bool) -> Result<(Logits, Option<Profile>)> {
         let (t, c) = (ids.len(), &self.config);
         if t == 0 {
             return Err(ModelError::Input("no tokens to run (empty prompt)".into()));
@@ -170,7 +182,7 @@ impl Decoder {
         if needed > self.context() {
             return Err(ModelError::ContextFull { needed, context: self.context() });
         }
-        let mut rec = Recorder::new(&self.ctx);
+        let mut rec = if profile { Recorder::with_profiling(&self.ctx) } else { Recorder::new(&self.ctx) };
         let ids = Tensor::from_u32(&self.ctx, &[t], ids)?;
         let mut x = embedding(&mut rec, &self.weights.embed, &ids)?;
         for (layer, cache) in self.weights.layers.iter().zip(&self.caches) {
@@ -179,9 +191,14 @@ impl Decoder {
         let last = if t > 1 { slice(&mut rec, &x, 0, t - 1, t)? } else { x };
         let h = self.weights.final_norm.forward(&mut rec, &last, c.norm_eps)?;
         let logits = self.weights.head.forward(&mut rec, &h)?;
-        rec.submit()?;
+        let profile = if profile {
+            rec.finish()?
+        } else {
+            rec.submit()?;
+            None
+        };
         self.pos = needed;
-        Ok(Logits { tensor: logits.reshape(&[c.vocab])? })
+        Ok((Logits { tensor: logits.reshape(&[c.vocab])? }, profile))
     }
 
     /// Records one layer over `x` (`[t, d]`) at the current position; returns `[t, d]`.
