@@ -16,11 +16,15 @@
 //                               consecutive output channels of one group, each input value
 //                               loaded once for all 4.
 //   conv_depthwise  (DEPTHWISE) groups == Cin == Cout: one invocation per output value.
+//   conv_im2col     (IM2COL)    groups == 1 on CPU adapters: gathers the patches into
+//                               col [B·OH·OW, K] (K = Cin·kh·kw, ordered as a weight row, zeros
+//                               in the padding), one invocation per element; the product with
+//                               the weights is then an ordinary matmul (`matmul_rows`).
 //
 // Weight storage: W_F16 selects f16 weights (and bias), read as native f16 with F16 or as packed
 // u32 pairs through unpack2x16float without it; otherwise f32. BIAS adds the bias binding.
 //
-// `n` counts invocations (direct, depthwise) or tiles (gemm); `tiles_m` is the number of tiles
+// `n` counts invocations (direct, depthwise, im2col) or tiles (gemm); `tiles_m` is the number of tiles
 // along M in the gemm.
 
 #if F16
@@ -52,8 +56,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+#if IM2COL
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+#else
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+#endif
 
+// The weights (not bound by conv_im2col, whose output takes binding 2).
+#if IM2COL
+#else
 #if W_F16
 #if F16
 @group(0) @binding(2) var<storage, read> wts: array<f16>;
@@ -105,6 +116,8 @@ fn bias_at(c: u32) -> f32 {
 #endif
 #endif
 
+#endif
+
 #if BIAS
 #else
 fn bias_at(c: u32) -> f32 {
@@ -119,6 +132,27 @@ fn x_at(plane: u32, iy: i32, ix: i32) -> f32 {
     }
     return x[plane + u32(iy) * p.w + u32(ix)];
 }
+
+#if IM2COL
+// col[m, kk] = x[b, ci, oy·sh + ky - ph, ox·sw + kx - pw] with m = (b·OH + oy)·OW + ox and
+// kk = (ci·kh + ky)·kw + kx.
+@compute @workgroup_size(64)
+fn conv_im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.y * nwg.x + wg.x) * 64u + lid;
+    if (i >= p.n) {
+        return;
+    }
+    let m = i / p.k;
+    let kk = i % p.k;
+    let npix = p.oh * p.ow;
+    let pix = m % npix;
+    let ksz = p.kh * p.kw;
+    let kr = kk % ksz;
+    let iy = i32((pix / p.ow) * p.sh + kr / p.kw) - i32(p.ph);
+    let ix = i32((pix % p.ow) * p.sw + kr % p.kw) - i32(p.pw);
+    dst[i] = x_at(((m / npix) * p.cin + kk / ksz) * p.h * p.w, iy, ix);
+}
+#endif
 
 #if DEPTHWISE
 @compute @workgroup_size(64)

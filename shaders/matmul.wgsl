@@ -16,7 +16,9 @@
 //   B_VEC4   B's contiguous dimension and offsets are multiples of 4: vec4 loads
 //   TRANS_B  B is stored [N, K] (an nn.Linear weight) instead of [K, N]
 //   BIAS     add bias[n]
-//   ACCUM    C += A·B (continuing a K-chunked product)
+//   ACCUM    C += A·B (continuing a K-chunked product, or a residual accumulated in place)
+//   GELU     store GELU(value) (erf form, as the elementwise `gelu_erf`), the value being
+//            A·B + bias (+ C with ACCUM): the activation epilogue of an MLP's first linear
 //   TILE8    8×8 outputs per invocation (large M and N)
 //   ROWS     compile `matmul_rows` (CPU adapters) instead of the tiled `matmul`; with it:
 //     RG        row groups of 8 per workgroup, 4 to 8 (32 to 64 rows of C)
@@ -123,6 +125,36 @@ fn b1(i: u32) -> f32 { return b_buf[i]; }
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 #endif
 
+#if GELU
+// Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7 (the same as shaders/elementwise.wgsl).
+fn erf_approx(v: f32) -> f32 {
+    let s = sign(v);
+    let a = abs(v);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-a * a);
+    return s * y;
+}
+
+fn gelu(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752));
+}
+#endif
+
+// The value stored for an output whose product (+ bias) is `x` and whose previous value (read
+// only with ACCUM) is `prev`.
+fn epilogue(x: f32, prev: f32) -> f32 {
+#if ACCUM
+    let v = x + prev;
+#else
+    let v = x;
+#endif
+#if GELU
+    return gelu(v);
+#else
+    return v;
+#endif
+}
+
 #if ROWS
 // ---------------------------------------------------------------------------------------------
 // `matmul_rows`: the kernel for CPU adapters (lavapipe, llvmpipe). Their JIT runs the
@@ -140,7 +172,8 @@ fn b1(i: u32) -> f32 { return b_buf[i]; }
 // - the private arrays are indexed only by constants: the work is spelled out in helper
 //   functions called with literal arguments. A loop around the array accesses would survive
 //   the unroller (its body is large) and leave the arrays in per-lane memory.
-// Rows and columns past the matrix are clamped into it for loading and skipped at the store.
+// Row groups past the matrix are skipped; rows and columns past it inside a group are clamped
+// into it for loading and skipped at the store.
 // The K loop runs K/4 iterations (the host caps K: llvmpipe ends an invocation's loops after
 // 65535 iterations); the stores run in a loop over the row groups, which keeps the number of
 // store instructions, each a loop over the lanes in the compiled code, and with it the
@@ -298,9 +331,14 @@ fn store4(m: u32, n: u32, x: vec4<f32>) {
     if (n < p.n) {
         let ci = (c_base + m * p.ldc + n) / 4u;
 #if ACCUM
-        c_buf[ci] = x + c_buf[ci];
+        let prev = c_buf[ci];
 #else
-        c_buf[ci] = x;
+        let prev = vec4<f32>(0.0);
+#endif
+#if GELU
+        c_buf[ci] = vec4<f32>(epilogue(x.x, prev.x), epilogue(x.y, prev.y), epilogue(x.z, prev.z), epilogue(x.w, prev.w));
+#else
+        c_buf[ci] = x + prev;
 #endif
     }
 }
@@ -310,9 +348,9 @@ fn store1(m: u32, n: u32, x: f32) {
     if (n < p.n) {
         let ci = c_base + m * p.ldc + n;
 #if ACCUM
-        c_buf[ci] = x + c_buf[ci];
+        c_buf[ci] = epilogue(x, c_buf[ci]);
 #else
-        c_buf[ci] = x;
+        c_buf[ci] = epilogue(x, 0.0);
 #endif
     }
 }
@@ -397,22 +435,31 @@ fn matmul_rows(
     a_base = p.a_off + wg.z * p.a_bs;
     b_base = p.b_off + wg.z * p.b_bs;
     c_base = p.c_off + wg.z * p.c_bs;
+    // Row groups inside the matrix (uniform in the workgroup): the last block of rows skips
+    // the multiply-adds of its groups past M (e.g. 4 of 7 run for M = 196).
+    let ng = min(RG, (p.m - row0 + 7u) / 8u);
     for (var k = 0u; k < opaque(p.k, nwg); k += 4u) {
         load_b(k);
         rows8(0u, k);
-        rows8(1u, k);
-        rows8(2u, k);
-        rows8(3u, k);
-        if (RG > 4u) {
+        if (ng > 1u) {
+            rows8(1u, k);
+        }
+        if (ng > 2u) {
+            rows8(2u, k);
+        }
+        if (ng > 3u) {
+            rows8(3u, k);
+        }
+        if (RG > 4u && ng > 4u) {
             rows8(4u, k);
         }
-        if (RG > 5u) {
+        if (RG > 5u && ng > 5u) {
             rows8(5u, k);
         }
-        if (RG > 6u) {
+        if (RG > 6u && ng > 6u) {
             rows8(6u, k);
         }
-        if (RG > 7u) {
+        if (RG > 7u && ng > 7u) {
             rows8(7u, k);
         }
     }
@@ -427,7 +474,7 @@ fn matmul_rows(
     }
 #endif
     // Row groups inside the matrix; a run-time loop keeps the stores few in the code.
-    for (var g = 0u; g < min(RM / 8u, (p.m - row0 + 7u) / 8u); g++) {
+    for (var g = 0u; g < ng; g++) {
         store_row(g, 0u);
         store_row(g, 1u);
         store_row(g, 2u);
@@ -578,9 +625,10 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
 #endif
                 let ci = c_base + m * p.ldc + n;
 #if ACCUM
-                v = v + c_buf[ci];
+                c_buf[ci] = epilogue(v, c_buf[ci]);
+#else
+                c_buf[ci] = epilogue(v, 0.0);
 #endif
-                c_buf[ci] = v;
             }
         }
     }

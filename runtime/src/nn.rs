@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::context::Context;
 use crate::error::{KestrelError, Result};
 use crate::exec::Recorder;
-use crate::ops::matmul::{MatmulOptions, matmul};
+use crate::ops::elementwise::{Unary, add, unary};
+use crate::ops::matmul::{MatmulOptions, matmul, matmul_accumulate, matmul_gelu};
 use crate::ops::qmatmul::qmatmul;
 use crate::quant::{BLOCK, QuantTensor, check_weight_shape};
 use crate::tensor::Tensor;
@@ -109,8 +110,41 @@ impl Linear {
     /// One row goes to the GEMV kernels, more rows to the tiled matmul.
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         match &self.weight {
-            LinearWeight::Dense(w) => matmul(rec, x, w, &MatmulOptions { bias: self.bias.as_ref(), transpose_b: true }),
+            LinearWeight::Dense(w) => matmul(rec, x, w, &self.dense_options()),
             LinearWeight::Quant(q) => qmatmul(rec, x, q, self.bias.as_ref()),
         }
+    }
+
+    /// Records `GELU(x·Wᵀ + b)` (erf GELU, PyTorch's `nn.GELU()`): fused into the matmul's
+    /// store for dense weights, a separate activation after quantised ones.
+    pub fn forward_gelu(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        match &self.weight {
+            LinearWeight::Dense(w) => matmul_gelu(rec, x, w, &self.dense_options()),
+            LinearWeight::Quant(q) => {
+                let y = qmatmul(rec, x, q, self.bias.as_ref())?;
+                unary(rec, &y, Unary::GeluErf)
+            }
+        }
+    }
+
+    /// Records `residual + x·Wᵀ + b` (a residual connection), `residual` f32
+    /// `[…, out_features]` not sharing a buffer with `x`. Dense weights accumulate into
+    /// `residual`'s buffer in place and return it: other clones of `residual` see the sum.
+    /// Quantised weights add in a separate pass and return a new tensor.
+    pub fn forward_residual(&self, rec: &mut Recorder, x: &Tensor, residual: Tensor) -> Result<Tensor> {
+        match &self.weight {
+            LinearWeight::Dense(w) => {
+                matmul_accumulate(rec, x, w, &self.dense_options(), &residual)?;
+                Ok(residual)
+            }
+            LinearWeight::Quant(q) => {
+                let y = qmatmul(rec, x, q, self.bias.as_ref())?;
+                add(rec, &residual, &y)
+            }
+        }
+    }
+
+    fn dense_options(&self) -> MatmulOptions<'_> {
+        MatmulOptions { bias: self.bias.as_ref(), transpose_b: true }
     }
 }

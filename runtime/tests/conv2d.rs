@@ -1,15 +1,29 @@
-//! 2-D convolution vs the CPU reference: depthwise, direct (grouped / few channels) and the
-//! implicit-GEMM kernels (general, 1×1, patch embedding), f32 and f16 weights, with and
-//! without bias, on both configurations.
+//! 2-D convolution vs the CPU reference: depthwise, direct (grouped / few channels), the
+//! implicit-GEMM kernels (general, 1×1, patch embedding) and, on CPU adapters, im2col +
+//! matmul, f32 and f16 weights, with and without bias, NCHW ([`conv2d`]) and token-row
+//! ([`conv2d_tokens`]) outputs, on every configuration.
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use common::{all, assert_close, f16_round, rand_vec};
-use kestrel::ops::conv2d::{Conv2dOptions, conv2d};
+use kestrel::ops::conv2d::{Conv2dOptions, conv2d, conv2d_tokens};
 use kestrel::reference;
-use kestrel::{Context, DType, Recorder, Tensor};
+use kestrel::{Context, ContextOptions, DType, Recorder, Tensor};
+
+/// `common::all()` plus the CPU-adapter kernel set with f16 and subgroups hidden (its
+/// no-subgroup matmul; on a GPU adapter this is the GPU set again).
+fn configs() -> Vec<(&'static str, Arc<Context>)> {
+    static PLAIN: OnceLock<Arc<Context>> = OnceLock::new();
+    let plain = PLAIN.get_or_init(|| {
+        let opts = ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() };
+        Context::new(&opts).expect("cannot create a GPU context")
+    });
+    let mut v = all();
+    v.push(("cpu-plain", plain.clone()));
+    v
+}
 
 /// One conv: input `[B, Cin, H, W]`, `Cout`, kernel, stride, padding, groups.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +67,7 @@ const CASES: &[Case] = &[
     case([1, 3, 224, 224], 64, 16, 16, 0, 1),
 ];
 
-fn run_case(ctx: &Arc<Context>, cfg: &str, i: usize, c: &Case, wdtype: DType, with_bias: bool) {
+fn run_case(ctx: &Arc<Context>, cfg: &str, i: usize, c: &Case, wdtype: DType, with_bias: bool, tokens: bool) {
     let [b, cin, h, wd] = c.x;
     let w_shape = [c.cout, cin / c.groups, c.k.0, c.k.1];
     let x = rand_vec(b * cin * h * wd, 1 + i as u64);
@@ -64,33 +78,49 @@ fn run_case(ctx: &Arc<Context>, cfg: &str, i: usize, c: &Case, wdtype: DType, wi
     let tb = Tensor::from_f32_as(ctx, &[c.cout], &bias, wdtype).unwrap();
     let opts = Conv2dOptions { stride: c.stride, padding: c.pad, groups: c.groups };
     let mut rec = Recorder::new(ctx);
-    let y = conv2d(&mut rec, &tx, &tw, with_bias.then_some(&tb), &opts).unwrap();
+    let y = if tokens { conv2d_tokens } else { conv2d }(&mut rec, &tx, &tw, with_bias.then_some(&tb), &opts).unwrap();
     rec.submit().unwrap();
     // f16 weights: the reference uses the same f16-rounded values, so only f32 arithmetic differs.
     let (w, bias) = if wdtype == DType::F16 { (f16_round(&w), f16_round(&bias)) } else { (w, bias) };
-    let (want, shape) = reference::conv2d::conv2d(&x, c.x, &w, w_shape, with_bias.then_some(&bias[..]), &opts);
+    let (mut want, shape) = reference::conv2d::conv2d(&x, c.x, &w, w_shape, with_bias.then_some(&bias[..]), &opts);
+    let mut shape = shape.to_vec();
+    if tokens {
+        // NCHW → rows (b, y, x) of channels.
+        let (cout, pix) = (shape[1], shape[2] * shape[3]);
+        want = (0..want.len()).map(|i| want[((i / (pix * cout)) * cout + i % cout) * pix + (i / cout) % pix]).collect();
+        shape = vec![shape[0] * pix, cout];
+    }
     assert_eq!(y.shape(), shape.as_slice(), "{cfg} {c:?}");
     // f32 dot products of K = Cin/groups·kh·kw terms with |x|, |w|, |bias| <= 1: the error bound
     // 2·K·ε_f32 is >10× the random-walk error of such sums, yet far below any indexing mistake.
     let k = (w_shape[1] * w_shape[2] * w_shape[3] + 1) as f32;
     let atol = 2.0 * k * f32::EPSILON;
-    assert_close(&y.to_vec_f32().unwrap(), &want, atol, 0.0, &format!("{cfg} {wdtype:?} bias={with_bias} {c:?}"));
+    assert_close(&y.to_vec_f32().unwrap(), &want, atol, 0.0, &format!("{cfg} {wdtype:?} bias={with_bias} tokens={tokens} {c:?}"));
 }
 
 #[test]
 fn conv2d_matches_reference() {
-    for (cfg, ctx) in all() {
+    for (cfg, ctx) in configs() {
         for (i, c) in CASES.iter().enumerate() {
-            run_case(&ctx, cfg, i, c, DType::F32, i % 2 == 0);
-            run_case(&ctx, cfg, i, c, DType::F16, i % 2 == 1);
+            run_case(&ctx, cfg, i, c, DType::F32, i % 2 == 0, false);
+            run_case(&ctx, cfg, i, c, DType::F16, i % 2 == 1, false);
+        }
+    }
+}
+
+#[test]
+fn conv2d_tokens_matches_reference() {
+    for (cfg, ctx) in configs() {
+        for (i, c) in CASES.iter().enumerate() {
+            run_case(&ctx, cfg, i, c, if i % 2 == 0 { DType::F16 } else { DType::F32 }, i % 3 != 0, true);
         }
     }
 }
 
 #[test]
 fn kernels_are_chosen_by_shape() {
-    let ctx = common::fast();
-    let kernel = |c: &Case, wdtype: DType| -> String {
+    let kernel = |ctx: &Arc<Context>, c: &Case, wdtype: DType| -> String {
+        let ctx = ctx.clone();
         let [_, cin, ..] = c.x;
         let w_shape = [c.cout, cin / c.groups, c.k.0, c.k.1];
         let tx = Tensor::from_f32(&ctx, &c.x, &rand_vec(c.x.iter().product(), 1)).unwrap();
@@ -100,6 +130,16 @@ fn kernels_are_chosen_by_shape() {
         conv2d(&mut rec, &tx, &tw, None, &opts).unwrap();
         rec.finish().unwrap().unwrap().dispatches[0].kernel.clone()
     };
+    // CPU adapters: groups == 1 with enough channels is im2col + matmul, the rest as on GPUs.
+    let cpu = common::fast();
+    if cpu.caps().cpu {
+        assert!(kernel(&cpu, &case([1, 3, 32, 32], 64, 16, 16, 0, 1), DType::F32).contains("conv_im2col"));
+        assert!(kernel(&cpu, &case([2, 3, 13, 13], 33, 3, 2, 1, 1), DType::F16).contains("conv_im2col"));
+        assert!(kernel(&cpu, &case([1, 3, 7, 7], 7, 3, 1, 1, 1), DType::F32).contains("conv_direct"));
+        assert!(kernel(&cpu, &case([1, 64, 13, 13], 64, 3, 1, 1, 64), DType::F32).contains("conv_depthwise"));
+    }
+    let ctx = common::gpu_kernels();
+    let kernel = |c: &Case, wdtype: DType| kernel(&ctx, c, wdtype);
     assert!(kernel(&case([1, 64, 13, 13], 64, 3, 1, 1, 64), DType::F32).contains("conv_depthwise"));
     assert!(kernel(&case([1, 4, 13, 7], 6, 3, 1, 1, 2), DType::F32).contains("conv_direct"));
     assert!(kernel(&case([1, 3, 7, 7], 7, 3, 1, 1, 1), DType::F32).contains("conv_direct"));

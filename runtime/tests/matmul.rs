@@ -6,7 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use common::{AWKWARD, all, assert_close, f16_round, rand_vec};
 use kestrel::ops::gemv::{self, GemvVariant};
-use kestrel::ops::matmul::{MatmulOptions, matmul, matmul_baseline};
+use kestrel::ops::elementwise::Unary;
+use kestrel::ops::matmul::{MatmulOptions, matmul, matmul_accumulate, matmul_baseline, matmul_gelu};
 use kestrel::reference;
 use kestrel::{Context, ContextOptions, DType, Recorder, Tensor};
 
@@ -104,6 +105,73 @@ fn matmul_windows_split_large_operands() {
     }
 }
 
+/// Which epilogue an [`epilogue_case`] checks.
+#[derive(Clone, Copy, Debug)]
+enum Epilogue {
+    Gelu,
+    Accumulate,
+}
+
+/// `GELU(A·B + bias)` or `C0 + A·B + bias` (C0 random, accumulated in place) vs the reference.
+fn epilogue_case(ctx: &Arc<Context>, a_shape: &[usize], b_shape: &[usize], trans: bool, bias: bool, epi: Epilogue, what: &str) {
+    let an: usize = a_shape.iter().product();
+    let bn: usize = b_shape.iter().product();
+    let n = if trans { b_shape[b_shape.len() - 2] } else { b_shape[b_shape.len() - 1] };
+    let a = rand_vec(an, an as u64 + 5);
+    let b = rand_vec(bn, bn as u64 + 6);
+    let bias_v = rand_vec(n, 7);
+    let ta = Tensor::from_f32(ctx, a_shape, &a).unwrap();
+    let tb = Tensor::from_f32(ctx, b_shape, &b).unwrap();
+    let tbias = Tensor::from_f32(ctx, &[n], &bias_v).unwrap();
+    let opts = MatmulOptions { bias: bias.then_some(&tbias), transpose_b: trans };
+    let prod = reference::matmul::matmul(&a, a_shape, &b, b_shape, trans, bias.then_some(bias_v.as_slice()));
+    let mut rec = Recorder::new(ctx);
+    let (got, want) = match epi {
+        Epilogue::Gelu => (matmul_gelu(&mut rec, &ta, &tb, &opts).unwrap(), reference::elementwise::unary(&prod, Unary::GeluErf)),
+        Epilogue::Accumulate => {
+            let c0 = rand_vec(prod.len(), 8);
+            let mut shape = a_shape[..a_shape.len() - 1].to_vec();
+            shape.push(n);
+            let tc = Tensor::from_f32(ctx, &shape, &c0).unwrap();
+            matmul_accumulate(&mut rec, &ta, &tb, &opts, &tc).unwrap();
+            (tc, c0.iter().zip(&prod).map(|(c, p)| c + p).collect())
+        }
+    };
+    rec.submit().unwrap();
+    // The matmul tolerance: GELU's slope is at most 1.13 and its erf approximation is within
+    // 1.5e-7·|x|/2 (|x| < 20 here), below 1e-5; the accumulated |C0| <= 1 adds one f32 rounding.
+    assert_close(&got.to_vec_f32().unwrap(), &want, F32_ATOL, F32_RTOL, what);
+}
+
+#[test]
+fn matmul_epilogues_gelu_and_accumulate() {
+    for (cfg, ctx) in configs() {
+        // Each epilogue is a kernel variant to compile per layout: a few awkward shapes.
+        for &m in &[7usize, 197] {
+            for &(n, k) in &[(33usize, 197usize), (197, 4)] {
+                for trans in [false, true] {
+                    for epi in [Epilogue::Gelu, Epilogue::Accumulate] {
+                        let b_shape = if trans { [n, k] } else { [k, n] };
+                        let bias = (m + n + k) % 2 == 1;
+                        epilogue_case(&ctx, &[m, k], &b_shape, trans, bias, epi, &format!("{cfg} {epi:?} m{m} n{n} k{k} t{trans}"));
+                    }
+                }
+            }
+        }
+        epilogue_case(&ctx, &[2, 33, 17], &[17, 7], false, true, Epilogue::Accumulate, &format!("{cfg} batched +="));
+        // One row with a transposed B: the matmul kernel, not GEMV (which has no epilogues).
+        epilogue_case(&ctx, &[1, 33], &[7, 33], true, true, Epilogue::Accumulate, &format!("{cfg} m=1 +="));
+    }
+    // Windows over M, N and K (1 MiB bindings): the activation only after the last K window,
+    // the accumulator added once.
+    for ctx in [common::small_bindings(), common::small_bindings_gpu_kernels()] {
+        for epi in [Epilogue::Gelu, Epilogue::Accumulate] {
+            epilogue_case(&ctx, &[600, 600], &[600, 700], false, true, epi, &format!("windowed row-major B {epi:?}"));
+            epilogue_case(&ctx, &[600, 600], &[700, 600], true, true, epi, &format!("windowed transposed B {epi:?}"));
+        }
+    }
+}
+
 #[test]
 fn gemv_variants_match_reference() {
     for (cfg, ctx) in configs() {
@@ -173,5 +241,14 @@ fn bad_shapes_are_errors() {
     let bad_bias = Tensor::from_f32(&ctx, &[3], &[0.0; 3]).unwrap();
     let b_ok = Tensor::from_f32(&ctx, &[4, 6], &[0.0; 24]).unwrap();
     assert!(matmul(&mut rec, &a, &b_ok, &MatmulOptions { bias: Some(&bad_bias), transpose_b: false }).is_err());
+    // Accumulators of the wrong shape or dtype, or sharing an operand's buffer.
+    let ok = MatmulOptions::default();
+    assert!(matmul_accumulate(&mut rec, &a, &b_ok, &ok, &Tensor::from_f32(&ctx, &[3, 5], &[0.0; 15]).unwrap()).is_err());
+    assert!(matmul_accumulate(&mut rec, &a, &b_ok, &ok, &Tensor::from_u32(&ctx, &[3, 6], &[0; 18]).unwrap()).is_err());
+    let square = Tensor::from_f32(&ctx, &[4, 4], &[0.0; 16]).unwrap();
+    let a4 = Tensor::from_f32(&ctx, &[4, 4], &[0.0; 16]).unwrap();
+    assert!(matmul_accumulate(&mut rec, &square, &a4, &ok, &square).is_err());
+    assert!(matmul_accumulate(&mut rec, &a4, &square, &ok, &square.reshape(&[16]).unwrap().reshape(&[4, 4]).unwrap()).is_err());
+    assert!(matmul_gelu(&mut rec, &a, &b, &ok).is_err());
     assert!(rec.is_empty());
 }

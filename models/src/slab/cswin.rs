@@ -30,7 +30,7 @@ use crate::params::{HostParams, ParamSource};
 use crate::slab::attention::Mixer;
 use crate::slab::config::SlabConfig;
 use crate::slab::fold::{FoldMode, Folder};
-use crate::slab::layers::{Affine, Conv, Mlp, map_to_tokens, maybe_affine, residual, tokens_to_map};
+use crate::slab::layers::{Affine, Conv, Mlp, maybe_affine, tokens_to_map};
 use crate::slab::windows::stripe_order;
 
 /// Kernel side of the stem conv.
@@ -191,11 +191,9 @@ impl Block {
             [one] => one.clone(),
             _ => concat(rec, &ys.iter().collect::<Vec<_>>(), 1)?,
         };
-        let a = self.proj.forward(rec, &y)?;
-        let x = residual(rec, &x, &a)?;
+        let x = self.proj.forward_residual(rec, &y, x)?;
         let h = maybe_affine(rec, &self.norm2, x.clone())?;
-        let m = self.mlp.forward(rec, &h)?;
-        residual(rec, &x, &m)
+        self.mlp.forward_residual(rec, &h, x)
     }
 }
 
@@ -270,15 +268,13 @@ impl Cswin {
 
     /// Records the forward pass of one image `[1, 3, H, W]`, giving logits `[1, classes]`.
     pub fn forward(&self, rec: &mut Recorder, image: &Tensor) -> Result<Tensor> {
-        let x = self.stem.forward(rec, image)?;
-        let x = map_to_tokens(rec, &x)?;
+        let x = self.stem.forward_tokens(rec, image)?;
         let mut x = maybe_affine(rec, &self.stem_norm, x)?;
         let mut res = self.stages.first().map_or(0, |s| s.res);
         for st in &self.stages {
             if let Some(m) = &st.merge {
                 let y = tokens_to_map(rec, &x, res, res)?;
-                let y = m.conv.forward(rec, &y)?;
-                let y = map_to_tokens(rec, &y)?;
+                let y = m.conv.forward_tokens(rec, &y)?;
                 x = maybe_affine(rec, &m.norm, y)?;
             }
             for b in &st.blocks {

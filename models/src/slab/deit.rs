@@ -21,7 +21,7 @@ use crate::params::{HostParams, ParamSource};
 use crate::slab::attention::Mixer;
 use crate::slab::config::{Mixer as MixerKind, SlabConfig};
 use crate::slab::fold::{FoldMode, Folder};
-use crate::slab::layers::{Affine, Conv, Mlp, map_to_tokens, maybe_affine, residual};
+use crate::slab::layers::{Affine, Conv, Mlp, maybe_affine, residual};
 
 fn grid(cfg: &SlabConfig) -> usize {
     cfg.img_size / cfg.patch_size
@@ -127,8 +127,7 @@ impl Deit {
 
     /// Records the forward pass of one image `[1, 3, H, W]`, giving logits `[1, classes]`.
     pub fn forward(&self, rec: &mut Recorder, image: &Tensor) -> Result<Tensor> {
-        let x = self.patch.forward(rec, image)?;
-        let mut x = map_to_tokens(rec, &x)?;
+        let mut x = self.patch.forward_tokens(rec, image)?;
         if let Some(cls) = &self.cls {
             x = concat(rec, &[cls, &x], 0)?;
         }
@@ -137,11 +136,9 @@ impl Deit {
             let h = maybe_affine(rec, &b.norm1, x.clone())?;
             let qkv = b.qkv.forward(rec, &h)?;
             let a = b.mixer.forward(rec, &qkv)?;
-            let a = b.proj.forward(rec, &a)?;
-            x = residual(rec, &x, &a)?;
+            x = b.proj.forward_residual(rec, &a, x)?;
             let h = maybe_affine(rec, &b.norm2, x.clone())?;
-            let m = b.mlp.forward(rec, &h)?;
-            x = residual(rec, &x, &m)?;
+            x = b.mlp.forward_residual(rec, &h, x)?;
         }
         let x = maybe_affine(rec, &self.norm, x)?;
         let pooled = if self.cls.is_some() {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use kestrel::nn::Linear;
-use kestrel::ops::conv2d::{Conv2dOptions, conv2d};
-use kestrel::ops::elementwise::{Unary, add, unary};
+use kestrel::ops::conv2d::{Conv2dOptions, conv2d, conv2d_tokens};
+use kestrel::ops::elementwise::add;
 use kestrel::ops::layout::permute;
 use kestrel::ops::norm::channel_affine;
 use kestrel::weights::kestrel_file::FileQuant;
@@ -67,13 +67,12 @@ impl Conv {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         Ok(conv2d(rec, x, &self.weight, Some(&self.bias), &self.opts)?)
     }
-}
 
-/// `[1, C, H, W]` → token rows `[H·W, C]` (row-major over H, then W).
-pub fn map_to_tokens(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-    let s = x.shape().to_vec();
-    let t = permute(rec, x, &[0, 2, 3, 1])?;
-    Ok(t.reshape(&[s[2] * s[3], s[1]])?)
+    /// `[1, Cin, H, W]` → token rows `[H'·W', Cout]`, row-major over H', then W' (the
+    /// transposed output of [`forward`](Self::forward); no transpose at all on CPU adapters).
+    pub fn forward_tokens(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        Ok(conv2d_tokens(rec, x, &self.weight, Some(&self.bias), &self.opts)?)
+    }
 }
 
 /// Token rows `[H·W, C]` → `[1, C, H, W]`.
@@ -98,11 +97,12 @@ impl Mlp {
         })
     }
 
-    /// `x` `[N, dim]` → `[N, dim]`.
-    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-        let h = self.fc1.forward(rec, x)?;
-        let h = unary(rec, &h, Unary::GeluErf)?;
-        Ok(self.fc2.forward(rec, &h)?)
+    /// `residual + mlp(x)` for `x` `[N, dim]` and `residual` `[N, dim]`, GELU fused into fc1
+    /// and the sum into fc2 (see [`Linear::forward_residual`]: dense weights accumulate into
+    /// `residual`'s buffer).
+    pub fn forward_residual(&self, rec: &mut Recorder, x: &Tensor, residual: Tensor) -> Result<Tensor> {
+        let h = self.fc1.forward_gelu(rec, x)?;
+        Ok(self.fc2.forward_residual(rec, &h, residual)?)
     }
 }
 

@@ -25,7 +25,7 @@ use crate::params::{HostParams, ParamSource};
 use crate::slab::attention::Mixer;
 use crate::slab::config::{Mixer as MixerKind, SlabConfig};
 use crate::slab::fold::{FoldMode, Folder};
-use crate::slab::layers::{Affine, Conv, Mlp, map_to_tokens, maybe_affine, residual, tokens_to_map};
+use crate::slab::layers::{Affine, Conv, Mlp, maybe_affine, residual, tokens_to_map};
 
 /// Geometry of one stage.
 struct Geometry {
@@ -184,8 +184,7 @@ impl Pvt {
                 Some(prev) => tokens_to_map(rec, &x, self.stages[prev].res, self.stages[prev].res)?,
                 None => x,
             };
-            let t = st.patch.forward(rec, &map)?;
-            let t = map_to_tokens(rec, &t)?;
+            let t = st.patch.forward_tokens(rec, &map)?;
             let t = maybe_affine(rec, &st.patch_norm, t)?;
             x = residual(rec, &t, &st.pos)?;
             for b in &st.blocks {
@@ -205,17 +204,14 @@ fn block_forward(rec: &mut Recorder, b: &Block, x: Tensor, c: usize, res: usize)
     let kv_in = match &b.sr {
         Some(r) => {
             let m = tokens_to_map(rec, &h, res, res)?;
-            let m = r.conv.forward(rec, &m)?;
-            let y = map_to_tokens(rec, &m)?;
+            let y = r.conv.forward_tokens(rec, &m)?;
             maybe_affine(rec, &r.norm, y)?
         }
         None => h,
     };
     let kv = b.kv.forward(rec, &kv_in)?;
     let a = b.mixer.forward_columns(rec, Columns::all(&q), Columns::range(&kv, 0, c), Columns::range(&kv, c, c))?;
-    let a = b.proj.forward(rec, &a)?;
-    let x = residual(rec, &x, &a)?;
+    let x = b.proj.forward_residual(rec, &a, x)?;
     let h = maybe_affine(rec, &b.norm2, x.clone())?;
-    let m = b.mlp.forward(rec, &h)?;
-    residual(rec, &x, &m)
+    b.mlp.forward_residual(rec, &h, x)
 }

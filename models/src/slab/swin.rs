@@ -24,7 +24,7 @@ use crate::params::{HostParams, ParamSource};
 use crate::slab::attention::Mixer;
 use crate::slab::config::SlabConfig;
 use crate::slab::fold::{FoldMode, Folder};
-use crate::slab::layers::{Affine, Conv, Mlp, map_to_tokens, maybe_affine, residual};
+use crate::slab::layers::{Affine, Conv, Mlp, maybe_affine};
 use crate::slab::windows::{merge_ids, shift_mask, window_order};
 
 /// Geometry of one stage.
@@ -190,8 +190,7 @@ impl Swin {
 
     /// Records the forward pass of one image `[1, 3, H, W]`, giving logits `[1, classes]`.
     pub fn forward(&self, rec: &mut Recorder, image: &Tensor) -> Result<Tensor> {
-        let x = self.patch.forward(rec, image)?;
-        let x = map_to_tokens(rec, &x)?;
+        let x = self.patch.forward_tokens(rec, image)?;
         let mut x = maybe_affine(rec, &self.patch_norm, x)?;
         for (s, stage) in self.blocks.iter().enumerate() {
             for b in stage {
@@ -202,15 +201,15 @@ impl Swin {
                 };
                 let qkv = b.qkv.forward(rec, &h)?;
                 let a = b.mixer.forward(rec, &qkv)?;
-                let a = b.proj.forward(rec, &a)?;
+                // Shifted windows: the attention output is in window order, put back before the
+                // projection (a per-row linear, so the same as permuting its output).
                 let a = match &b.order {
                     Some((_, inv)) => embedding(rec, &a, inv)?,
                     None => a,
                 };
-                x = residual(rec, &x, &a)?;
+                x = b.proj.forward_residual(rec, &a, x)?;
                 let h = maybe_affine(rec, &b.norm2, x.clone())?;
-                let m = b.mlp.forward(rec, &h)?;
-                x = residual(rec, &x, &m)?;
+                x = b.mlp.forward_residual(rec, &h, x)?;
             }
             if let Some(m) = self.merges.get(s) {
                 let g = embedding(rec, &x, &m.ids)?.reshape(&[m.out_tokens, 4 * m.in_dim])?;

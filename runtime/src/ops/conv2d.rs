@@ -8,6 +8,11 @@
 //! - anything else (grouped convs, few output channels): a direct kernel computing 4 output
 //!   channels of one pixel per invocation.
 //!
+//! On CPU adapters a `groups == 1` conv with enough output channels is instead an im2col
+//! gather (`conv_im2col`) followed by the CPU matmul kernel (`matmul_rows`), whose output is
+//! token rows (NHWC): [`conv2d_tokens`] returns them as they are, [`conv2d`] permutes them to
+//! NCHW.
+//!
 //! Weights (and bias) may be f32 or f16; f16 is read natively where the device has `SHADER_F16`
 //! and as packed pairs through `unpack2x16float` otherwise. Input and output are f32.
 
@@ -16,6 +21,9 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::exec::{Binding, Dispatch, Recorder, grid};
+use crate::ops::elementwise::cast;
+use crate::ops::layout::permute;
+use crate::ops::matmul::{self, MatmulOptions};
 use crate::ops::{groups, param_bytes};
 use crate::pipeline::KernelKey;
 use crate::shader::Defines;
@@ -100,10 +108,35 @@ fn out_extent(input: usize, kernel: usize, stride: usize, pad: usize) -> Option<
     (input + 2 * pad).checked_sub(kernel).map(|span| span / stride + 1)
 }
 
-/// Convolves `x` (`[B, Cin, H, W]`, f32) with `w` (`[Cout, Cin/groups, kh, kw]`, f32 or f16)
-/// plus an optional `bias` (`[Cout]`, the dtype of `w`): an f32 tensor
-/// `[B, Cout, (H + 2p - kh)/s + 1, (W + 2p - kw)/s + 1]`.
-pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opts: &Conv2dOptions) -> Result<Tensor> {
+/// A validated convolution: input, weight and output extents.
+struct Geometry {
+    batch: usize,
+    cin: usize,
+    h: usize,
+    wd: usize,
+    cout: usize,
+    cin_g: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    w_f16: bool,
+}
+
+impl Geometry {
+    /// Multiply-add terms per output value, `Cin/groups·kh·kw`.
+    fn k(&self) -> usize {
+        self.cin_g * self.kh * self.kw
+    }
+
+    /// Output pixels over the batch, `B·OH·OW`.
+    fn pixels(&self) -> usize {
+        self.batch * self.oh * self.ow
+    }
+}
+
+/// Checks the operands of a conv (typed errors) and computes its extents.
+fn check(rec: &Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opts: &Conv2dOptions) -> Result<Geometry> {
     let op = "conv2d";
     let shape_err = |detail: String| KestrelError::Shape { op, detail };
     let invalid = |detail: String| KestrelError::InvalidArgument { op, detail };
@@ -139,19 +172,115 @@ pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>,
     let (Some(oh), Some(ow)) = (out_extent(h, kh, sh, ph), out_extent(wd, kw, sw, pw)) else {
         return Err(shape_err(format!("kernel {kh}×{kw} larger than padded input {h}×{wd} (padding ({ph}, {pw}))")));
     };
-    let out_shape = [batch, cout, oh, ow];
-    let caps = rec.context().caps().clone();
+    let caps = rec.context().caps();
     let out_elems = batch * cout * oh * ow;
     for (what, bytes, elems) in [("input", x.byte_size(), x.numel()), ("weight", w.byte_size(), w.numel()), ("output", (out_elems * 4) as u64, out_elems)] {
         if bytes > caps.max_storage_binding || elems > u32::MAX as usize {
             return Err(invalid(format!("{what} larger than one storage binding")));
         }
     }
-    let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    Ok(Geometry { batch, cin, h, wd, cout, cin_g, kh, kw, oh, ow, w_f16 })
+}
+
+/// The conv parameters of a validated geometry; `n` and `tiles_m` as the kernel needs them.
+fn params(gm: &Geometry, opts: &Conv2dOptions, n: usize, tiles_m: usize) -> Params {
+    Params {
+        batch: gm.batch as u32,
+        cin: gm.cin as u32,
+        h: gm.h as u32,
+        w: gm.wd as u32,
+        cout: gm.cout as u32,
+        oh: gm.oh as u32,
+        ow: gm.ow as u32,
+        groups: opts.groups as u32,
+        kh: gm.kh as u32,
+        kw: gm.kw as u32,
+        sh: opts.stride.0 as u32,
+        sw: opts.stride.1 as u32,
+        ph: opts.padding.0 as u32,
+        pw: opts.padding.1 as u32,
+        cin_g: gm.cin_g as u32,
+        cout_g: (gm.cout / opts.groups) as u32,
+        n: n as u32,
+        tiles_m: tiles_m as u32,
+        k: gm.k() as u32,
+        pad: 0,
+    }
+}
+
+/// Whether a conv runs as im2col + `matmul_rows` (CPU adapters, `groups == 1`, enough output
+/// channels): the matmul kernel is several times faster there than the implicit GEMM, whose
+/// staging loads are per-lane gathers on a CPU. Needs the patch matrix within one binding and
+/// K within `matmul_rows`' loop limit.
+fn im2col_path(rec: &Recorder, gm: &Geometry, opts: &Conv2dOptions) -> bool {
+    let caps = rec.context().caps();
+    let col_elems = gm.pixels() * gm.k();
+    caps.cpu
+        && opts.groups == 1
+        && gm.cout >= GEMM_MIN_COUT
+        && gm.k() <= matmul::ROWS_MAX_K
+        && (col_elems as u64) * 4 <= caps.max_storage_binding
+        && col_elems <= u32::MAX as usize
+}
+
+/// The im2col path: patches gathered into `[B·OH·OW, K]`, times the weights `[Cout, K]`ᵀ plus
+/// the bias (f32): token rows `[B·OH·OW, Cout]`.
+fn im2col_matmul(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opts: &Conv2dOptions, gm: &Geometry) -> Result<Tensor> {
+    let (m, k) = (gm.pixels(), gm.k());
+    let col = Tensor::empty(rec.context(), &[m, k], DType::F32)?;
+    let caps = rec.context().caps().clone();
+    let key = KernelKey { family: "conv2d", entry: "conv_im2col", defines: Defines::new().flag("IM2COL", true) };
+    rec.dispatch(Dispatch {
+        kernel: rec.kernel(key.family, key.entry, key.defines)?,
+        bindings: vec![Binding::whole(x), Binding::whole(&col)],
+        params: param_bytes(&params(gm, opts, m * k, 0)),
+        workgroups: grid(groups(m * k, 64), caps.max_workgroups_per_dim)?,
+        op: "im2col",
+        shape: format!("{:?} k{}×{} s{:?} p{:?}", x.shape(), gm.kh, gm.kw, opts.stride, opts.padding),
+        flops: 0,
+        bytes: x.byte_size() + (m * k * 4) as u64,
+    })?;
+    let bias = bias.map(|b| cast(rec, b, DType::F32)).transpose()?;
+    matmul::matmul(rec, &col, &w.reshape(&[gm.cout, k])?, &MatmulOptions { bias: bias.as_ref(), transpose_b: true })
+}
+
+/// Convolves `x` (`[B, Cin, H, W]`, f32) with `w` (`[Cout, Cin/groups, kh, kw]`, f32 or f16)
+/// plus an optional `bias` (`[Cout]`, the dtype of `w`): an f32 tensor
+/// `[B, Cout, (H + 2p - kh)/s + 1, (W + 2p - kw)/s + 1]`.
+pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opts: &Conv2dOptions) -> Result<Tensor> {
+    let gm = check(rec, x, w, bias, opts)?;
+    if gm.pixels() > 0 && im2col_path(rec, &gm, opts) {
+        let rows = im2col_matmul(rec, x, w, bias, opts, &gm)?;
+        return permute(rec, &rows.reshape(&[gm.batch, gm.oh, gm.ow, gm.cout])?, &[0, 3, 1, 2]);
+    }
+    direct(rec, x, w, bias, opts, &gm)
+}
+
+/// [`conv2d`] with the output as token rows: `[B·OH·OW, Cout]`, row `(b·OH + y)·OW + x` holding
+/// the channels of output pixel `(y, x)` of image `b` (NHWC). What a patch embedding feeds to
+/// a transformer; on CPU adapters it is computed in this layout (no transpose at all).
+pub fn conv2d_tokens(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opts: &Conv2dOptions) -> Result<Tensor> {
+    let gm = check(rec, x, w, bias, opts)?;
+    if gm.pixels() == 0 {
+        return Tensor::empty(rec.context(), &[0, gm.cout], DType::F32);
+    }
+    if im2col_path(rec, &gm, opts) {
+        return im2col_matmul(rec, x, w, bias, opts, &gm);
+    }
+    let y = direct(rec, x, w, bias, opts, &gm)?;
+    permute(rec, &y, &[0, 2, 3, 1])?.reshape(&[gm.pixels(), gm.cout])
+}
+
+/// The conv kernels proper (depthwise, implicit GEMM, direct), NCHW output.
+fn direct(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opts: &Conv2dOptions, gm: &Geometry) -> Result<Tensor> {
+    let Conv2dOptions { stride: (sh, sw), padding: (ph, pw), groups: g } = *opts;
+    let (batch, cin, cout, oh, ow, kh, kw) = (gm.batch, gm.cin, gm.cout, gm.oh, gm.ow, gm.kh, gm.kw);
+    let out_elems = batch * cout * oh * ow;
+    let out = Tensor::empty(rec.context(), &[batch, cout, oh, ow], DType::F32)?;
     if out_elems == 0 {
         return Ok(out);
     }
-
+    let caps = rec.context().caps().clone();
     let depthwise = g == cin && cout == cin;
     let variant = if depthwise {
         Variant::Depthwise
@@ -168,29 +297,8 @@ pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>,
         Variant::Direct => (batch * g * (cout / g).div_ceil(4) * oh * ow, 64),
         Variant::Gemm { .. } => (tiles_m * cout.div_ceil(GEMM_TILE), 1),
     };
-    let params = Params {
-        batch: batch as u32,
-        cin: cin as u32,
-        h: h as u32,
-        w: wd as u32,
-        cout: cout as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        groups: g as u32,
-        kh: kh as u32,
-        kw: kw as u32,
-        sh: sh as u32,
-        sw: sw as u32,
-        ph: ph as u32,
-        pw: pw as u32,
-        cin_g: cin_g as u32,
-        cout_g: (cout / g) as u32,
-        n: items as u32,
-        tiles_m: tiles_m as u32,
-        k: (cin_g * kh * kw) as u32,
-        pad: 0,
-    };
-    let key = variant.key(w_f16, caps.read_f16_natively(), bias.is_some());
+    let params = params(gm, opts, items, tiles_m);
+    let key = variant.key(gm.w_f16, caps.read_f16_natively(), bias.is_some());
     let kernel = rec.kernel(key.family, key.entry, key.defines)?;
     let mut bindings = vec![Binding::whole(x), Binding::whole(w), Binding::whole(&out)];
     bindings.extend(bias.map(Binding::whole));
@@ -199,14 +307,14 @@ pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>,
         bindings,
         params: param_bytes(&params),
         workgroups: grid(groups(items, per_group), caps.max_workgroups_per_dim)?,
-        op,
+        op: "conv2d",
         shape: format!(
             "{:?}*{:?} s({sh},{sw}) p({ph},{pw}) g{g} {}",
             x.shape(),
             w.shape(),
             w.dtype().name()
         ),
-        flops: 2 * (out_elems * cin_g * kh * kw) as u64,
+        flops: 2 * (out_elems * gm.k()) as u64,
         bytes: x.byte_size() + w.byte_size() + (out_elems * 4) as u64,
     })?;
     Ok(out)
@@ -221,7 +329,7 @@ pub fn variants() -> Vec<KernelKey> {
         Variant::Gemm { pointwise: true, patch: false },
         Variant::Gemm { pointwise: false, patch: true },
     ];
-    let mut v = Vec::new();
+    let mut v = vec![KernelKey { family: "conv2d", entry: "conv_im2col", defines: Defines::new().flag("IM2COL", true) }];
     for kind in kinds {
         for (w_f16, native) in [(false, false), (true, true), (true, false)] {
             for bias in [false, true] {

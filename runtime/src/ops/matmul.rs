@@ -1,6 +1,10 @@
 //! Matrix multiply: batched, optional bias, B transposed or not, f32/f16 storage, f32
 //! accumulation; M = 1 goes to [`gemv`](crate::ops::gemv). Operands larger than one storage
-//! binding are split into windows over M, N and (for a row-major B) K.
+//! binding are split into windows over M, N and (for a row-major B) K. Two epilogues save a
+//! pass over C: GELU ([`matmul_gelu`]) and accumulation into an existing tensor
+//! ([`matmul_accumulate`], a residual connection).
+
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -40,7 +44,7 @@ fn use_tile8(m: usize, n: usize) -> bool {
 
 /// Largest K of `matmul_rows`: one loop iteration per 4 of K, and llvmpipe silently ends an
 /// invocation's loops after 65535 iterations in total.
-const ROWS_MAX_K: usize = 4 * 60_000;
+pub(crate) const ROWS_MAX_K: usize = 4 * 60_000;
 
 /// The `matmul_rows` tile as (row groups of 8, vec4s of columns per invocation): the one that
 /// spends the least estimated time on its padded product. Per 4-deep K step an invocation
@@ -100,6 +104,8 @@ struct Variant {
     trans_b: bool,
     bias: bool,
     accum: bool,
+    /// GELU (erf) of the stored value.
+    gelu: bool,
     tile8: bool,
     /// The CPU-adapter kernel `matmul_rows` instead of the tiled one.
     rows: bool,
@@ -131,12 +137,13 @@ impl Variant {
                 .flag("TRANS_B", self.trans_b)
                 .flag("BIAS", self.bias)
                 .flag("ACCUM", self.accum)
+                .flag("GELU", self.gelu)
                 .flag("TILE8", self.tile8 && !self.rows)
                 .flag("ROWS", self.rows)
                 .set("RG", if self.rows { self.rg } else { 4 })
                 .set("CV", if self.rows { self.cv } else { 1 })
                 .flag("SUBGROUP", self.rows && self.subgroup)
-                .flag("C_VEC4", self.rows && self.c_vec4),
+                .flag("C_VEC4", self.rows && self.c_vec4)
         }
     }
 }
@@ -157,6 +164,26 @@ fn shape_err(detail: String) -> KestrelError {
 /// `transpose_b`), either shared by all batches or with A's batch dimensions. C is f32
 /// `[..batch, M, N]`. A and B may each be f32 or f16.
 pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Tensor> {
+    product(rec, a, b, opts, false, None)
+}
+
+/// `GELU(A·B (+ bias))` with the erf GELU (PyTorch's default, as
+/// [`Unary::GeluErf`](crate::ops::elementwise::Unary::GeluErf)), applied as the product is
+/// stored: no separate activation pass. Operands as in [`matmul`].
+pub fn matmul_gelu(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Tensor> {
+    product(rec, a, b, opts, true, None)
+}
+
+/// `c += A·B (+ bias)` in place: `c` is an f32 tensor of the product's shape (e.g. a
+/// transformer's residual stream), which must not share a buffer with A, B or the bias. Every
+/// clone of `c` sees the sum. Operands as in [`matmul`].
+pub fn matmul_accumulate(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, c: &Tensor) -> Result<()> {
+    product(rec, a, b, opts, false, Some(c)).map(drop)
+}
+
+/// [`matmul`] with its epilogues: `gelu` applies GELU to the stored value; `into` accumulates
+/// into that tensor (returned) instead of a new one.
+fn product(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, gelu: bool, into: Option<&Tensor>) -> Result<Tensor> {
     let a_f16 = float_operand("matmul", a)?;
     let b_f16 = float_operand("matmul", b)?;
     let (ash, bsh) = (a.shape(), b.shape());
@@ -186,11 +213,23 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
             return Err(KestrelError::InvalidArgument { op: "matmul", detail: format!("{what} = {v} out of range") });
         }
     }
-    if m == 1 && batch == 1 && opts.transpose_b {
+    if m == 1 && batch == 1 && opts.transpose_b && !gelu && into.is_none() {
         let y = gemv::gemv(rec, &a.reshape(&[k])?, b, opts.bias, GemvVariant::Auto)?;
         return y.reshape(&out_shape);
     }
-    let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let out = match into {
+        Some(c) => {
+            if c.dtype() != DType::F32 || c.shape() != out_shape.as_slice() {
+                return Err(shape_err(format!("accumulator {:?} ({}) must be f32 {out_shape:?}", c.shape(), c.dtype().name())));
+            }
+            let shared = |t: &Tensor| Arc::ptr_eq(t.pooled(), c.pooled());
+            if shared(a) || shared(b) || opts.bias.is_some_and(shared) {
+                return Err(KestrelError::InvalidArgument { op: "matmul", detail: "the accumulator shares a buffer with an operand".into() });
+            }
+            c.clone()
+        }
+        None => Tensor::empty(rec.context(), &out_shape, DType::F32)?,
+    };
     let caps = rec.context().caps().clone();
     let (ea, eb) = (a.dtype().size(), b.dtype().size());
     let (rg, cv) = rows_tile(m, n, rows_subgroup(&caps));
@@ -202,7 +241,8 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
         b_vec4: if opts.transpose_b { k % 4 == 0 } else { n % 4 == 0 },
         trans_b: opts.transpose_b,
         bias: opts.bias.is_some(),
-        accum: false,
+        accum: into.is_some(),
+        gelu,
         tile8: use_tile8(m, n),
         rows: caps.cpu,
         rg,
@@ -218,7 +258,12 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
     }
     let (tm, tn) = block(&variant);
     let flops_per_batch = 2 * (m * n * k) as u64;
-    let shape_label = format!("{ash:?}x{bsh:?}{}", if opts.transpose_b { "^T" } else { "" });
+    let epilogue = match (gelu, into.is_some()) {
+        (true, _) => " gelu",
+        (false, true) => " +=",
+        (false, false) => "",
+    };
+    let shape_label = format!("{ash:?}x{bsh:?}{}{epilogue}", if opts.transpose_b { "^T" } else { "" });
     let b_elems = k * n;
 
     let fits = |elems: usize, esize: usize| elems <= max_window_elems(&caps, esize);
@@ -300,7 +345,13 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) 
                         ..Default::default()
                     };
                     let c_vec4 = variant.c_vec4 && ncur.is_multiple_of(4) && params.c_off.is_multiple_of(4);
-                    let v = Variant { bias: opts.bias.is_some() && k0 == 0, accum: k0 > 0, c_vec4, ..variant };
+                    let v = Variant {
+                        bias: opts.bias.is_some() && k0 == 0,
+                        accum: into.is_some() || k0 > 0,
+                        gelu: gelu && k0 + kcur == k,
+                        c_vec4,
+                        ..variant
+                    };
                     let mut bindings = vec![
                         Binding::window(a, wa.byte_offset, wa.byte_size),
                         Binding::window(b, wb.byte_offset, wb.byte_size),
@@ -374,7 +425,7 @@ pub fn matmul_baseline(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Ten
 /// Every matmul kernel variant.
 pub fn variants() -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for bits in 0u32..1u32 << 11 {
+    for bits in 0u32..1u32 << 12 {
         let on = |i: u32| bits & (1 << i) != 0;
         let var = Variant {
             native_f16: on(0),
@@ -391,6 +442,7 @@ pub fn variants() -> Vec<KernelKey> {
             cv: 1,
             subgroup: false,
             c_vec4: on(10),
+            gelu: on(11),
         };
         // `matmul_rows` runs on CPU adapters, which read f16 packed; its tile bits only exist there.
         let impossible = var.native_f16 && !(var.a_f16 || var.b_f16) || var.rows && (var.tile8 || var.native_f16) || !var.rows && var.c_vec4;
