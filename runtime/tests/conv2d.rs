@@ -5,25 +5,12 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use common::{all, assert_close, f16_round, rand_vec};
+use common::{all_with_cpu_plain, assert_close, f16_round, rand_vec};
 use kestrel::ops::conv2d::{Conv2dOptions, conv2d, conv2d_tokens};
 use kestrel::reference;
-use kestrel::{Context, ContextOptions, DType, Recorder, Tensor};
-
-/// `common::all()` plus the CPU-adapter kernel set with f16 and subgroups hidden (its
-/// no-subgroup matmul; on a GPU adapter this is the GPU set again).
-fn configs() -> Vec<(&'static str, Arc<Context>)> {
-    static PLAIN: OnceLock<Arc<Context>> = OnceLock::new();
-    let plain = PLAIN.get_or_init(|| {
-        let opts = ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() };
-        Context::new(&opts).expect("cannot create a GPU context")
-    });
-    let mut v = all();
-    v.push(("cpu-plain", plain.clone()));
-    v
-}
+use kestrel::{Context, DType, Recorder, Tensor};
 
 /// One conv: input `[B, Cin, H, W]`, `Cout`, kernel, stride, padding, groups.
 #[derive(Clone, Copy, Debug)]
@@ -100,7 +87,7 @@ fn run_case(ctx: &Arc<Context>, cfg: &str, i: usize, c: &Case, wdtype: DType, wi
 
 #[test]
 fn conv2d_matches_reference() {
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for (i, c) in CASES.iter().enumerate() {
             run_case(&ctx, cfg, i, c, DType::F32, i % 2 == 0, false);
             run_case(&ctx, cfg, i, c, DType::F16, i % 2 == 1, false);
@@ -110,7 +97,7 @@ fn conv2d_matches_reference() {
 
 #[test]
 fn conv2d_tokens_matches_reference() {
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for (i, c) in CASES.iter().enumerate() {
             run_case(&ctx, cfg, i, c, if i % 2 == 0 { DType::F16 } else { DType::F32 }, i % 3 != 0, true);
         }

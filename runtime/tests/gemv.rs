@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use common::{AWKWARD, all, assert_close, f16_round, rand_vec};
+use common::{all_with_cpu_plain, AWKWARD, assert_close, f16_round, rand_vec};
 use kestrel::ops::gemv::{GemvVariant, gemv};
-use kestrel::{Context, ContextOptions, DType, Recorder, Tensor, reference};
+use kestrel::{Context, DType, Recorder, Tensor, reference};
 
 // K products summed in f32 (the kernel: 4 partial sums per row, then a tail) vs f64 (the
 // reference); inputs in [-1, 1), so |error| ≲ K·ε·max|x·w| ≈ 2048 · 6e-8 ≈ 1.2e-4 at worst
@@ -17,19 +17,6 @@ use kestrel::{Context, ContextOptions, DType, Recorder, Tensor, reference};
 // absolute + 1e-5 relative, as for the reduction GEMVs in matmul.rs.
 const ATOL: f32 = 4e-4;
 const RTOL: f32 = 1e-5;
-
-/// `common::all()` plus the CPU-adapter kernel set with f16 and subgroups hidden (the
-/// no-subgroup `gemv_rows`), and small bindings (row windows).
-fn configs() -> Vec<(&'static str, Arc<Context>)> {
-    static PLAIN: OnceLock<Arc<Context>> = OnceLock::new();
-    let plain = PLAIN.get_or_init(|| {
-        let opts = ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() };
-        Context::new(&opts).expect("cannot create a GPU context")
-    });
-    let mut v = all();
-    v.push(("cpu-plain", plain.clone()));
-    v
-}
 
 fn check(ctx: &Arc<Context>, n: usize, k: usize, dt: DType, bias: bool, variant: GemvVariant, what: &str) {
     let x = rand_vec(k, k as u64 + 5);
@@ -51,7 +38,7 @@ fn check(ctx: &Arc<Context>, n: usize, k: usize, dt: DType, bias: bool, variant:
 
 #[test]
 fn rows_kernel_matches_reference_at_awkward_shapes() {
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for &n in AWKWARD {
             for &k in &[1usize, 7, 8, 32, 33, 197, 576, 577] {
                 for dt in [DType::F32, DType::F16] {
@@ -67,7 +54,7 @@ fn rows_kernel_matches_reference_at_awkward_shapes() {
 
 #[test]
 fn auto_uses_a_working_kernel() {
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         check(&ctx, 197, 576, DType::F16, true, GemvVariant::Auto, cfg);
         check(&ctx, 33, 577, DType::F32, false, GemvVariant::Auto, cfg);
     }

@@ -2,32 +2,19 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use common::{AWKWARD, all, assert_close, f16_round, rand_vec};
+use common::{all_with_cpu_plain, AWKWARD, assert_close, f16_round, rand_vec};
 use kestrel::ops::gemv::{self, GemvVariant};
 use kestrel::ops::elementwise::Unary;
 use kestrel::ops::matmul::{MatmulOptions, matmul, matmul_accumulate, matmul_baseline, matmul_gelu};
 use kestrel::reference;
-use kestrel::{Context, ContextOptions, DType, Recorder, Tensor};
+use kestrel::{Context, DType, Recorder, Tensor};
 
 // f32: K products summed in f32 (the kernel) vs f64 (the reference); inputs in [-1, 1), so
 // |error| grows like K·ε·|terms| ≈ 577 · 6e-8 ≈ 3.5e-5 at worst for these sizes.
 const F32_ATOL: f32 = 1e-4;
 const F32_RTOL: f32 = 1e-5;
-
-/// `common::all()` plus the CPU-adapter kernel set with f16 and subgroups hidden (its
-/// no-subgroup variants; on a GPU adapter this is the GPU set again).
-fn configs() -> Vec<(&'static str, Arc<Context>)> {
-    static PLAIN: OnceLock<Arc<Context>> = OnceLock::new();
-    let plain = PLAIN.get_or_init(|| {
-        let opts = ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() };
-        Context::new(&opts).expect("cannot create a GPU context")
-    });
-    let mut v = all();
-    v.push(("cpu-plain", plain.clone()));
-    v
-}
 
 fn run_case(ctx: &std::sync::Arc<kestrel::Context>, a_shape: &[usize], b_shape: &[usize], trans: bool, bias: bool, dt: DType, what: &str) {
     let an: usize = a_shape.iter().product();
@@ -56,7 +43,7 @@ fn run_case(ctx: &std::sync::Arc<kestrel::Context>, a_shape: &[usize], b_shape: 
 
 #[test]
 fn matmul_awkward_shapes_all_layouts() {
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for &m in AWKWARD {
             for &(n, k) in &[(1usize, 7usize), (7, 33), (33, 197), (65, 64), (197, 4)] {
                 for trans in [false, true] {
@@ -71,7 +58,7 @@ fn matmul_awkward_shapes_all_layouts() {
 
 #[test]
 fn matmul_f16_storage() {
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for &(m, n, k) in &[(7usize, 33usize, 197usize), (64, 64, 64), (33, 1, 8), (2, 130, 577)] {
             for trans in [false, true] {
                 let b_shape = if trans { [n, k] } else { [k, n] };
@@ -83,7 +70,7 @@ fn matmul_f16_storage() {
 
 #[test]
 fn matmul_batched_and_shared_b() {
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         run_case(&ctx, &[3, 33, 17], &[17, 7], false, true, DType::F32, &format!("{cfg} shared B"));
         run_case(&ctx, &[2, 3, 7, 33], &[2, 3, 33, 9], false, false, DType::F32, &format!("{cfg} batched B"));
         run_case(&ctx, &[5, 1, 64], &[5, 12, 64], true, false, DType::F32, &format!("{cfg} batched B^T m=1"));
@@ -145,7 +132,7 @@ fn epilogue_case(ctx: &Arc<Context>, a_shape: &[usize], b_shape: &[usize], trans
 
 #[test]
 fn matmul_epilogues_gelu_and_accumulate() {
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         // Each epilogue is a kernel variant to compile per layout: a few awkward shapes.
         for &m in &[7usize, 197] {
             for &(n, k) in &[(33usize, 197usize), (197, 4)] {
@@ -174,7 +161,7 @@ fn matmul_epilogues_gelu_and_accumulate() {
 
 #[test]
 fn gemv_variants_match_reference() {
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for &(n, k) in &[(1usize, 1usize), (7, 7), (33, 33), (197, 577), (577, 197), (130, 2048)] {
             for dt in [DType::F32, DType::F16] {
                 let x = rand_vec(k, k as u64);

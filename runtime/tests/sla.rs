@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use common::{all, assert_close, rand_vec};
+use common::{all_with_cpu_plain, assert_close, rand_vec};
 use kestrel::ops::sla::{Columns, SlaOptions, sla, sla_columns, sla_fused};
 use kestrel::reference::sla::SlaShape;
-use kestrel::{Context, ContextOptions, DType, KestrelError, Recorder, Tensor, reference};
+use kestrel::{Context, DType, KestrelError, Recorder, Tensor, reference};
 
 // Tolerance. Each output is a ratio of two f32 sums over the Nk ≤ 3136 key tokens
 // (Σ_j (q'·k'_j) v_j over Σ_j q'·k'_j, non-negative weights, |v| < 1, so the attention term
@@ -19,19 +19,6 @@ use kestrel::{Context, ContextOptions, DType, KestrelError, Recorder, Tensor, re
 // is never approached), so: 2e-5 absolute plus 1e-4 relative.
 const ATOL: f32 = 2e-5;
 const RTOL: f32 = 1e-4;
-
-/// `common::all()` plus the CPU-adapter kernel set with f16 and subgroups hidden (its
-/// no-subgroup variants; on a GPU adapter this is the GPU set again).
-fn configs() -> Vec<(&'static str, Arc<Context>)> {
-    static PLAIN: OnceLock<Arc<Context>> = OnceLock::new();
-    let plain = PLAIN.get_or_init(|| {
-        let opts = ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() };
-        Context::new(&opts).expect("cannot create a GPU context")
-    });
-    let mut v = all();
-    v.push(("cpu-plain", plain.clone()));
-    v
-}
 
 fn upload(ctx: &Arc<Context>, shape: &[usize], data: &[f32]) -> Tensor {
     Tensor::from_f32(ctx, shape, data).unwrap()
@@ -142,7 +129,7 @@ fn fused_qkv_matches_reference() {
     ];
     // The first SLAB-Swin stage (56×56 tokens, 3 heads of 32): one image, many KV chunks.
     cases.push(Case::new(56, 56, 3, 32));
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for (i, case) in cases.iter().enumerate() {
             check_fused(&ctx, cfg, case, 100 + 10 * i as u64);
         }
@@ -169,7 +156,7 @@ fn separate_q_and_kv_projection_with_fewer_keys() {
         Case { nk: 20, batch: 2, ..Case::new(3, 3, 2, 8) },
         Case { nk: 49, pos: false, ..Case::new(7, 7, 5, 64) },
     ];
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for (i, case) in cases.iter().enumerate() {
             let x = data(case, 300 + 10 * i as u64);
             let c = case.heads * case.d;
@@ -204,7 +191,7 @@ fn column_ranges_inside_wider_rows() {
         v: cols(&qkv, 3 * c, 2 * c + half, half),
         ..data(&case, 510)
     };
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         let t = upload(&ctx, &[n, 3 * c], &qkv);
         let (w, b, pos) = params(&ctx, &case, &x);
         let mut rec = Recorder::new(&ctx);
@@ -225,7 +212,7 @@ fn kernel_sizes_and_weight_layouts() {
         Case { ksize: 7, ..Case::new(9, 4, 1, 32) },
         Case { ksize: 7, ..Case::new(2, 2, 1, 32) },
     ];
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for (i, case) in cases.iter().enumerate() {
             let x = data(case, 700 + 10 * i as u64);
             let c = case.heads * case.d;

@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use common::{all, assert_close, rand_vec};
+use common::{all_with_cpu_plain, assert_close, rand_vec};
 use kestrel::ops::sla::Columns;
 use kestrel::ops::window_attention::{MAX_KEYS, WindowAttentionOptions, window_attention, window_attention_columns};
 use kestrel::reference::window_attention::WindowShape;
-use kestrel::{Context, ContextOptions, DType, KestrelError, Recorder, Tensor, reference};
+use kestrel::{Context, DType, KestrelError, Recorder, Tensor, reference};
 
 // Tolerance. Each output is a convex combination of values |v| ≤ `amp` (the data scale): the
 // softmax weights carry exp's error (Vulkan: ≤ 3 + 2|x| ulp, |x| ≲ 30 here, so ≲ 4e-6
@@ -18,19 +18,6 @@ use kestrel::{Context, ContextOptions, DType, KestrelError, Recorder, Tensor, re
 // online rescaling adds a few ulp. So 1e-5·amp absolute plus 1e-5 relative.
 const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-5;
-
-/// `common::all()` plus the CPU-adapter kernel set with f16 and subgroups hidden (its
-/// no-subgroup variants; on a GPU adapter this is the GPU set again).
-fn configs() -> Vec<(&'static str, Arc<Context>)> {
-    static PLAIN: OnceLock<Arc<Context>> = OnceLock::new();
-    let plain = PLAIN.get_or_init(|| {
-        let opts = ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() };
-        Context::new(&opts).expect("cannot create a GPU context")
-    });
-    let mut v = all();
-    v.push(("cpu-plain", plain.clone()));
-    v
-}
 
 fn upload(ctx: &Arc<Context>, shape: &[usize], data: &[f32]) -> Tensor {
     Tensor::from_f32(ctx, shape, data).unwrap()
@@ -112,7 +99,7 @@ fn swin_windows_with_bias_and_shift_mask() {
     // A 14×14 stage in 7×7 windows shifted by 3 (SLAB-Swin stage 3: heads of 32), one image and
     // a batch of two (windows 4..8 reuse masks 0..4); and the unshifted block (bias only).
     let mask = swin_mask(14, 14, 7, 3);
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         let shifted = Case { bias: true, mask: Some((mask.clone(), 4)), ..case(4, 49, 3, 32) };
         check_fused(&ctx, cfg, &shifted, 10);
         check_fused(&ctx, cfg, &Case { windows: 8, amp: 3.0, ..shifted }, 20);
@@ -137,7 +124,7 @@ fn awkward_windows_and_head_dimensions() {
         Case { bias: true, ..case(1, 577, 1, 64) },
     ];
     cases.push(Case { amp: 3.0, ..case(1, 577, 2, 16) });
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for (i, c) in cases.iter().enumerate() {
             check_fused(&ctx, cfg, c, 100 + 10 * i as u64);
         }
@@ -151,7 +138,7 @@ fn separate_projections_with_fewer_or_more_keys() {
     // invocations (the host bounds the keys per invocation: llvmpipe silently ends an
     // invocation's loops after 65535 iterations in total).
     let cases = [(1, 49, 7, 2, 32), (2, 33, 5, 1, 64), (1, 7, 1100, 1, 16), (3, 1, 50, 2, 8), (1, 4, 4096, 1, 64)];
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for (i, &(windows, tq, tk, heads, d)) in cases.iter().enumerate() {
             let ch = heads * d;
             let seed = 300 + 10 * i as u64;
@@ -178,7 +165,7 @@ fn separate_projections_with_fewer_or_more_keys() {
 fn fully_masked_queries_output_zeros() {
     // −inf on every key of some queries (and on some keys of others): those queries give zeros,
     // not NaN; the rest ignore their −inf keys. Windows of 7 and of 577 (split queries).
-    for (cfg, ctx) in configs() {
+    for (cfg, ctx) in all_with_cpu_plain() {
         for &(t, d) in &[(7usize, 16usize), (577, 32)] {
             let mut mask = vec![0.0f32; t * t];
             for (i, row) in mask.chunks_mut(t).enumerate() {

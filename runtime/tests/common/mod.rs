@@ -53,6 +53,21 @@ pub fn gpu_kernels() -> Arc<Context> {
     C.get_or_init(|| make(ContextOptions { gpu_kernels: true, ..ContextOptions::from_env() })).clone()
 }
 
+/// The CPU-adapter kernel set with f16 and subgroups hidden: its no-subgroup variants (on a GPU
+/// adapter, the GPU kernels' fallbacks again).
+pub fn cpu_plain() -> Arc<Context> {
+    static C: OnceLock<Arc<Context>> = OnceLock::new();
+    C.get_or_init(|| make(ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() }))
+        .clone()
+}
+
+/// [`all`] plus [`cpu_plain`], for the families with a CPU-adapter kernel set.
+pub fn all_with_cpu_plain() -> Vec<(&'static str, Arc<Context>)> {
+    let mut v = all();
+    v.push(("cpu-plain", cpu_plain()));
+    v
+}
+
 /// Every configuration, labelled: fast paths; forced fallbacks (no f16, no subgroups) with the
 /// GPU kernel set; fast paths with the GPU kernel set.
 pub fn all() -> Vec<(&'static str, Arc<Context>)> {
