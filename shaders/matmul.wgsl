@@ -22,7 +22,7 @@
 //   TILE8    8×8 outputs per invocation (large M and N)
 //   ROWS     compile `matmul_rows` (CPU adapters) instead of the tiled `matmul`; with it:
 //     RG        row groups of 8 per workgroup, 4 to 8 (32 to 64 rows of C)
-//     CV        vec4s of columns per invocation: 1, 2 or 4 (4, 8 or 16 columns)
+//     CV        vec4s of columns per invocation: 1 to 4 (4 to 16 columns)
 //     SUBGROUP  the 8 invocations share A rows through subgroupBroadcast (the device has
 //               subgroups of at least 8 invocations)
 //     C_VEC4    C rows, c_off and N are multiples of 4: C is written (and read) as vec4s
@@ -164,7 +164,7 @@ fn epilogue(x: f32, prev: f32) -> f32 {
 // set the speed, so the kernel maximises multiply-adds per loaded component:
 // - a workgroup is 8 invocations, one SIMD vector (larger workgroups measured slower);
 // - each invocation keeps an RM × CP block of C in registers: RM = 32, 40, …, 64 rows shared
-//   by the workgroup (RG groups of 8), CP = 4, 8 or 16 columns of its own; a 4-deep K step loads CP vec4s of B and
+//   by the workgroup (RG groups of 8), CP = 4, 8, 12 or 16 columns of its own; a 4-deep K step loads CP vec4s of B and
 //   does 4·RM·CP multiply-adds;
 // - with SUBGROUP the 8 invocations load 8 different rows of A and pass them round with
 //   subgroupBroadcast (a register shuffle): each A element is loaded once per workgroup, not
@@ -274,6 +274,8 @@ fn load_b(k: u32) {
     }
     if (CV > 2u) {
         load_b4(2u, k);
+    }
+    if (CV > 3u) {
         load_b4(3u, k);
     }
 }
@@ -286,6 +288,8 @@ fn fma_row(i: u32, a: vec4<f32>) {
     }
     if (CV > 2u) {
         fma_v(i, 2u, a);
+    }
+    if (CV > 3u) {
         fma_v(i, 3u, a);
     }
 }
@@ -404,6 +408,8 @@ fn store_row(g: u32, r: u32) {
         }
         if (CV > 2u) {
             store_v(m, g, r, 2u);
+        }
+        if (CV > 3u) {
             store_v(m, g, r, 3u);
         }
     }
@@ -470,6 +476,8 @@ fn matmul_rows(
     }
     if (CV > 2u) {
         load_bias4(2u);
+    }
+    if (CV > 3u) {
         load_bias4(3u);
     }
 #endif

@@ -146,6 +146,10 @@ fn matmul_epilogues_gelu_and_accumulate() {
             }
         }
         epilogue_case(&ctx, &[2, 33, 17], &[17, 7], false, true, Epilogue::Accumulate, &format!("{cfg} batched +="));
+        // N = 95: `matmul_rows`' 12-column tile (96-column blocks), ragged by one column.
+        for epi in [Epilogue::Gelu, Epilogue::Accumulate] {
+            epilogue_case(&ctx, &[197, 33], &[95, 33], true, true, epi, &format!("{cfg} {epi:?} 12-column tile"));
+        }
         // One row with a transposed B: the matmul kernel, not GEMV (which has no epilogues).
         epilogue_case(&ctx, &[1, 33], &[7, 33], true, true, Epilogue::Accumulate, &format!("{cfg} m=1 +="));
     }
