@@ -110,11 +110,7 @@ fn chunk(base: u32, x: X8, acc: vec4<f32>) -> vec4<f32> {
     return a;
 }
 
-// `x`, hidden from lavapipe's uniform inlining (it would compile a variant per loop bound);
-// num_workgroups is never 0, but the compiler cannot know it.
-fn opaque(x: u32, nwg: vec3<u32>) -> u32 {
-    return select(x, 0u, nwg.x == 0u);
-}
+#include opaque
 
 fn store(row: u32, acc: vec4<f32>) {
     if (row < p.n) {

@@ -415,12 +415,7 @@ fn store_row(g: u32, r: u32) {
     }
 }
 
-// `x`, hidden from lavapipe's uniform inlining: it compiles a variant of the kernel for every
-// value of a uniform that bounds a loop, i.e. one per matrix shape (seconds each for this much
-// code). num_workgroups is never 0, but the compiler cannot know it.
-fn opaque(x: u32, nwg: vec3<u32>) -> u32 {
-    return select(x, 0u, nwg.x == 0u);
-}
+#include opaque
 
 @compute @workgroup_size(8)
 fn matmul_rows(

@@ -236,11 +236,7 @@ const RPI: u32 = 8u;
 const RPI: u32 = 4u;
 #endif
 
-// `x`, hidden from lavapipe's uniform inlining (it compiles a variant per loop bound);
-// num_workgroups is never 0, but the compiler cannot know it.
-fn opaque(x: u32, nwg: vec3<u32>) -> u32 {
-    return select(x, 0u, nwg.x == 0u);
-}
+#include opaque
 
 fn store(row: u32, acc: f32) {
     if (row < p.n) {

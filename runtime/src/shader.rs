@@ -32,6 +32,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
 
 /// WGSL shared by several families (`#include NAME`), from `shaders/include/`.
 pub const INCLUDES: &[(&str, &str)] = &[
+    ("opaque", include_str!("../../shaders/include/opaque.wgsl")),
     ("subgroup_ids", include_str!("../../shaders/include/subgroup_ids.wgsl")),
     ("subgroup_params", include_str!("../../shaders/include/subgroup_params.wgsl")),
     ("wg_reduce", include_str!("../../shaders/include/wg_reduce.wgsl")),
