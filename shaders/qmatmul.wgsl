@@ -8,8 +8,9 @@
 //                         (SUBGROUP) or shared-memory tree reduction.
 //   qgemv_rows    (GEMV and ROWS) M = 1 on CPU adapters: 8-invocation workgroups, 4 whole rows
 //                         per invocation, activations shared with subgroupBroadcast (SUBGROUP).
-//   qmatmul_rows  (ROWS)  CPU adapters: 64 invocations share 8 rows of A (uniform loads, no
-//                         workgroup memory), each owns 4 output columns.
+//   qmatmul_rows  (ROWS)  CPU adapters: 8-invocation workgroups, RM = 8·RG rows × CP = 4·CV
+//                         columns per invocation, A rows shared with subgroupBroadcast
+//                         (SUBGROUP), each column's block loaded once per 32 of K.
 //   qmatmul       (else)  GPUs: 16×16 invocations, 64×64 block of C, 4×4 per invocation; the
 //                         dequantised W tile is staged in workgroup memory, 16 deep along K.
 //
@@ -17,7 +18,8 @@
 // (per-block f16 (d, m): w = q·d + m); 4-bit without MIN is w = (q − 8)·d; 8-bit without
 // ROW_SCALE is w = q·d with a per-block f16 d (Q8_0).
 // Other defines: A_VEC4 (A rows and offset are multiples of 4 elements), K_TAIL (K is not a
-// multiple of 32: activations past K are masked), BIAS, LANES, SPLIT and SUBGROUP (qgemv).
+// multiple of 32: activations past K are masked), BIAS, LANES, SPLIT and SUBGROUP (qgemv),
+// RG, CV and SUBGROUP (qmatmul_rows).
 //
 // Element (m, k) of A is at a_off + m·k; C (m, n) at c_off + m·ldc + n; block b of weight row
 // n (relative to the window) at vec4 index w_off + (n·nb + b)·BW.
@@ -441,68 +443,276 @@ fn qgemv(
 #else
 #if ROWS
 // ---------------------------------------------------------------------------------------------
-// qmatmul_rows (CPU adapters): per run of 4 along K, each invocation dequantises its 4 columns
-// once and applies them to the RM rows of A, whose loads are uniform across the workgroup.
-const RM: u32 = 8u;
-const COLS_PER_WG: u32 = 256u;
+// qmatmul_rows (CPU adapters; the quantised twin of `matmul_rows` in matmul.wgsl, whose
+// comment explains the design): 8-invocation workgroups, each invocation keeping an RM × CP
+// block of C in registers (RM = 8·RG rows shared by the workgroup, CP = 4·CV columns of its
+// own). Per 32-deep K block an invocation loads the packed block and scale of each of its
+// columns once; per 4-deep step it dequantises them into bk and applies them to all RM rows.
+// With SUBGROUP lane j loads row 8g + j of A and subgroupBroadcast passes it round.
+// The private arrays are indexed only by constants (helpers called with literal arguments).
+// Loop iterations: 9 per block (block loop and its 8 steps) plus RG for the stores; the host
+// keeps them under llvmpipe's 65535 per invocation.
+const RG: u32 = {{RG}}u;
+const RM: u32 = 8u * RG;
+const CV: u32 = {{CV}}u;
+const CP: u32 = 4u * CV;
 
-@compute @workgroup_size(64)
-fn qmatmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row0 = wg.y * RM;
-    let col = wg.x * COLS_PER_WG + lid * 4u;
-    let last_row = p.m - 1u;
-    let c0 = min(col, p.n - 1u);
-    let c1 = min(col + 1u, p.n - 1u);
-    let c2 = min(col + 2u, p.n - 1u);
-    let c3 = min(col + 3u, p.n - 1u);
-    var acc: array<vec4<f32>, RM>;
-    for (var i = 0u; i < RM; i = i + 1u) {
-        acc[i] = vec4<f32>(0.0);
+// acc[i·CV + v]: row row0 + i, columns col + 4v .. col + 4v + 3.
+var<private> acc: array<vec4<f32>, RM * CV>;
+// Packed values of the current block of column col + c: wq[c·BW ..], its (d, c) in sc[c].
+var<private> wq: array<vec4<u32>, CP * BW>;
+var<private> sc: array<vec2<f32>, CP>;
+// Dequantised weights of the current 4-deep step, depth-major: bk[4v + kk] = columns
+// col + 4v .. col + 4v + 3 at depth k + kk.
+var<private> bk: array<vec4<f32>, 4u * CV>;
+var<private> row0: u32;
+var<private> col: u32;
+var<private> lane: u32;
+
+// Four activations of A row m (clamped into the matrix) from depth k, zeros past K.
+fn a_at(m: u32, k: u32) -> vec4<f32> {
+    let i = p.a_off + min(m, p.m - 1u) * p.k;
+#if A_VEC4
+    return a_run(i + k);
+#else
+    let kk = vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u);
+    let kc = min(kk, vec4<u32>(p.k - 1u));
+    let v = vec4<f32>(a1(i + kc.x), a1(i + kc.y), a1(i + kc.z), a1(i + kc.w));
+    return select(vec4<f32>(0.0), v, kk < vec4<u32>(p.k));
+#endif
+}
+
+// Block b of column col + c (clamped into the matrix).
+fn load_col(c: u32, b: u32) {
+    let n = min(col + c, p.n - 1u);
+    sc[c] = scale_of(n, b);
+    let vi = p.w_off + (n * p.nb + b) * BW;
+    wq[c * BW] = w_buf[vi];
+#if Q8
+    wq[c * BW + 1u] = w_buf[vi + 1u];
+#endif
+}
+
+fn load_block4(v: u32, b: u32) {
+    load_col(4u * v, b);
+    load_col(4u * v + 1u, b);
+    load_col(4u * v + 2u, b);
+    load_col(4u * v + 3u, b);
+}
+
+fn load_block(b: u32) {
+    load_block4(0u, b);
+    if (CV > 1u) {
+        load_block4(1u, b);
     }
-    for (var b = 0u; b < p.nb; b = b + 1u) {
-        let s0 = scale_of(c0, b);
-        let s1 = scale_of(c1, b);
-        let s2 = scale_of(c2, b);
-        let s3 = scale_of(c3, b);
-        let v0 = p.w_off + (c0 * p.nb + b) * BW;
-        let v1 = p.w_off + (c1 * p.nb + b) * BW;
-        let v2 = p.w_off + (c2 * p.nb + b) * BW;
-        let v3 = p.w_off + (c3 * p.nb + b) * BW;
+    if (CV > 2u) {
+        load_block4(2u, b);
+    }
+    if (CV > 3u) {
+        load_block4(3u, b);
+    }
+}
+
+// Dequantised elements 4j .. 4j + 3 of column col + c's current block.
+fn deq(c: u32, j: u32) -> vec4<f32> {
+#if Q8
+    let q = i8x4(select(wq[c * BW], wq[c * BW + 1u], j >= 4u)[j % 4u]);
+#else
+    let sh = vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(select(4u, 0u, j < 4u));
+    let q = vec4<f32>((vec4<u32>(wq[c][j % 4u]) >> sh) & vec4<u32>(15u));
+#endif
+    return fma(q, vec4<f32>(sc[c].x), vec4<f32>(sc[c].y));
+}
+
+// Columns col + 4v .. col + 4v + 3 at step j, transposed into bk.
+fn step4(v: u32, j: u32) {
+    let w0 = deq(4u * v, j);
+    let w1 = deq(4u * v + 1u, j);
+    let w2 = deq(4u * v + 2u, j);
+    let w3 = deq(4u * v + 3u, j);
+    bk[4u * v] = vec4<f32>(w0.x, w1.x, w2.x, w3.x);
+    bk[4u * v + 1u] = vec4<f32>(w0.y, w1.y, w2.y, w3.y);
+    bk[4u * v + 2u] = vec4<f32>(w0.z, w1.z, w2.z, w3.z);
+    bk[4u * v + 3u] = vec4<f32>(w0.w, w1.w, w2.w, w3.w);
+}
+
+fn deq_step(j: u32) {
+    step4(0u, j);
+    if (CV > 1u) {
+        step4(1u, j);
+    }
+    if (CV > 2u) {
+        step4(2u, j);
+    }
+    if (CV > 3u) {
+        step4(3u, j);
+    }
+}
+
+// C row i, columns col + 4v .., += a · B.
+fn fma_v(i: u32, v: u32, a: vec4<f32>) {
+    let o = i * CV + v;
+    acc[o] = fma(vec4<f32>(a.x), bk[4u * v], fma(vec4<f32>(a.y), bk[4u * v + 1u], fma(vec4<f32>(a.z), bk[4u * v + 2u], fma(vec4<f32>(a.w), bk[4u * v + 3u], acc[o]))));
+}
+
+fn fma_row(i: u32, a: vec4<f32>) {
+    fma_v(i, 0u, a);
+    if (CV > 1u) {
+        fma_v(i, 1u, a);
+    }
+    if (CV > 2u) {
+        fma_v(i, 2u, a);
+    }
+    if (CV > 3u) {
+        fma_v(i, 3u, a);
+    }
+}
+
+// Rows 8g .. 8g + 7 of the block at depth k.
+fn rows8(g: u32, k: u32) {
+#if SUBGROUP
+    let a = a_at(row0 + 8u * g + lane, k);
+    fma_row(8u * g, subgroupBroadcast(a, 0u));
+    fma_row(8u * g + 1u, subgroupBroadcast(a, 1u));
+    fma_row(8u * g + 2u, subgroupBroadcast(a, 2u));
+    fma_row(8u * g + 3u, subgroupBroadcast(a, 3u));
+    fma_row(8u * g + 4u, subgroupBroadcast(a, 4u));
+    fma_row(8u * g + 5u, subgroupBroadcast(a, 5u));
+    fma_row(8u * g + 6u, subgroupBroadcast(a, 6u));
+    fma_row(8u * g + 7u, subgroupBroadcast(a, 7u));
+#else
+    fma_row(8u * g, a_at(row0 + 8u * g, k));
+    fma_row(8u * g + 1u, a_at(row0 + 8u * g + 1u, k));
+    fma_row(8u * g + 2u, a_at(row0 + 8u * g + 2u, k));
+    fma_row(8u * g + 3u, a_at(row0 + 8u * g + 3u, k));
+    fma_row(8u * g + 4u, a_at(row0 + 8u * g + 4u, k));
+    fma_row(8u * g + 5u, a_at(row0 + 8u * g + 5u, k));
+    fma_row(8u * g + 6u, a_at(row0 + 8u * g + 6u, k));
+    fma_row(8u * g + 7u, a_at(row0 + 8u * g + 7u, k));
+#endif
+}
+
+// vec4 v of row 8g + r, the group g chosen at run time by selects (a run-time index would put
+// `acc` in per-lane memory).
+fn pick_acc(g: u32, r: u32, v: u32) -> vec4<f32> {
+    var x = acc[r * CV + v];
+    x = select(x, acc[(8u + r) * CV + v], g == 1u);
+    x = select(x, acc[(16u + r) * CV + v], g == 2u);
+    x = select(x, acc[(24u + r) * CV + v], g == 3u);
+    if (RG > 4u) {
+        x = select(x, acc[(32u + r) * CV + v], g == 4u);
+    }
+    if (RG > 5u) {
+        x = select(x, acc[(40u + r) * CV + v], g == 5u);
+    }
+    if (RG > 6u) {
+        x = select(x, acc[(48u + r) * CV + v], g == 6u);
+    }
+    if (RG > 7u) {
+        x = select(x, acc[(56u + r) * CV + v], g == 7u);
+    }
+    return x;
+}
+
+// Element (m, n) of C (bias added); skipped past the matrix.
+fn store1(m: u32, n: u32, x: f32) {
+    if (n < p.n) {
+        var v = x;
+#if BIAS
+        v = v + bias[p.bias_off + n];
+#endif
+        c_buf[p.c_off + m * p.ldc + n] = v;
+    }
+}
+
+fn store_v(m: u32, g: u32, r: u32, v: u32) {
+    let x = pick_acc(g, r, v);
+    let n = col + 4u * v;
+    store1(m, n, x.x);
+    store1(m, n + 1u, x.y);
+    store1(m, n + 2u, x.z);
+    store1(m, n + 3u, x.w);
+}
+
+fn store_row(g: u32, r: u32) {
+    let m = row0 + 8u * g + r;
+    if (m < p.m) {
+        store_v(m, g, r, 0u);
+        if (CV > 1u) {
+            store_v(m, g, r, 1u);
+        }
+        if (CV > 2u) {
+            store_v(m, g, r, 2u);
+        }
+        if (CV > 3u) {
+            store_v(m, g, r, 3u);
+        }
+    }
+}
+
+#include opaque
+
+@compute @workgroup_size(8)
+fn qmatmul_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) sid: u32,
+#endif
+    @builtin(local_invocation_index) lid: u32,
+) {
+#if SUBGROUP
+    lane = sid;
+#else
+    lane = lid;
+#endif
+    row0 = wg.y * RM;
+    col = (wg.x * 8u + lane) * CP;
+    // Row groups inside the matrix (uniform in the workgroup).
+    let ng = min(RG, (p.m - row0 + 7u) / 8u);
+    for (var b = 0u; b < opaque(p.nb, nwg); b = b + 1u) {
+        load_block(b);
         for (var j = 0u; j < 8u; j = j + 1u) {
-            let kk = b * 32u + j * 4u;
-            if (kk >= p.k) {
+            let k = b * 32u + j * 4u;
+#if K_TAIL
+            if (k >= p.k) {
                 break;
             }
-            let w0 = fma(q_run(v0, j), vec4<f32>(s0.x), vec4<f32>(s0.y));
-            let w1 = fma(q_run(v1, j), vec4<f32>(s1.x), vec4<f32>(s1.y));
-            let w2 = fma(q_run(v2, j), vec4<f32>(s2.x), vec4<f32>(s2.y));
-            let w3 = fma(q_run(v3, j), vec4<f32>(s3.x), vec4<f32>(s3.y));
-            // Transposed (depth-major) so each A row needs four fmas, no horizontal sums.
-            let t0 = vec4<f32>(w0.x, w1.x, w2.x, w3.x);
-            let t1 = vec4<f32>(w0.y, w1.y, w2.y, w3.y);
-            let t2 = vec4<f32>(w0.z, w1.z, w2.z, w3.z);
-            let t3 = vec4<f32>(w0.w, w1.w, w2.w, w3.w);
-            for (var i = 0u; i < RM; i = i + 1u) {
-                let a = a_run_masked(p.a_off + min(row0 + i, last_row) * p.k + kk, kk);
-                acc[i] = fma(vec4<f32>(a.x), t0, fma(vec4<f32>(a.y), t1, fma(vec4<f32>(a.z), t2, fma(vec4<f32>(a.w), t3, acc[i]))));
+#endif
+            deq_step(j);
+            rows8(0u, k);
+            if (ng > 1u) {
+                rows8(1u, k);
+            }
+            if (ng > 2u) {
+                rows8(2u, k);
+            }
+            if (ng > 3u) {
+                rows8(3u, k);
+            }
+            if (RG > 4u && ng > 4u) {
+                rows8(4u, k);
+            }
+            if (RG > 5u && ng > 5u) {
+                rows8(5u, k);
+            }
+            if (RG > 6u && ng > 6u) {
+                rows8(6u, k);
+            }
+            if (RG > 7u && ng > 7u) {
+                rows8(7u, k);
             }
         }
     }
-    for (var i = 0u; i < RM; i = i + 1u) {
-        let m = row0 + i;
-        if (m >= p.m) {
-            break;
-        }
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let n = col + j;
-            if (n < p.n) {
-                var v = acc[i][j];
-#if BIAS
-                v = v + bias[p.bias_off + n];
-#endif
-                c_buf[p.c_off + m * p.ldc + n] = v;
-            }
-        }
+    for (var g = 0u; g < ng; g = g + 1u) {
+        store_row(g, 0u);
+        store_row(g, 1u);
+        store_row(g, 2u);
+        store_row(g, 3u);
+        store_row(g, 4u);
+        store_row(g, 5u);
+        store_row(g, 6u);
+        store_row(g, 7u);
     }
 }
 #else

@@ -144,6 +144,46 @@ fn qgemv_long_rows() {
     }
 }
 
+/// Long rows through the matrix kernels: K = 8192 (and a K tail) with M and N off every tile
+/// size. Same tolerances as `qgemv_long_rows` (errors grow like √K, inside the stated margin).
+#[test]
+fn qmatmul_long_rows() {
+    for (cfg, ctx) in all() {
+        for (scheme, m, n, k) in [(QuantScheme::Q4_1, 9, 13, 8192), (QuantScheme::W8, 3, 37, 8191)] {
+            let w = rand_vec(n * k, 13);
+            let a = rand_vec(m * k, 14);
+            let (tw, deq) = upload(&ctx, scheme, &w, n, k);
+            let ta = Tensor::from_f32(&ctx, &[m, k], &a).unwrap();
+            let want = reference::qmatmul::qmatmul(&a, k, &deq, n, None);
+            let mut rec = Recorder::new(&ctx);
+            let c = qmatmul(&mut rec, &ta, &tw, None).unwrap();
+            rec.submit().unwrap();
+            let what = format!("{cfg} qmatmul {} m{m} n{n} k{k}", scheme.name());
+            assert_close(&c.to_vec_f32().unwrap(), &want, ATOL, RTOL, &what);
+        }
+    }
+}
+
+/// On CPU adapters a K whose block loop would pass llvmpipe's 65 535 loop iterations per
+/// invocation is a typed error, not a silently truncated product.
+#[test]
+fn qmatmul_rows_loop_limit_is_an_error() {
+    for (_, ctx) in all() {
+        if !ctx.caps().cpu {
+            continue;
+        }
+        let k = 7281 * 32;
+        let w = QuantTensor::quantize(&ctx, QuantScheme::W8, &vec![0.5; k], &[1, k]).unwrap();
+        let a = Tensor::from_f32(&ctx, &[2, k], &vec![0.0; 2 * k]).unwrap();
+        let mut rec = Recorder::new(&ctx);
+        assert!(matches!(
+            qmatmul(&mut rec, &a, &w, None),
+            Err(KestrelError::InvalidArgument { .. })
+        ));
+        assert!(rec.is_empty());
+    }
+}
+
 #[test]
 fn qmatmul_every_scheme_awkward_shapes() {
     for (cfg, ctx) in all() {

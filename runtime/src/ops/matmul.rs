@@ -57,8 +57,8 @@ pub(crate) const ROWS_MAX_K: usize = 4 * 60_000;
 /// lavapipe at M = 196), and M = 196 56-row blocks (224 rows) rather than 64 (256). Without
 /// subgroups every invocation loads every row of A itself, so more rows save nothing and only
 /// cost compile time: 32 rows, at most 8 columns.
-fn rows_tile(m: usize, n: usize, subgroup: bool) -> (u32, u32) {
-    let (groups, vecs): (&[u32], &[u32]) = if subgroup { (&[4, 5, 6, 7, 8], &[1, 2, 3, 4]) } else { (&[4], &[1, 2]) };
+pub(crate) fn rows_tile(m: usize, n: usize, subgroup: bool) -> (u32, u32) {
+    let (groups, vecs) = rows_choices(subgroup);
     let cost = |rg: u32, cv: u32| {
         let (rm, cp) = (8 * rg as usize, 4 * cv as usize);
         let padded = (m.div_ceil(rm) * rm * n.div_ceil(8 * cp) * 8 * cp) as f64;
@@ -74,6 +74,12 @@ fn rows_tile(m: usize, n: usize, subgroup: bool) -> (u32, u32) {
         }
     }
     (best.0, best.1)
+}
+
+/// The tiles `rows_tile` may pick (also those of `qmatmul_rows`): row groups of 8 and column
+/// vec4s per invocation.
+pub(crate) fn rows_choices(subgroup: bool) -> (&'static [u32], &'static [u32]) {
+    if subgroup { (&[4, 5, 6, 7, 8], &[1, 2, 3, 4]) } else { (&[4], &[1, 2]) }
 }
 
 #[repr(C)]

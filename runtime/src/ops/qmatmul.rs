@@ -32,6 +32,10 @@ fn gemv_rows(caps: &Capabilities) -> usize {
     if caps.cpu { 16 } else { ROWS_PER_INVOCATION }
 }
 
+/// Loop iterations per 32-deep K block of `qmatmul_rows` (the block loop and its 8 steps);
+/// with at most 8 store iterations they must stay within llvmpipe's per-invocation limit.
+const ROWS_LOOPS_PER_BLOCK: usize = 9;
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
 struct Params {
@@ -64,8 +68,13 @@ enum Kernel {
     /// `qgemv_rows` (CPU adapters): 4 or 8 (`rpi8`) whole rows per invocation, x shared
     /// through subgroupBroadcast when `subgroup`.
     GemvRows { subgroup: bool, rpi8: bool },
-    /// `qmatmul_rows` (CPU adapters).
-    Rows,
+    /// `qmatmul_rows` (CPU adapters): `rg` groups of 8 rows per workgroup, `cv` vec4s of
+    /// columns per invocation, A rows shared through subgroupBroadcast when `subgroup`.
+    Rows {
+        rg: usize,
+        cv: usize,
+        subgroup: bool,
+    },
     /// `qmatmul` (tiled, GPUs).
     Tiled,
 }
@@ -99,7 +108,7 @@ impl Variant {
         match self.kernel {
             Kernel::Gemv { .. } => "qgemv",
             Kernel::GemvRows { .. } => "qgemv_rows",
-            Kernel::Rows => "qmatmul_rows",
+            Kernel::Rows { .. } => "qmatmul_rows",
             Kernel::Tiled => "qmatmul",
         }
     }
@@ -135,7 +144,13 @@ impl Variant {
                     .flag("SUBGROUP", subgroup)
                     .flag("RPI8", rpi8)
             }
-            Kernel::Rows => d = d.flag("ROWS", true),
+            Kernel::Rows { rg, cv, subgroup } => {
+                d = d
+                    .flag("ROWS", true)
+                    .set("RG", rg)
+                    .set("CV", cv)
+                    .flag("SUBGROUP", subgroup)
+            }
             Kernel::Tiled => {}
         }
         KernelKey {
@@ -363,8 +378,19 @@ pub fn qmatmul(
     }
     let caps = rec.context().caps().clone();
     let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let nb = w.blocks_per_row();
     let (kernel, (tm, tn)) = if caps.cpu {
-        (Kernel::Rows, (8, 256))
+        if ROWS_LOOPS_PER_BLOCK * nb + 8 > gemv::MAX_LOOP {
+            return Err(KestrelError::InvalidArgument {
+                op: OP,
+                detail: format!("K = {k} exceeds the CPU kernel's loop limit"),
+            });
+        }
+        let subgroup = matmul::rows_subgroup(&caps);
+        // The same tile choice as `matmul_rows`: both are bound by the loads per multiply-add.
+        let (rg, cv) = matmul::rows_tile(m, n, subgroup);
+        let (rg, cv) = (rg as usize, cv as usize);
+        (Kernel::Rows { rg, cv, subgroup }, (8 * rg, 32 * cv))
     } else {
         (Kernel::Tiled, (64, 64))
     };
@@ -380,7 +406,6 @@ pub fn qmatmul(
     if mc == 0 {
         return Err(too_big(OP, "row of A or C"));
     }
-    let nb = w.blocks_per_row();
     for m0 in (0..m).step_by(mc) {
         let mcur = mc.min(m - m0);
         let wa = window(&caps, m0 * k, mcur * k, 4);
@@ -440,9 +465,16 @@ pub fn variants() -> Vec<KernelKey> {
         QuantScheme::W4,
         QuantScheme::W4Asym,
     ];
-    let mut kernels = vec![
-        Kernel::Rows,
-        Kernel::Tiled,
+    let mut kernels = vec![Kernel::Tiled];
+    for subgroup in [false, true] {
+        let (groups, vecs) = matmul::rows_choices(subgroup);
+        for &rg in groups {
+            for &cv in vecs {
+                kernels.push(Kernel::Rows { rg: rg as usize, cv: cv as usize, subgroup });
+            }
+        }
+    }
+    kernels.extend([
         Kernel::GemvRows {
             subgroup: false,
             rpi8: false,
@@ -459,7 +491,7 @@ pub fn variants() -> Vec<KernelKey> {
             subgroup: true,
             rpi8: true,
         },
-    ];
+    ]);
     for (lanes, split, rows, wg) in [(16, false, 16, 64), (64, true, 8, 256)] {
         for subgroup in [false, true] {
             kernels.push(Kernel::Gemv {
