@@ -470,7 +470,7 @@ var<private> col: u32;
 var<private> lane: u32;
 
 // Four activations of A row m (clamped into the matrix) from depth k, zeros past K.
-fn a_at(m: u32, k: u32) -> vec4<f32> {
+fn a_row4(m: u32, k: u32) -> vec4<f32> {
     let i = p.a_off + min(m, p.m - 1u) * p.k;
 #if A_VEC4
     return a_run(i + k);
@@ -555,64 +555,7 @@ fn fma_v(i: u32, v: u32, a: vec4<f32>) {
     acc[o] = fma(vec4<f32>(a.x), bk[4u * v], fma(vec4<f32>(a.y), bk[4u * v + 1u], fma(vec4<f32>(a.z), bk[4u * v + 2u], fma(vec4<f32>(a.w), bk[4u * v + 3u], acc[o]))));
 }
 
-fn fma_row(i: u32, a: vec4<f32>) {
-    fma_v(i, 0u, a);
-    if (CV > 1u) {
-        fma_v(i, 1u, a);
-    }
-    if (CV > 2u) {
-        fma_v(i, 2u, a);
-    }
-    if (CV > 3u) {
-        fma_v(i, 3u, a);
-    }
-}
-
-// Rows 8g .. 8g + 7 of the block at depth k.
-fn rows8(g: u32, k: u32) {
-#if SUBGROUP
-    let a = a_at(row0 + 8u * g + lane, k);
-    fma_row(8u * g, subgroupBroadcast(a, 0u));
-    fma_row(8u * g + 1u, subgroupBroadcast(a, 1u));
-    fma_row(8u * g + 2u, subgroupBroadcast(a, 2u));
-    fma_row(8u * g + 3u, subgroupBroadcast(a, 3u));
-    fma_row(8u * g + 4u, subgroupBroadcast(a, 4u));
-    fma_row(8u * g + 5u, subgroupBroadcast(a, 5u));
-    fma_row(8u * g + 6u, subgroupBroadcast(a, 6u));
-    fma_row(8u * g + 7u, subgroupBroadcast(a, 7u));
-#else
-    fma_row(8u * g, a_at(row0 + 8u * g, k));
-    fma_row(8u * g + 1u, a_at(row0 + 8u * g + 1u, k));
-    fma_row(8u * g + 2u, a_at(row0 + 8u * g + 2u, k));
-    fma_row(8u * g + 3u, a_at(row0 + 8u * g + 3u, k));
-    fma_row(8u * g + 4u, a_at(row0 + 8u * g + 4u, k));
-    fma_row(8u * g + 5u, a_at(row0 + 8u * g + 5u, k));
-    fma_row(8u * g + 6u, a_at(row0 + 8u * g + 6u, k));
-    fma_row(8u * g + 7u, a_at(row0 + 8u * g + 7u, k));
-#endif
-}
-
-// vec4 v of row 8g + r, the group g chosen at run time by selects (a run-time index would put
-// `acc` in per-lane memory).
-fn pick_acc(g: u32, r: u32, v: u32) -> vec4<f32> {
-    var x = acc[r * CV + v];
-    x = select(x, acc[(8u + r) * CV + v], g == 1u);
-    x = select(x, acc[(16u + r) * CV + v], g == 2u);
-    x = select(x, acc[(24u + r) * CV + v], g == 3u);
-    if (RG > 4u) {
-        x = select(x, acc[(32u + r) * CV + v], g == 4u);
-    }
-    if (RG > 5u) {
-        x = select(x, acc[(40u + r) * CV + v], g == 5u);
-    }
-    if (RG > 6u) {
-        x = select(x, acc[(48u + r) * CV + v], g == 6u);
-    }
-    if (RG > 7u) {
-        x = select(x, acc[(56u + r) * CV + v], g == 7u);
-    }
-    return x;
-}
+#include rows_block
 
 // Element (m, n) of C (bias added); skipped past the matrix.
 fn store1(m: u32, n: u32, x: f32) {
@@ -632,22 +575,6 @@ fn store_v(m: u32, g: u32, r: u32, v: u32) {
     store1(m, n + 1u, x.y);
     store1(m, n + 2u, x.z);
     store1(m, n + 3u, x.w);
-}
-
-fn store_row(g: u32, r: u32) {
-    let m = row0 + 8u * g + r;
-    if (m < p.m) {
-        store_v(m, g, r, 0u);
-        if (CV > 1u) {
-            store_v(m, g, r, 1u);
-        }
-        if (CV > 2u) {
-            store_v(m, g, r, 2u);
-        }
-        if (CV > 3u) {
-            store_v(m, g, r, 3u);
-        }
-    }
 }
 
 #include opaque

@@ -33,6 +33,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
 /// WGSL shared by several families (`#include NAME`), from `shaders/include/`.
 pub const INCLUDES: &[(&str, &str)] = &[
     ("opaque", include_str!("../../shaders/include/opaque.wgsl")),
+    ("rows_block", include_str!("../../shaders/include/rows_block.wgsl")),
     ("subgroup_ids", include_str!("../../shaders/include/subgroup_ids.wgsl")),
     ("subgroup_params", include_str!("../../shaders/include/subgroup_params.wgsl")),
     ("wg_reduce", include_str!("../../shaders/include/wg_reduce.wgsl")),
