@@ -9,10 +9,11 @@
 //
 // Defines: LANES (invocations per row group: 64 on GPUs, 16 on CPU adapters), F16 (native
 //          f16), W_F16 (W stored as f16), W_VEC4 (K and offsets multiples of 4), SUBGROUP
-//          (subgroup reduction; subgroups must not straddle row groups), BIAS.
+//          (subgroup reduction; subgroups must not straddle row groups), BIAS, TEX (W read
+//          from a texture: runtime/src/texture.rs DenseTexture).
 //
 // ROWS compiles `gemv_rows` instead (CPU adapters; see its comment below); with it W_F16,
-// SUBGROUP (x shared with subgroupBroadcast), RPI8 (8 rows per invocation, else 4) and BIAS.
+// SUBGROUP (x shared with subgroupBroadcast), RPI8 (8 rows per invocation, else 4), BIAS and TEX.
 #if F16
 enable f16;
 #endif
@@ -48,13 +49,28 @@ struct Params {
 //   chunk (all of K when rows are not 8-element aligned: kc = 0).
 // Rows past N are clamped into the matrix for loading and skipped at the store.
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+// wv(i): vec4 i of W (packed f16 pairs with W_F16); w_elem(i): element i.
+#if TEX
+@group(0) @binding(2) var w_tex: texture_2d<u32>;
+fn w_texel(i: u32) -> vec4<u32> { return textureLoad(w_tex, vec2<u32>(i % 4096u, i / 4096u), 0); }
+#if W_F16
+fn wv(i: u32) -> vec4<u32> { return w_texel(i); }
+#else
+fn wv(i: u32) -> vec4<f32> { return bitcast<vec4<f32>>(w_texel(i)); }
+#endif
+#else
 #if W_F16
 @group(0) @binding(2) var<storage, read> w_buf: array<vec4<u32>>;
-// Element i of W.
-fn w_elem(i: u32) -> f32 { return unpack2x16float(w_buf[i / 8u][(i / 2u) % 4u])[i % 2u]; }
+fn wv(i: u32) -> vec4<u32> { return w_buf[i]; }
 #else
 @group(0) @binding(2) var<storage, read> w_buf: array<vec4<f32>>;
-fn w_elem(i: u32) -> f32 { return w_buf[i / 4u][i % 4u]; }
+fn wv(i: u32) -> vec4<f32> { return w_buf[i]; }
+#endif
+#endif
+#if W_F16
+fn w_elem(i: u32) -> f32 { return unpack2x16float(wv(i / 8u)[(i / 2u) % 4u])[i % 2u]; }
+#else
+fn w_elem(i: u32) -> f32 { return wv(i / 4u)[i % 4u]; }
 #endif
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 #if BIAS
@@ -84,10 +100,10 @@ fn chunk(base: u32, x: X8, acc: vec4<f32>) -> vec4<f32> {
     var a = acc;
 #if W_F16
     let i = base / 8u;
-    let q0 = w_buf[i];
-    let q1 = w_buf[i + 1u];
-    let q2 = w_buf[i + 2u];
-    let q3 = w_buf[i + 3u];
+    let q0 = wv(i);
+    let q1 = wv(i + 1u);
+    let q2 = wv(i + 2u);
+    let q3 = wv(i + 3u);
     a = fma(vec4<f32>(unpack2x16float(q0.x), unpack2x16float(q0.y)), x.v0, a);
     a = fma(vec4<f32>(unpack2x16float(q0.z), unpack2x16float(q0.w)), x.v1, a);
     a = fma(vec4<f32>(unpack2x16float(q1.x), unpack2x16float(q1.y)), x.v2, a);
@@ -98,14 +114,14 @@ fn chunk(base: u32, x: X8, acc: vec4<f32>) -> vec4<f32> {
     a = fma(vec4<f32>(unpack2x16float(q3.z), unpack2x16float(q3.w)), x.v7, a);
 #else
     let i = base / 4u;
-    a = fma(w_buf[i], x.v0, a);
-    a = fma(w_buf[i + 1u], x.v1, a);
-    a = fma(w_buf[i + 2u], x.v2, a);
-    a = fma(w_buf[i + 3u], x.v3, a);
-    a = fma(w_buf[i + 4u], x.v4, a);
-    a = fma(w_buf[i + 5u], x.v5, a);
-    a = fma(w_buf[i + 6u], x.v6, a);
-    a = fma(w_buf[i + 7u], x.v7, a);
+    a = fma(wv(i), x.v0, a);
+    a = fma(wv(i + 1u), x.v1, a);
+    a = fma(wv(i + 2u), x.v2, a);
+    a = fma(wv(i + 3u), x.v3, a);
+    a = fma(wv(i + 4u), x.v4, a);
+    a = fma(wv(i + 5u), x.v5, a);
+    a = fma(wv(i + 6u), x.v6, a);
+    a = fma(wv(i + 7u), x.v7, a);
 #endif
     return a;
 }
@@ -117,6 +133,9 @@ fn store(row: u32, acc: vec4<f32>) {
         var v = (acc.x + acc.y) + (acc.z + acc.w);
 #if BIAS
         v = v + bias[p.bias_off + row];
+#endif
+#if ACCUM
+        v = v + y[p.y_off + row];
 #endif
         y[p.y_off + row] = v;
     }
@@ -206,6 +225,22 @@ fn gemv_rows(
 @group(0) @binding(1) var<storage, read> x1: array<f32>;
 #endif
 
+#if TEX
+// W in a texture (runtime/src/texture.rs: texel i, four words, at (i % 4096, i / 4096)).
+@group(0) @binding(2) var w_tex: texture_2d<u32>;
+fn w_texel(i: u32) -> vec4<u32> { return textureLoad(w_tex, vec2<u32>(i % 4096u, i / 4096u), 0); }
+#if W_F16
+fn w4(i: u32) -> vec4<f32> {
+    let t = w_texel(i / 8u);
+    let w = select(t.xy, t.zw, i % 8u >= 4u);
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+fn w1(i: u32) -> f32 { return unpack2x16float(w_texel(i / 8u)[(i / 2u) % 4u])[i % 2u]; }
+#else
+fn w4(i: u32) -> vec4<f32> { return bitcast<vec4<f32>>(w_texel(i / 4u)); }
+fn w1(i: u32) -> f32 { return bitcast<f32>(w_texel(i / 4u)[i % 4u]); }
+#endif
+#else
 #if W_F16
 #if F16
 #if W_VEC4
@@ -231,6 +266,7 @@ fn w4(i: u32) -> vec4<f32> { return w_buf[i / 4u]; }
 #else
 @group(0) @binding(2) var<storage, read> w_buf: array<f32>;
 fn w1(i: u32) -> f32 { return w_buf[i]; }
+#endif
 #endif
 #endif
 
@@ -337,6 +373,9 @@ fn gemv(
                 var v = select(total.hi[r % 4u], total.lo[r % 4u], r < 4u);
 #if BIAS
                 v = v + bias[p.bias_off + row];
+#endif
+#if ACCUM
+                v = v + y[p.y_off + row];
 #endif
                 y[p.y_off + row] = v;
             }

@@ -15,6 +15,7 @@
 //   A_VEC4   A rows and offsets are multiples of 4 elements: vec4 loads along K
 //   B_VEC4   B's contiguous dimension and offsets are multiples of 4: vec4 loads
 //   TRANS_B  B is stored [N, K] (an nn.Linear weight) instead of [K, N]
+//   TEX      B (TRANS_B) is read from a texture (runtime/src/texture.rs DenseTexture)
 //   BIAS     add bias[n]
 //   ACCUM    C += A·B (continuing a K-chunked product, or a residual accumulated in place)
 //   GELU     store GELU(value) (erf form, as the elementwise `gelu_erf`), the value being
@@ -85,6 +86,23 @@ fn a1(i: u32) -> f32 { return a_buf[i]; }
 #endif
 #endif
 
+#if TEX
+// B is a weight [N, K] in a texture (runtime/src/texture.rs: texel i, four words, at
+// (i % 4096, i / 4096); f16 elements two per word, the lower index in the low half).
+@group(0) @binding(2) var b_tex: texture_2d<u32>;
+fn b_texel(i: u32) -> vec4<u32> { return textureLoad(b_tex, vec2<u32>(i % 4096u, i / 4096u), 0); }
+#if B_F16
+fn b4(i: u32) -> vec4<f32> {
+    let t = b_texel(i / 8u);
+    let w = select(t.xy, t.zw, i % 8u >= 4u);
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+fn b1(i: u32) -> f32 { return unpack2x16float(b_texel(i / 8u)[(i / 2u) % 4u])[i % 2u]; }
+#else
+fn b4(i: u32) -> vec4<f32> { return bitcast<vec4<f32>>(b_texel(i / 4u)); }
+fn b1(i: u32) -> f32 { return bitcast<f32>(b_texel(i / 4u)[i % 4u]); }
+#endif
+#else
 #if B_F16
 #if F16
 #if B_VEC4
@@ -113,6 +131,7 @@ fn b1(i: u32) -> f32 { return b_buf[i / 4u][i % 4u]; }
 #else
 @group(0) @binding(2) var<storage, read> b_buf: array<f32>;
 fn b1(i: u32) -> f32 { return b_buf[i]; }
+#endif
 #endif
 #endif
 

@@ -17,6 +17,8 @@
 // Weight defines: Q8 (8-bit values, else 4-bit), ROW_SCALE (one f32 scale per row: W8), MIN
 // (per-block f16 (d, m): w = q·d + m); 4-bit without MIN is w = (q − 8)·d; 8-bit without
 // ROW_SCALE is w = q·d with a per-block f16 d (Q8_0).
+// Storage: TEX reads values and scales from textures (runtime/src/texture.rs) instead of
+// storage buffers; every kernel reads them through w_vec / s_word.
 // Other defines: A_VEC4 (A rows and offset are multiples of 4 elements), K_TAIL (K is not a
 // multiple of 32: activations past K are masked), BIAS, LANES, SPLIT and SUBGROUP (qgemv),
 // RG, CV and SUBGROUP (qmatmul_rows).
@@ -51,8 +53,19 @@ fn a1(i: u32) -> f32 { return a_buf[i / 4u][i % 4u]; }
 fn a_run(i: u32) -> vec4<f32> { return vec4<f32>(a_buf[i], a_buf[i + 1u], a_buf[i + 2u], a_buf[i + 3u]); }
 fn a1(i: u32) -> f32 { return a_buf[i]; }
 #endif
+#if TEX
+@group(0) @binding(2) var w_tex: texture_2d<u32>;
+@group(0) @binding(3) var s_tex: texture_2d<u32>;
+// Vec4 i of the values and word i of the scales (runtime/src/texture.rs: texel i is at
+// (i % 4096, i / 4096)).
+fn w_vec(i: u32) -> vec4<u32> { return textureLoad(w_tex, vec2<u32>(i % 4096u, i / 4096u), 0); }
+fn s_word(i: u32) -> u32 { return textureLoad(s_tex, vec2<u32>(i % 4096u, i / 4096u), 0).x; }
+#else
 @group(0) @binding(2) var<storage, read> w_buf: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> s_buf: array<u32>;
+fn w_vec(i: u32) -> vec4<u32> { return w_buf[i]; }
+fn s_word(i: u32) -> u32 { return s_buf[i]; }
+#endif
 @group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
 #if BIAS
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
@@ -78,13 +91,13 @@ fn a_run_masked(i: u32, kk: u32) -> vec4<f32> {
 // (d, c) of weight row `row` (relative to the window), block b: w = d·q + c.
 fn scale_of(row: u32, b: u32) -> vec2<f32> {
 #if ROW_SCALE
-    return vec2<f32>(bitcast<f32>(s_buf[p.s_off + row]), 0.0);
+    return vec2<f32>(bitcast<f32>(s_word(p.s_off + row)), 0.0);
 #else
 #if MIN
-    return unpack2x16float(s_buf[p.s_off + row * p.nb + b]);
+    return unpack2x16float(s_word(p.s_off + row * p.nb + b));
 #else
     let j = p.s_off + row * p.nb + b;
-    let d = unpack2x16float(s_buf[j / 2u])[j % 2u];
+    let d = unpack2x16float(s_word(j / 2u))[j % 2u];
 #if Q8
     return vec2<f32>(d, 0.0);
 #else
@@ -102,10 +115,10 @@ fn i8x4(w: u32) -> vec4<f32> { return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) 
 // Stored integers of elements 4j..4j+3 (j < 8) of the block at vec4 index vi.
 fn q_run(vi: u32, j: u32) -> vec4<f32> {
 #if Q8
-    return i8x4(w_buf[vi + j / 4u][j % 4u]);
+    return i8x4(w_vec(vi + j / 4u)[j % 4u]);
 #else
     let sh = vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(select(4u, 0u, j < 4u));
-    return vec4<f32>((vec4<u32>(w_buf[vi][j % 4u]) >> sh) & vec4<u32>(15u));
+    return vec4<f32>((vec4<u32>(w_vec(vi)[j % 4u]) >> sh) & vec4<u32>(15u));
 #endif
 }
 
@@ -145,11 +158,11 @@ fn x_block(u: u32) -> XBlock {
 // Σ q·x over quarter `q` of the block at vec4 index vi.
 fn block_dot(vi: u32, q: u32, x: XBlock) -> f32 {
 #if Q8
-    let v = w_buf[vi + q / 2u];
+    let v = w_vec(vi + q / 2u);
     let h = (q % 2u) * 2u;
     let s = fma(i8x4(v[h]), x.v0, i8x4(v[h + 1u]) * x.v1);
 #else
-    let w = w_buf[vi][q];
+    let w = w_vec(vi)[q];
     let s = fma(lo4(w), x.v0, hi4(w) * x.v1);
 #endif
     return (s.x + s.y) + (s.z + s.w);
@@ -189,8 +202,8 @@ fn x_block(b: u32) -> XBlock {
 // Σ q·x over one block (`part` is always 0 here).
 fn block_dot(vi: u32, part: u32, x: XBlock) -> f32 {
 #if Q8
-    let q0 = w_buf[vi];
-    let q1 = w_buf[vi + 1u];
+    let q0 = w_vec(vi);
+    let q1 = w_vec(vi + 1u);
     var s = i8x4(q0.x) * x.v0;
     s = fma(i8x4(q0.y), x.v1, s);
     s = fma(i8x4(q0.z), x.v2, s);
@@ -200,7 +213,7 @@ fn block_dot(vi: u32, part: u32, x: XBlock) -> f32 {
     s = fma(i8x4(q1.z), x.v6, s);
     s = fma(i8x4(q1.w), x.v7, s);
 #else
-    let q = w_buf[vi];
+    let q = w_vec(vi);
     var s = lo4(q.x) * x.v0;
     s = fma(lo4(q.y), x.v1, s);
     s = fma(lo4(q.z), x.v2, s);
@@ -245,6 +258,9 @@ fn store(row: u32, acc: f32) {
         var v = acc;
 #if BIAS
         v = v + bias[p.bias_off + row];
+#endif
+#if ACCUM
+        v = v + c_buf[p.c_off + row];
 #endif
         c_buf[p.c_off + row] = v;
     }
@@ -434,6 +450,9 @@ fn qgemv(
 #if BIAS
                 v = v + bias[p.bias_off + row];
 #endif
+#if ACCUM
+                v = v + c_buf[p.c_off + row];
+#endif
                 c_buf[p.c_off + row] = v;
             }
         }
@@ -487,9 +506,9 @@ fn load_col(c: u32, b: u32) {
     let n = min(col + c, p.n - 1u);
     sc[c] = scale_of(n, b);
     let vi = p.w_off + (n * p.nb + b) * BW;
-    wq[c * BW] = w_buf[vi];
+    wq[c * BW] = w_vec(vi);
 #if Q8
-    wq[c * BW + 1u] = w_buf[vi + 1u];
+    wq[c * BW + 1u] = w_vec(vi + 1u);
 #endif
 }
 

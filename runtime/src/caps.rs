@@ -42,6 +42,12 @@ pub struct Capabilities {
     pub max_workgroup_storage: u32,
     /// Storage buffers one shader stage may bind.
     pub max_storage_buffers_per_stage: u32,
+    /// Largest width or height of a 2-D texture.
+    pub max_texture_dimension_2d: u32,
+    /// Quantised weights are stored in textures ([`crate::texture`]) rather than storage
+    /// buffers: by default on CPU adapters, where texture fetches are the faster read path;
+    /// chosen with [`crate::ContextOptions::weight_textures`].
+    pub texture_weights: bool,
 }
 
 impl Capabilities {
@@ -73,6 +79,8 @@ impl Capabilities {
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+            max_texture_dimension_2d: limits.max_texture_dimension_2d,
+            texture_weights: info.device_type == wgpu::DeviceType::Cpu,
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct ContextOptions {
     pub gpu_kernels: bool,
     /// Use a smaller storage-binding limit than the device's (tests tensor chunking cheaply).
     pub max_binding_override: Option<u64>,
+    /// Store quantised weights in textures (`Some(true)`) or storage buffers (`Some(false)`);
+    /// `None` reads `KESTREL_WEIGHT_TEXTURES` (`1` / `0`), else textures exactly when the CPU
+    /// kernel set runs (see [`Capabilities::texture_weights`]).
+    pub weight_textures: Option<bool>,
     /// Where the driver pipeline cache is persisted; `None` uses `KESTREL_CACHE_DIR`, then
     /// `$XDG_CACHE_HOME/kestrel`, then `$HOME/.cache/kestrel`.
     pub cache_dir: Option<PathBuf>,
@@ -33,7 +37,8 @@ pub struct ContextOptions {
 impl ContextOptions {
     /// Options from the environment: `WGPU_BACKEND`, `KESTREL_ADAPTER`,
     /// `KESTREL_NO_F16=1` / `KESTREL_NO_SUBGROUPS=1` to force the fallback kernels, and
-    /// `KESTREL_GPU_KERNELS=1` to use the GPU kernels on a CPU adapter.
+    /// `KESTREL_GPU_KERNELS=1` to use the GPU kernels on a CPU adapter (the weight storage
+    /// follows `KESTREL_WEIGHT_TEXTURES` when set, see [`ContextOptions::weight_textures`]).
     pub fn from_env() -> Self {
         let flag = |name: &str| std::env::var(name).map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
         ContextOptions {
@@ -46,6 +51,14 @@ impl ContextOptions {
 
     fn resolved_backends(&self) -> wgpu::Backends {
         self.backends.or_else(wgpu::Backends::from_env).unwrap_or(wgpu::Backends::all())
+    }
+
+    fn resolved_weight_textures(&self) -> Option<bool> {
+        self.weight_textures.or_else(|| match std::env::var("KESTREL_WEIGHT_TEXTURES").ok()?.as_str() {
+            "1" | "true" => Some(true),
+            "0" | "false" => Some(false),
+            _ => None,
+        })
     }
 
     fn resolved_filter(&self) -> Option<String> {
@@ -227,6 +240,7 @@ impl Context {
         if opts.gpu_kernels {
             caps.cpu = false;
         }
+        caps.texture_weights = opts.resolved_weight_textures().unwrap_or(caps.cpu);
         if let Some(over) = opts.max_binding_override {
             caps.max_storage_binding = caps.max_storage_binding.min(over.max(caps.storage_offset_alignment as u64 * 4));
         }

@@ -2,7 +2,7 @@
 //!
 //! Ops append [`Dispatch`]es to a [`Recorder`]; nothing touches the GPU queue until
 //! [`Recorder::submit`]. Kernel parameters of the whole pass are packed into one uniform buffer.
-//! Binding 0 of every kernel is its parameter struct; storage bindings follow from 1.
+//! Binding 0 of every kernel is its parameter struct; storage (and texture) bindings follow from 1.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,27 +14,37 @@ use crate::pool::{BufferKind, PooledBuffer};
 use crate::profile::{DispatchTiming, Profile, TimingSource};
 use crate::shader::Defines;
 use crate::tensor::Tensor;
+use crate::texture::WordTexture;
 
-/// A byte window of a buffer bound as one storage binding.
+/// One binding of a kernel: a byte window of a buffer (a storage binding) or a texture.
 #[derive(Clone, Debug)]
 pub struct Binding {
-    buf: Arc<PooledBuffer>,
-    offset: u64,
-    size: u64,
+    resource: Resource,
+}
+
+#[derive(Clone, Debug)]
+enum Resource {
+    Buffer { buf: Arc<PooledBuffer>, offset: u64, size: u64 },
+    Texture(Arc<wgpu::TextureView>),
 }
 
 impl Binding {
     /// The whole buffer of a tensor.
     pub fn whole(t: &Tensor) -> Binding {
         let size = t.byte_size().div_ceil(16).max(1) * 16;
-        Binding { buf: t.pooled().clone(), offset: 0, size: size.min(t.pooled().size()) }
+        Binding { resource: Resource::Buffer { buf: t.pooled().clone(), offset: 0, size: size.min(t.pooled().size()) } }
     }
 
     /// `size` bytes of a tensor's buffer from byte `offset` (aligned by the caller).
     pub fn window(t: &Tensor, offset: u64, size: u64) -> Binding {
         let size = size.div_ceil(4).max(1) * 4;
         let size = size.min(t.pooled().size().saturating_sub(offset));
-        Binding { buf: t.pooled().clone(), offset, size }
+        Binding { resource: Resource::Buffer { buf: t.pooled().clone(), offset, size } }
+    }
+
+    /// A texture of words (bound as `texture_2d<u32>`).
+    pub fn texture(t: &WordTexture) -> Binding {
+        Binding { resource: Resource::Texture(t.view().clone()) }
     }
 }
 
@@ -122,10 +132,11 @@ impl Recorder {
     pub fn dispatch(&mut self, d: Dispatch) -> Result<()> {
         let caps = self.ctx.caps();
         for b in &d.bindings {
-            if b.offset % u64::from(caps.storage_offset_alignment) != 0 || b.size > self.ctx.limits().max_storage_buffer_binding_size {
+            let Resource::Buffer { offset, size, .. } = b.resource else { continue };
+            if offset % u64::from(caps.storage_offset_alignment) != 0 || size > self.ctx.limits().max_storage_buffer_binding_size {
                 return Err(KestrelError::InvalidArgument {
                     op: d.op,
-                    detail: format!("binding window offset {} size {} violates device limits", b.offset, b.size),
+                    detail: format!("binding window offset {offset} size {size} violates device limits"),
                 });
             }
         }
@@ -202,14 +213,15 @@ impl Recorder {
                     }),
                 }];
                 for (i, b) in c.dispatch.bindings.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: i as u32 + 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: b.buf.buffer(),
-                            offset: b.offset,
-                            size: wgpu::BufferSize::new(b.size),
+                    let resource = match &b.resource {
+                        Resource::Buffer { buf, offset, size } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: buf.buffer(),
+                            offset: *offset,
+                            size: wgpu::BufferSize::new(*size),
                         }),
-                    });
+                        Resource::Texture(view) => wgpu::BindingResource::TextureView(view),
+                    };
+                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
                 }
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,

@@ -20,6 +20,7 @@ pub mod quant;
 pub mod reference;
 pub mod shader;
 pub mod tensor;
+pub mod texture;
 pub mod weights;
 
 pub use caps::Capabilities;

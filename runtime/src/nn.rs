@@ -8,9 +8,11 @@ use crate::error::{KestrelError, Result};
 use crate::exec::Recorder;
 use crate::ops::elementwise::{Unary, add, unary};
 use crate::ops::matmul::{MatmulOptions, matmul, matmul_accumulate, matmul_gelu};
-use crate::ops::qmatmul::qmatmul;
+use crate::ops::gemv::GemvVariant;
+use crate::ops::qmatmul::{qgemv_accumulate, qmatmul};
 use crate::quant::{BLOCK, QuantTensor, check_weight_shape};
 use crate::tensor::Tensor;
+use crate::texture::DenseTexture;
 use crate::weights::kestrel_file::FileQuant;
 
 /// The weight of a [`Linear`], `[out_features, in_features]` (PyTorch `nn.Linear` layout).
@@ -20,6 +22,9 @@ pub enum LinearWeight {
     Dense(Tensor),
     /// Block-quantised storage, dequantised inside the kernel.
     Quant(QuantTensor),
+    /// f32 or f16 in a texture: what a dense weight becomes in [`Linear::new`] on adapters
+    /// that read textures faster ([`Capabilities::texture_weights`](crate::Capabilities::texture_weights)).
+    Texture(DenseTexture),
 }
 
 impl LinearWeight {
@@ -28,6 +33,7 @@ impl LinearWeight {
         match self {
             LinearWeight::Dense(t) => t.shape(),
             LinearWeight::Quant(q) => q.shape(),
+            LinearWeight::Texture(t) => t.shape(),
         }
     }
 
@@ -36,6 +42,7 @@ impl LinearWeight {
         match self {
             LinearWeight::Dense(t) => t.byte_size(),
             LinearWeight::Quant(q) => q.byte_size(),
+            LinearWeight::Texture(t) => t.byte_size(),
         }
     }
 }
@@ -72,8 +79,18 @@ impl Linear {
         Linear::new(weight, bias)
     }
 
-    /// A layer from uploaded parts; the bias (f32) must have `out_features` values.
+    /// A layer from uploaded parts; the bias (f32) must have `out_features` values. A dense
+    /// weight moves into a texture (a GPU-side copy) where the device reads textures faster;
+    /// a tensor the caller still holds (e.g. an embedding table shared with a tied head) keeps
+    /// its buffer too.
     pub fn new(weight: LinearWeight, bias: Option<Tensor>) -> Result<Linear> {
+        let weight = match weight {
+            LinearWeight::Dense(t) if t.context().caps().texture_weights => match DenseTexture::from_tensor(&t) {
+                Some(tex) => LinearWeight::Texture(tex),
+                None => LinearWeight::Dense(t),
+            },
+            w => w,
+        };
         let shape = weight.shape();
         if shape.len() != 2 {
             return Err(KestrelError::Shape { op: "linear", detail: format!("weight {shape:?} is not [out, in]") });
@@ -111,6 +128,7 @@ impl Linear {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         match &self.weight {
             LinearWeight::Dense(w) => matmul(rec, x, w, &self.dense_options()),
+            LinearWeight::Texture(w) => matmul(rec, x, w, &self.dense_options()),
             LinearWeight::Quant(q) => qmatmul(rec, x, q, self.bias.as_ref()),
         }
     }
@@ -120,6 +138,7 @@ impl Linear {
     pub fn forward_gelu(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         match &self.weight {
             LinearWeight::Dense(w) => matmul_gelu(rec, x, w, &self.dense_options()),
+            LinearWeight::Texture(w) => matmul_gelu(rec, x, w, &self.dense_options()),
             LinearWeight::Quant(q) => {
                 let y = qmatmul(rec, x, q, self.bias.as_ref())?;
                 unary(rec, &y, Unary::GeluErf)
@@ -128,13 +147,22 @@ impl Linear {
     }
 
     /// Records `residual + x·Wᵀ + b` (a residual connection), `residual` f32
-    /// `[…, out_features]` not sharing a buffer with `x`. Dense weights accumulate into
-    /// `residual`'s buffer in place and return it: other clones of `residual` see the sum.
-    /// Quantised weights add in a separate pass and return a new tensor.
+    /// `[…, out_features]` not sharing a buffer with `x`. Dense weights, and quantised ones
+    /// for a single row, accumulate into `residual`'s buffer in place and return it: other
+    /// clones of `residual` see the sum. Quantised weights over several rows add in a separate
+    /// pass and return a new tensor.
     pub fn forward_residual(&self, rec: &mut Recorder, x: &Tensor, residual: Tensor) -> Result<Tensor> {
         match &self.weight {
             LinearWeight::Dense(w) => {
                 matmul_accumulate(rec, x, w, &self.dense_options(), &residual)?;
+                Ok(residual)
+            }
+            LinearWeight::Texture(w) => {
+                matmul_accumulate(rec, x, w, &self.dense_options(), &residual)?;
+                Ok(residual)
+            }
+            LinearWeight::Quant(q) if x.numel() == q.shape()[1] => {
+                qgemv_accumulate(rec, x, q, self.bias.as_ref(), GemvVariant::Auto, &residual)?;
                 Ok(residual)
             }
             LinearWeight::Quant(q) => {

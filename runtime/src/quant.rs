@@ -46,6 +46,7 @@ use crate::context::Context;
 use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::tensor::Tensor;
+use crate::texture::{TexelKind, WordTexture};
 use crate::weights::WeightDType;
 
 /// Elements per quantisation block along K.
@@ -484,14 +485,51 @@ impl PackedWeights {
     }
 }
 
+/// Where the words of a [`QuantTensor`] live.
+#[derive(Clone, Debug)]
+pub enum QuantStorage {
+    /// Storage buffers of u32 words.
+    Buffers {
+        /// Packed values.
+        values: Tensor,
+        /// Scales (and minima).
+        scales: Tensor,
+    },
+    /// Textures ([`crate::texture`]), chosen where [`Capabilities::texture_weights`]
+    /// (crate::Capabilities::texture_weights) says fetches from them are faster.
+    Textures {
+        /// Packed values, one `vec4<u32>` per texel (a 4-bit block per texel).
+        values: WordTexture,
+        /// Scales, one word per texel.
+        scales: WordTexture,
+    },
+}
+
 /// Quantised weights `[N, K]` in GPU memory: packed values and scales (layout in the
-/// [module docs](self)).
+/// [module docs](self)), in buffers or textures ([`QuantStorage`]).
 #[derive(Clone, Debug)]
 pub struct QuantTensor {
     scheme: QuantScheme,
     shape: [usize; 2],
-    values: Tensor,
-    scales: Tensor,
+    storage: QuantStorage,
+}
+
+/// Stores value and scale words (little-endian bytes) the way the device prefers.
+fn store(ctx: &Arc<Context>, values: &[u8], scales: &[u8]) -> Result<QuantStorage> {
+    let caps = ctx.caps();
+    if caps.texture_weights
+        && WordTexture::fits(caps, values.len() / 4, TexelKind::Vec4)
+        && WordTexture::fits(caps, scales.len() / 4, TexelKind::Word)
+    {
+        return Ok(QuantStorage::Textures {
+            values: WordTexture::from_le_bytes(ctx, values, TexelKind::Vec4)?,
+            scales: WordTexture::from_le_bytes(ctx, scales, TexelKind::Word)?,
+        });
+    }
+    Ok(QuantStorage::Buffers {
+        values: Tensor::from_le_bytes(ctx, &[values.len() / 4], DType::U32, values)?,
+        scales: Tensor::from_le_bytes(ctx, &[scales.len() / 4], DType::U32, scales)?,
+    })
 }
 
 impl QuantTensor {
@@ -507,11 +545,12 @@ impl QuantTensor {
                 detail: "packed buffers do not match the shape".into(),
             });
         }
+        // The words' in-memory bytes are their little-endian bytes on every target Kestrel
+        // supports (as for `Tensor::from_u32`).
         Ok(QuantTensor {
             scheme: p.scheme,
             shape: [p.n, p.k],
-            values: Tensor::from_u32(ctx, &[p.values.len()], &p.values)?,
-            scales: Tensor::from_u32(ctx, &[p.scales.len()], &p.scales)?,
+            storage: store(ctx, bytemuck::cast_slice(&p.values), bytemuck::cast_slice(&p.scales))?,
         })
     }
 
@@ -543,8 +582,7 @@ impl QuantTensor {
         Ok(QuantTensor {
             scheme,
             shape: [n, k],
-            values: Tensor::from_le_bytes(ctx, &[vw], DType::U32, values)?,
-            scales: Tensor::from_le_bytes(ctx, &[sw], DType::U32, scales)?,
+            storage: store(ctx, values, scales)?,
         })
     }
 
@@ -584,29 +622,31 @@ impl QuantTensor {
         self.shape[1].div_ceil(BLOCK)
     }
 
-    /// Packed values (u32 words).
-    pub fn values(&self) -> &Tensor {
-        &self.values
-    }
-
-    /// Scales (u32 words).
-    pub fn scales(&self) -> &Tensor {
-        &self.scales
+    /// Where the packed values and scales live.
+    pub fn storage(&self) -> &QuantStorage {
+        &self.storage
     }
 
     /// Bytes of values and scales in GPU memory.
     pub fn byte_size(&self) -> u64 {
-        self.values.byte_size() + self.scales.byte_size()
+        match &self.storage {
+            QuantStorage::Buffers { values, scales } => values.byte_size() + scales.byte_size(),
+            QuantStorage::Textures { values, scales } => values.byte_size() + scales.byte_size(),
+        }
     }
 
     /// Downloads the packed weights (waits for submitted work).
     pub fn download(&self) -> Result<PackedWeights> {
+        let (values, scales) = match &self.storage {
+            QuantStorage::Buffers { values, scales } => (values.to_vec_u32()?, scales.to_vec_u32()?),
+            QuantStorage::Textures { values, scales } => (values.to_vec_u32()?, scales.to_vec_u32()?),
+        };
         Ok(PackedWeights {
             scheme: self.scheme,
             n: self.shape[0],
             k: self.shape[1],
-            values: self.values.to_vec_u32()?,
-            scales: self.scales.to_vec_u32()?,
+            values,
+            scales,
         })
     }
 

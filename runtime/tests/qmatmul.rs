@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use common::{AWKWARD, all, assert_close, rand_vec};
 use kestrel::ops::gemv::{self, GemvVariant};
-use kestrel::ops::qmatmul::{qgemv, qmatmul};
-use kestrel::quant::{PackedWeights, QuantScheme, QuantTensor};
+use kestrel::ops::qmatmul::{qgemv, qgemv_accumulate, qmatmul};
+use kestrel::quant::{PackedWeights, QuantScheme, QuantStorage, QuantTensor};
 use kestrel::weights::WeightDType;
 use kestrel::{Context, KestrelError, Recorder, Tensor, reference};
 
@@ -186,7 +186,9 @@ fn qmatmul_rows_loop_limit_is_an_error() {
 
 #[test]
 fn qmatmul_every_scheme_awkward_shapes() {
-    for (cfg, ctx) in all() {
+    // The tiled GPU kernel reading textures too (the other configurations cover the CPU
+    // kernels with textures and both kernel sets with buffers).
+    for (cfg, ctx) in all().into_iter().chain([("gpu-kernels-textures", common::gpu_kernels_textures())]) {
         for scheme in QuantScheme::ALL {
             let shapes: &[(usize, usize)] = if scheme.needs_whole_blocks() {
                 &[(1, 32), (7, 96), (33, 64), (197, 576), (65, 32)]
@@ -469,4 +471,50 @@ fn bad_inputs_are_errors() {
     let x = Tensor::from_f32(&fb, &[4], &[1.0; 4]).unwrap();
     let mut rec = Recorder::new(&fb);
     assert!(qgemv(&mut rec, &x, &w, None, GemvVariant::Subgroup).is_err());
+}
+
+#[test]
+fn texture_storage_round_trips() {
+    // Values and scales spanning several texture rows, the last one partial.
+    let ctx = common::gpu_kernels_textures();
+    for (scheme, n, k) in [(QuantScheme::W4Asym, 577, 600), (QuantScheme::Q8_0, 300, 96), (QuantScheme::W8, 5000, 3)] {
+        let packed = PackedWeights::quantize(scheme, &rand_vec(n * k, 11), &[n, k]).unwrap();
+        let t = QuantTensor::upload(&ctx, &packed).unwrap();
+        assert!(matches!(t.storage(), QuantStorage::Textures { .. }), "{}", scheme.name());
+        assert_eq!(t.download().unwrap(), packed, "{}", scheme.name());
+    }
+}
+
+#[test]
+fn qgemv_accumulates_in_place() {
+    for (cfg, ctx) in all() {
+        for (scheme, n, k) in [(QuantScheme::Q4_1, 197, 96), (QuantScheme::W8, 33, 197), (QuantScheme::Q8_0, 577, 64), (QuantScheme::W4, 64, 64)] {
+            let w = rand_vec(n * k, 21);
+            let x = rand_vec(k, 22);
+            let r = rand_vec(n, 23);
+            let b = rand_vec(n, 24);
+            let (tw, deq) = upload(&ctx, scheme, &w, n, k);
+            let mut want = reference::qmatmul::qmatmul(&x, k, &deq, n, Some(&b));
+            for (w, r) in want.iter_mut().zip(&r) {
+                *w += r;
+            }
+            let tx = Tensor::from_f32(&ctx, &[1, k], &x).unwrap();
+            let tb = Tensor::from_f32(&ctx, &[n], &b).unwrap();
+            for v in gemv_variants(&ctx) {
+                let tr = Tensor::from_f32(&ctx, &[1, n], &r).unwrap();
+                let mut rec = Recorder::new(&ctx);
+                qgemv_accumulate(&mut rec, &tx, &tw, Some(&tb), v, &tr).unwrap();
+                rec.submit().unwrap();
+                let what = format!("{cfg} qgemv_accumulate {v:?} {} n{n} k{k}", scheme.name());
+                assert_close(&tr.to_vec_f32().unwrap(), &want, ATOL, RTOL, &what);
+            }
+            // An accumulator that is an operand, or of the wrong shape, is an error.
+            let mut rec = Recorder::new(&ctx);
+            assert!(qgemv_accumulate(&mut rec, &tx, &tw, None, GemvVariant::Auto, &tb).is_err());
+            let xr = Tensor::from_f32(&ctx, &[1, n], &r).unwrap();
+            if n == k {
+                assert!(qgemv_accumulate(&mut rec, &xr, &tw, None, GemvVariant::Auto, &xr).is_err());
+            }
+        }
+    }
 }

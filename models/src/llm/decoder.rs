@@ -213,14 +213,18 @@ impl Decoder {
         kv_write(rec, cache, &k, &v, self.pos)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let a = attention(rec, &q, cache, self.pos, scale)?.reshape(&[t, c.q_dim()])?;
-        let o = w.o.forward(rec, &a)?;
-        let mut x = add(rec, x, &o)?;
-        if let Some((w1, w2)) = &w.aug {
-            let r = w1.forward(rec, &o)?;
-            let r = unary(rec, &r, Unary::QuickGelu)?;
-            let s = w2.forward(rec, &r)?;
-            x = add(rec, &x, &s)?;
-        }
+        // Residual sums accumulate into the stream in place where the kernels can (the layer
+        // input is not read again).
+        let x = match &w.aug {
+            None => w.o.forward_residual(rec, &a, x.clone())?,
+            Some((w1, w2)) => {
+                let o = w.o.forward(rec, &a)?;
+                let x = add(rec, x, &o)?;
+                let r = w1.forward(rec, &o)?;
+                let r = unary(rec, &r, Unary::QuickGelu)?;
+                w2.forward_residual(rec, &r, x)?
+            }
+        };
         let h = w.ffn_norm.forward(rec, &x, c.norm_eps)?;
         let g = w.gate.forward(rec, &h)?;
         let mut act = unary(rec, &g, Unary::Silu)?;
@@ -231,7 +235,6 @@ impl Decoder {
         }
         let u = w.up.forward(rec, &h)?;
         let m = mul(rec, &act, &u)?;
-        let y = w.down.forward(rec, &m)?;
-        Ok(add(rec, &x, &y)?)
+        Ok(w.down.forward_residual(rec, &m, x)?)
     }
 }

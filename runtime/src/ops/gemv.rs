@@ -8,7 +8,8 @@ use crate::caps::Capabilities;
 use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::exec::{Binding, Dispatch, Recorder, grid};
-use crate::ops::{groups, max_window_elems, param_bytes, window};
+use crate::ops::matmul::Operand;
+use crate::ops::{accumulator, groups, max_window_elems, param_bytes, window};
 use crate::pipeline::KernelKey;
 use crate::shader::Defines;
 use crate::tensor::Tensor;
@@ -66,13 +67,16 @@ pub fn subgroup_ok(caps: &Capabilities) -> bool {
     caps.subgroups && caps.subgroup_min_size >= 4 && caps.subgroup_max_size as usize <= lanes(caps)
 }
 
-fn key(lanes: usize, native_f16: bool, w_f16: bool, vec4: bool, subgroup: bool, bias: bool) -> KernelKey {
+#[allow(clippy::too_many_arguments)]
+fn key(lanes: usize, native_f16: bool, w_f16: bool, vec4: bool, subgroup: bool, bias: bool, tex: bool, accum: bool) -> KernelKey {
     KernelKey {
         family: "gemv",
         entry: "gemv",
         defines: Defines::new()
             .set("LANES", lanes)
-            .flag("F16", native_f16 && w_f16)
+            .flag("TEX", tex)
+            .flag("ACCUM", accum)
+            .flag("F16", native_f16 && w_f16 && !tex)
             .flag("W_F16", w_f16)
             .flag("W_VEC4", vec4)
             .flag("SUBGROUP", subgroup)
@@ -80,17 +84,36 @@ fn key(lanes: usize, native_f16: bool, w_f16: bool, vec4: bool, subgroup: bool, 
     }
 }
 
-fn rows_key(w_f16: bool, subgroup: bool, rpi8: bool, bias: bool) -> KernelKey {
+fn rows_key(w_f16: bool, subgroup: bool, rpi8: bool, bias: bool, tex: bool, accum: bool) -> KernelKey {
     KernelKey {
         family: "gemv",
         entry: "gemv_rows",
-        defines: Defines::new().flag("ROWS", true).flag("W_F16", w_f16).flag("SUBGROUP", subgroup).flag("RPI8", rpi8).flag("BIAS", bias),
+        defines: Defines::new()
+            .flag("ROWS", true)
+            .flag("W_F16", w_f16)
+            .flag("SUBGROUP", subgroup)
+            .flag("RPI8", rpi8)
+            .flag("BIAS", bias)
+            .flag("TEX", tex)
+            .flag("ACCUM", accum),
     }
 }
 
-/// `y[n] = Σ_k x[k]·W[n, k] (+ bias[n])`; x f32 `[K]` or `[1, K]`, W f32/f16 `[N, K]`,
-/// y f32 with x's leading shape and N.
-pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, variant: GemvVariant) -> Result<Tensor> {
+/// `y[n] = Σ_k x[k]·W[n, k] (+ bias[n])`; x f32 `[K]` or `[1, K]`, W f32/f16 `[N, K]` (a
+/// tensor or a [`DenseTexture`](crate::texture::DenseTexture)), y f32 with x's leading shape
+/// and N.
+pub fn gemv<'w>(rec: &mut Recorder, x: &Tensor, w: impl Into<Operand<'w>>, bias: Option<&Tensor>, variant: GemvVariant) -> Result<Tensor> {
+    gemv_into(rec, x, w.into(), bias, variant, None)
+}
+
+/// `y[n] += Σ_k x[k]·W[n, k] (+ bias[n])` in place (e.g. a residual stream): `y` f32 of the
+/// product's shape, sharing no buffer with x, W or the bias. Operands as in [`gemv`].
+pub fn gemv_accumulate<'w>(rec: &mut Recorder, x: &Tensor, w: impl Into<Operand<'w>>, bias: Option<&Tensor>, variant: GemvVariant, y: &Tensor) -> Result<()> {
+    gemv_into(rec, x, w.into(), bias, variant, Some(y)).map(drop)
+}
+
+/// [`gemv`], accumulating into `into` when given.
+pub(crate) fn gemv_into(rec: &mut Recorder, x: &Tensor, w: Operand, bias: Option<&Tensor>, variant: GemvVariant, into: Option<&Tensor>) -> Result<Tensor> {
     let err = |detail: String| KestrelError::Shape { op: "gemv", detail };
     if x.dtype() != DType::F32 {
         return Err(KestrelError::UnsupportedDtype { op: "gemv", dtype: x.dtype() });
@@ -111,7 +134,7 @@ pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, v
     }
     let caps = rec.context().caps().clone();
     if variant == GemvVariant::Rows || variant == GemvVariant::Auto && caps.cpu {
-        return gemv_rows(rec, x, w, bias, n, k);
+        return gemv_rows(rec, x, &w, bias, n, k, into);
     }
     let subgroup = match variant {
         GemvVariant::Auto => subgroup_ok(&caps),
@@ -123,19 +146,20 @@ pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, v
     };
     let mut out_shape = x.shape()[..x.shape().len() - 1].to_vec();
     out_shape.push(n);
-    let y = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let y = accumulator(rec, "gemv", &out_shape, into, &operands(x, &w, bias))?;
     let ew = w.dtype().size();
-    let rows_per_window = (max_window_elems(&caps, ew) / k.max(1)).min(n);
+    let tex = matches!(w, Operand::Texture(_));
+    let rows_per_window = if tex { n } else { (max_window_elems(&caps, ew) / k.max(1)).min(n) };
     if rows_per_window == 0 || x.byte_size() > caps.max_storage_binding {
         return Err(KestrelError::InvalidArgument { op: "gemv", detail: "one row of W exceeds a storage binding".into() });
     }
     let vec4 = k % 4 == 0;
     let lanes = lanes(&caps);
     let rows_per_group = ROWS_PER_INVOCATION * WORKGROUP / lanes;
-    let kernel = rec.kernel("gemv", "gemv", key(lanes, caps.read_f16_natively(), w_f16, vec4, subgroup, bias.is_some()).defines)?;
+    let kernel = rec.kernel("gemv", "gemv", key(lanes, caps.read_f16_natively(), w_f16, vec4, subgroup, bias.is_some(), tex, into.is_some()).defines)?;
     for n0 in (0..n).step_by(rows_per_window) {
         let ncur = rows_per_window.min(n - n0);
-        let ww = window(&caps, n0 * k, ncur * k, ew);
+        let (w_binding, ww) = w.bind(&caps, n0 * k, ncur * k);
         let wy = window(&caps, n0, ncur, 4);
         let params = Params {
             n: ncur as u32,
@@ -145,7 +169,7 @@ pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, v
             bias_off: n0 as u32,
             ..Default::default()
         };
-        let mut bindings = vec![Binding::whole(x), Binding::window(w, ww.byte_offset, ww.byte_size), Binding::window(&y, wy.byte_offset, wy.byte_size)];
+        let mut bindings = vec![Binding::whole(x), w_binding, Binding::window(&y, wy.byte_offset, wy.byte_size)];
         if let Some(b) = bias {
             bindings.push(Binding::whole(b));
         }
@@ -164,14 +188,15 @@ pub fn gemv(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, v
 }
 
 /// [`gemv`] through `gemv_rows` (shapes already checked).
-fn gemv_rows(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, n: usize, k: usize) -> Result<Tensor> {
+fn gemv_rows(rec: &mut Recorder, x: &Tensor, w: &Operand, bias: Option<&Tensor>, n: usize, k: usize, into: Option<&Tensor>) -> Result<Tensor> {
     let caps = rec.context().caps().clone();
     let w_f16 = w.dtype() == DType::F16;
+    let tex = matches!(w, Operand::Texture(_));
     let mut out_shape = x.shape()[..x.shape().len() - 1].to_vec();
     out_shape.push(n);
-    let y = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let y = accumulator(rec, "gemv", &out_shape, into, &operands(x, w, bias))?;
     let ew = w.dtype().size();
-    let rows_per_window = (max_window_elems(&caps, ew) / k.max(1)).min(n);
+    let rows_per_window = if tex { n } else { (max_window_elems(&caps, ew) / k.max(1)).min(n) };
     if rows_per_window == 0 || x.byte_size() > caps.max_storage_binding {
         return Err(KestrelError::InvalidArgument { op: "gemv", detail: "one row of W exceeds a storage binding".into() });
     }
@@ -179,10 +204,10 @@ fn gemv_rows(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, 
     let align = if w_f16 { 8 } else { 4 };
     let rpi8 = n >= ROWS_RPI8_FROM;
     let rows_per_group = if rpi8 { 64 } else { 32 };
-    let kernel = rec.kernel("gemv", "gemv_rows", rows_key(w_f16, crate::ops::matmul::rows_subgroup(&caps), rpi8, bias.is_some()).defines)?;
+    let kernel = rec.kernel("gemv", "gemv_rows", rows_key(w_f16, crate::ops::matmul::rows_subgroup(&caps), rpi8, bias.is_some(), tex, into.is_some()).defines)?;
     for n0 in (0..n).step_by(rows_per_window) {
         let ncur = rows_per_window.min(n - n0);
-        let ww = window(&caps, n0 * k, ncur * k, ew);
+        let (w_binding, ww) = w.bind(&caps, n0 * k, ncur * k);
         let wy = window(&caps, n0, ncur, 4);
         let w_off = n0 * k - ww.elem_start;
         let kc = if k.is_multiple_of(align) && w_off.is_multiple_of(align) { k / ROWS_CHUNK } else { 0 };
@@ -198,9 +223,13 @@ fn gemv_rows(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, 
             kc: kc as u32,
             ..Default::default()
         };
-        // The kernel reads W as vec4s: the window is rounded up to whole ones (the pooled
+        // The kernel reads W as vec4s: a buffer window is rounded up to whole ones (the pooled
         // buffer is padded to 16 bytes).
-        let mut bindings = vec![Binding::whole(x), Binding::window(w, ww.byte_offset, ww.byte_size.div_ceil(16) * 16), Binding::window(&y, wy.byte_offset, wy.byte_size)];
+        let w_binding = match w {
+            Operand::Tensor(t) => Binding::window(t, ww.byte_offset, ww.byte_size.div_ceil(16) * 16),
+            Operand::Texture(_) => w_binding,
+        };
+        let mut bindings = vec![Binding::whole(x), w_binding, Binding::window(&y, wy.byte_offset, wy.byte_size)];
         if let Some(b) = bias {
             bindings.push(Binding::whole(b));
         }
@@ -218,20 +247,31 @@ fn gemv_rows(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, 
     Ok(y)
 }
 
+/// The tensors of a GEMV an accumulator must not share a buffer with.
+fn operands<'a>(x: &'a Tensor, w: &Operand<'a>, bias: Option<&'a Tensor>) -> Vec<&'a Tensor> {
+    let mut v = vec![x];
+    if let Operand::Tensor(t) = w {
+        v.push(t);
+    }
+    v.extend(bias);
+    v
+}
+
 /// Every GEMV kernel variant.
 pub fn variants() -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for bits in 0u32..16 {
+    for bits in 0u32..64 {
         let on = |i: u32| bits & (1 << i) != 0;
-        v.push(rows_key(on(0), on(1), on(2), on(3)));
+        v.push(rows_key(on(0), on(1), on(2), on(3), on(4), on(5)));
     }
     for lanes in [16, 64] {
-        for bits in 0u32..32 {
+        for bits in 0u32..128 {
             let on = |i: u32| bits & (1 << i) != 0;
-            if on(0) && !on(1) {
+            // Native f16 needs f16 weights; a texture is read as words.
+            if on(0) && (!on(1) || on(5)) {
                 continue;
             }
-            v.push(key(lanes, on(0), on(1), on(2), on(3), on(4)));
+            v.push(key(lanes, on(0), on(1), on(2), on(3), on(4), on(5), on(6)));
         }
     }
     v

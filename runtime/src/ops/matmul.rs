@@ -16,6 +16,7 @@ use crate::ops::{max_window_elems, param_bytes, window};
 use crate::pipeline::KernelKey;
 use crate::shader::Defines;
 use crate::tensor::Tensor;
+use crate::texture::DenseTexture;
 
 /// Options of [`matmul`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -125,6 +126,8 @@ struct Variant {
     subgroup: bool,
     /// `matmul_rows`: C rows, offset and N multiples of 4 (vec4 stores).
     c_vec4: bool,
+    /// B is a [`DenseTexture`].
+    tex: bool,
 }
 
 impl Variant {
@@ -148,6 +151,7 @@ impl Variant {
                 .flag("GELU", self.gelu)
                 .flag("TILE8", self.tile8 && !self.rows)
                 .flag("ROWS", self.rows)
+                .flag("TEX", self.tex)
                 .set("RG", if self.rows { self.rg } else { 4 })
                 .set("CV", if self.rows { self.cv } else { 1 })
                 .flag("SUBGROUP", self.rows && self.subgroup)
@@ -156,11 +160,63 @@ impl Variant {
     }
 }
 
-fn float_operand(op: &'static str, t: &Tensor) -> Result<bool> {
-    match t.dtype() {
+fn float_operand(op: &'static str, dtype: DType) -> Result<bool> {
+    match dtype {
         DType::F32 => Ok(false),
         DType::F16 => Ok(true),
         d => Err(KestrelError::UnsupportedDtype { op, dtype: d }),
+    }
+}
+
+/// The B operand of a product or GEMV: a tensor, or a dense weight kept in a texture
+/// ([`DenseTexture`], `[N, K]`, transposed-B products only).
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<'a> {
+    /// A tensor in a storage buffer.
+    Tensor(&'a Tensor),
+    /// A weight in a texture.
+    Texture(&'a DenseTexture),
+}
+
+impl<'a> From<&'a Tensor> for Operand<'a> {
+    fn from(t: &'a Tensor) -> Self {
+        Operand::Tensor(t)
+    }
+}
+
+impl<'a> From<&'a DenseTexture> for Operand<'a> {
+    fn from(t: &'a DenseTexture) -> Self {
+        Operand::Texture(t)
+    }
+}
+
+impl Operand<'_> {
+    /// Shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Operand::Tensor(t) => t.shape(),
+            Operand::Texture(t) => t.shape(),
+        }
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Operand::Tensor(t) => t.dtype(),
+            Operand::Texture(t) => t.dtype(),
+        }
+    }
+
+    /// Elements `start .. start + count` bound: a window of the buffer, or the whole texture
+    /// (no binding-size limit; its window starts at element 0).
+    pub(crate) fn bind(&self, caps: &crate::caps::Capabilities, start: usize, count: usize) -> (Binding, super::Window) {
+        match self {
+            Operand::Tensor(t) => {
+                let w = window(caps, start, count, t.dtype().size());
+                (Binding::window(t, w.byte_offset, w.byte_size), w)
+            }
+            Operand::Texture(t) => (Binding::texture(t.words()), super::Window { byte_offset: 0, byte_size: t.byte_size(), elem_start: 0 }),
+        }
     }
 }
 
@@ -171,30 +227,34 @@ fn shape_err(detail: String) -> KestrelError {
 /// `C = A·B (+ bias)`. A is `[..batch, M, K]`; B is `[K, N]` (or `[N, K]` with
 /// `transpose_b`), either shared by all batches or with A's batch dimensions. C is f32
 /// `[..batch, M, N]`. A and B may each be f32 or f16.
-pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Tensor> {
-    product(rec, a, b, opts, false, None)
+pub fn matmul<'b>(rec: &mut Recorder, a: &Tensor, b: impl Into<Operand<'b>>, opts: &MatmulOptions) -> Result<Tensor> {
+    product(rec, a, b.into(), opts, false, None)
 }
 
 /// `GELU(A·B (+ bias))` with the erf GELU (PyTorch's default, as
 /// [`Unary::GeluErf`](crate::ops::elementwise::Unary::GeluErf)), applied as the product is
 /// stored: no separate activation pass. Operands as in [`matmul`].
-pub fn matmul_gelu(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Tensor> {
-    product(rec, a, b, opts, true, None)
+pub fn matmul_gelu<'b>(rec: &mut Recorder, a: &Tensor, b: impl Into<Operand<'b>>, opts: &MatmulOptions) -> Result<Tensor> {
+    product(rec, a, b.into(), opts, true, None)
 }
 
 /// `c += A·B (+ bias)` in place: `c` is an f32 tensor of the product's shape (e.g. a
 /// transformer's residual stream), which must not share a buffer with A, B or the bias. Every
 /// clone of `c` sees the sum. Operands as in [`matmul`].
-pub fn matmul_accumulate(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, c: &Tensor) -> Result<()> {
-    product(rec, a, b, opts, false, Some(c)).map(drop)
+pub fn matmul_accumulate<'b>(rec: &mut Recorder, a: &Tensor, b: impl Into<Operand<'b>>, opts: &MatmulOptions, c: &Tensor) -> Result<()> {
+    product(rec, a, b.into(), opts, false, Some(c)).map(drop)
 }
 
 /// [`matmul`] with its epilogues: `gelu` applies GELU to the stored value; `into` accumulates
 /// into that tensor (returned) instead of a new one.
-fn product(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, gelu: bool, into: Option<&Tensor>) -> Result<Tensor> {
-    let a_f16 = float_operand("matmul", a)?;
-    let b_f16 = float_operand("matmul", b)?;
+fn product(rec: &mut Recorder, a: &Tensor, b: Operand, opts: &MatmulOptions, gelu: bool, into: Option<&Tensor>) -> Result<Tensor> {
+    let a_f16 = float_operand("matmul", a.dtype())?;
+    let b_f16 = float_operand("matmul", b.dtype())?;
+    let tex = matches!(b, Operand::Texture(_));
     let (ash, bsh) = (a.shape(), b.shape());
+    if tex && !opts.transpose_b {
+        return Err(KestrelError::InvalidArgument { op: "matmul", detail: "a texture operand is a weight [N, K]: transpose_b only".into() });
+    }
     if ash.is_empty() || bsh.len() < 2 {
         return Err(shape_err(format!("A {ash:?} needs rank >= 1 and B {bsh:?} rank >= 2")));
     }
@@ -221,8 +281,10 @@ fn product(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, gel
             return Err(KestrelError::InvalidArgument { op: "matmul", detail: format!("{what} = {v} out of range") });
         }
     }
-    if m == 1 && batch == 1 && opts.transpose_b && !gelu && into.is_none() {
-        let y = gemv::gemv(rec, &a.reshape(&[k])?, b, opts.bias, GemvVariant::Auto)?;
+    if m == 1 && batch == 1 && opts.transpose_b && !gelu {
+        // The GEMV accumulates into the accumulator's [n] view (same buffer).
+        let into = into.map(|c| c.reshape(&[n])).transpose()?;
+        let y = gemv::gemv_into(rec, &a.reshape(&[k])?, b, opts.bias, GemvVariant::Auto, into.as_ref())?;
         return y.reshape(&out_shape);
     }
     let out = match into {
@@ -231,7 +293,7 @@ fn product(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, gel
                 return Err(shape_err(format!("accumulator {:?} ({}) must be f32 {out_shape:?}", c.shape(), c.dtype().name())));
             }
             let shared = |t: &Tensor| Arc::ptr_eq(t.pooled(), c.pooled());
-            if shared(a) || shared(b) || opts.bias.is_some_and(shared) {
+            if shared(a) || matches!(b, Operand::Tensor(t) if shared(t)) || opts.bias.is_some_and(shared) {
                 return Err(KestrelError::InvalidArgument { op: "matmul", detail: "the accumulator shares a buffer with an operand".into() });
             }
             c.clone()
@@ -257,6 +319,7 @@ fn product(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, gel
         cv,
         subgroup: rows_subgroup(&caps),
         c_vec4: n.is_multiple_of(4),
+        tex,
     };
     if variant.rows && k > ROWS_MAX_K {
         return Err(KestrelError::InvalidArgument {
@@ -275,7 +338,7 @@ fn product(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, gel
     let b_elems = k * n;
 
     let fits = |elems: usize, esize: usize| elems <= max_window_elems(&caps, esize);
-    let single = fits(batch * m * k, ea) && fits(if b_batched { batch } else { 1 } * b_elems, eb) && fits(batch * m * n, 4) && batch <= caps.max_workgroups_per_dim as usize;
+    let single = fits(batch * m * k, ea) && (tex || fits(if b_batched { batch } else { 1 } * b_elems, eb)) && fits(batch * m * n, 4) && batch <= caps.max_workgroups_per_dim as usize;
     if single {
         let params = Params {
             m: m as u32,
@@ -289,7 +352,7 @@ fn product(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, gel
             c_bs: (m * n) as u32,
             ..Default::default()
         };
-        let mut bindings = vec![Binding::whole(a), Binding::whole(b), Binding::whole(&out)];
+        let mut bindings = vec![Binding::whole(a), b.bind(&caps, 0, bsh.iter().product()).0, Binding::whole(&out)];
         if let Some(bias) = opts.bias {
             bindings.push(Binding::whole(bias));
         }
@@ -313,7 +376,9 @@ fn product(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, gel
     if mc == 0 {
         return Err(too_big("row of A or C"));
     }
-    let (nc, kc) = if opts.transpose_b {
+    let (nc, kc) = if tex {
+        (n, k)
+    } else if opts.transpose_b {
         (max_window_elems(&caps, eb) / k, k)
     } else if fits(b_elems, eb) {
         (n, k)
@@ -338,7 +403,7 @@ fn product(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, gel
                     let kcur = kc.min(k - k0);
                     let (b_start, b_count) =
                         if opts.transpose_b { (bb * b_elems + n0 * k, ncur * k) } else { (bb * b_elems + k0 * n, kcur * n) };
-                    let wb = window(&caps, b_start, b_count, eb);
+                    let (b_binding, wb) = b.bind(&caps, b_start, b_count);
                     let params = Params {
                         m: mcur as u32,
                         n: ncur as u32,
@@ -362,7 +427,7 @@ fn product(rec: &mut Recorder, a: &Tensor, b: &Tensor, opts: &MatmulOptions, gel
                     };
                     let mut bindings = vec![
                         Binding::window(a, wa.byte_offset, wa.byte_size),
-                        Binding::window(b, wb.byte_offset, wb.byte_size),
+                        b_binding,
                         Binding::window(&out, wc.byte_offset, wc.byte_size),
                     ];
                     if let (Some(bias), true) = (opts.bias, v.bias) {
@@ -433,8 +498,12 @@ pub fn matmul_baseline(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Ten
 /// Every matmul kernel variant.
 pub fn variants() -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for bits in 0u32..1u32 << 12 {
+    for bits in 0u32..1u32 << 13 {
         let on = |i: u32| bits & (1 << i) != 0;
+        // A texture operand is a transposed weight.
+        if on(12) && !on(5) {
+            continue;
+        }
         let var = Variant {
             native_f16: on(0),
             a_f16: on(1),
@@ -451,6 +520,7 @@ pub fn variants() -> Vec<KernelKey> {
             subgroup: false,
             c_vec4: on(10),
             gelu: on(11),
+            tex: on(12),
         };
         // `matmul_rows` runs on CPU adapters, which read f16 packed; its tile bits only exist there.
         let impossible = var.native_f16 && !(var.a_f16 || var.b_f16) || var.rows && (var.tile8 || var.native_f16) || !var.rows && var.c_vec4;

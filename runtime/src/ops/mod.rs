@@ -19,7 +19,13 @@ pub mod sla;
 pub mod softmax;
 pub mod window_attention;
 
+use std::sync::Arc;
+
 use crate::caps::Capabilities;
+use crate::dtype::DType;
+use crate::error::{KestrelError, Result};
+use crate::exec::Recorder;
+use crate::tensor::Tensor;
 
 /// Serialises a parameter struct for binding 0.
 pub(crate) fn param_bytes<T: bytemuck::Pod>(p: &T) -> Vec<u8> {
@@ -45,6 +51,19 @@ pub(crate) fn window(caps: &Capabilities, start: usize, count: usize, esize: usi
     let aligned = begin / align * align;
     let end = ((start + count) * esize) as u64;
     Window { byte_offset: aligned, byte_size: end - aligned, elem_start: (aligned / esize as u64) as usize }
+}
+
+/// The output of a product: a new f32 tensor of `shape`, or `into` — to be accumulated into
+/// in place — once checked to be f32 of that shape and to share no buffer with `inputs`.
+pub(crate) fn accumulator(rec: &Recorder, op: &'static str, shape: &[usize], into: Option<&Tensor>, inputs: &[&Tensor]) -> Result<Tensor> {
+    let Some(c) = into else { return Tensor::empty(rec.context(), shape, DType::F32) };
+    if c.dtype() != DType::F32 || c.shape() != shape {
+        return Err(KestrelError::Shape { op, detail: format!("accumulator {:?} ({}) must be f32 {shape:?}", c.shape(), c.dtype().name()) });
+    }
+    if inputs.iter().any(|t| Arc::ptr_eq(t.pooled(), c.pooled())) {
+        return Err(KestrelError::InvalidArgument { op, detail: "the accumulator shares a buffer with an operand".into() });
+    }
+    Ok(c.clone())
 }
 
 /// Most elements one window may hold, leaving room for the alignment slack and vec4 tails.

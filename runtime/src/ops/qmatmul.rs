@@ -12,9 +12,9 @@ use crate::error::{KestrelError, Result};
 use crate::exec::{Binding, Dispatch, Recorder, grid};
 use crate::ops::gemv::{self, GemvVariant};
 use crate::ops::matmul;
-use crate::ops::{Window, groups, max_window_elems, param_bytes, window};
+use crate::ops::{accumulator, groups, max_window_elems, param_bytes, window};
 use crate::pipeline::KernelKey;
-use crate::quant::{BLOCK, QuantScheme, QuantTensor};
+use crate::quant::{BLOCK, QuantScheme, QuantStorage, QuantTensor};
 use crate::shader::Defines;
 use crate::tensor::Tensor;
 
@@ -89,10 +89,13 @@ struct Variant {
     a_vec4: bool,
     k_tail: bool,
     bias: bool,
+    tex: bool,
+    /// GEMV kernels: add into the output (`qgemv_accumulate`).
+    accum: bool,
 }
 
 impl Variant {
-    fn new(kernel: Kernel, scheme: QuantScheme, a_vec4: bool, k: usize, bias: bool) -> Variant {
+    fn new(kernel: Kernel, scheme: QuantScheme, a_vec4: bool, k: usize, bias: bool, tex: bool) -> Variant {
         Variant {
             kernel,
             q8: scheme.bits() == 8,
@@ -101,6 +104,8 @@ impl Variant {
             a_vec4,
             k_tail: !k.is_multiple_of(BLOCK),
             bias,
+            tex,
+            accum: false,
         }
     }
 
@@ -120,7 +125,9 @@ impl Variant {
             .flag("MIN", self.min)
             .flag("A_VEC4", self.a_vec4)
             .flag("K_TAIL", self.k_tail)
-            .flag("BIAS", self.bias);
+            .flag("BIAS", self.bias)
+            .flag("TEX", self.tex)
+            .flag("ACCUM", self.accum);
         match self.kernel {
             Kernel::Gemv {
                 lanes,
@@ -178,6 +185,9 @@ fn check_bias(op: &'static str, bias: Option<&Tensor>, n: usize) -> Result<()> {
 /// Rows of W per window, so that values and scales each fit one storage binding.
 fn rows_per_window(caps: &Capabilities, w: &QuantTensor) -> usize {
     let (n, nb, s) = (w.shape()[0], w.blocks_per_row(), w.scheme());
+    if matches!(w.storage(), QuantStorage::Textures { .. }) {
+        return n;
+    }
     let by_values = max_window_elems(caps, 16) / (nb * s.block_words() / 4);
     let by_scales = if s.row_scale() {
         max_window_elems(caps, 4)
@@ -189,17 +199,24 @@ fn rows_per_window(caps: &Capabilities, w: &QuantTensor) -> usize {
     by_values.min(by_scales).min(n)
 }
 
-/// Windows of values and scales over weight rows `n0..n0 + count`, with the offsets of the
-/// window's first row inside them (`w_off` in vec4 units, `s_off` in scale units).
-fn weight_windows(
-    caps: &Capabilities,
-    w: &QuantTensor,
-    n0: usize,
-    count: usize,
-) -> (Window, Window, u32, u32) {
+/// The value and scale bindings of weight rows `n0..n0 + count`.
+struct WeightSlice {
+    values: Binding,
+    scales: Binding,
+    /// Vec4 index of row n0's first block inside the values binding.
+    w_off: u32,
+    /// Index of row n0's first scale (in scale units) inside the scales binding.
+    s_off: u32,
+    /// Bytes bound (for profiles).
+    bytes: u64,
+}
+
+/// Binds weight rows `n0..n0 + count`: windows of the buffers, or the whole textures (which
+/// have no binding-size limit) with the rows' offsets.
+fn weight_slice(caps: &Capabilities, w: &QuantTensor, n0: usize, count: usize) -> WeightSlice {
     let (nb, s) = (w.blocks_per_row(), w.scheme());
     let bw = s.block_words() / 4;
-    let wv = window(caps, n0 * nb * bw, count * nb * bw, 16);
+    // First scale and scale count of the rows, and bytes per scale.
     let (s_start, s_count, s_size) = if s.row_scale() {
         (n0, count, 4)
     } else if s.has_min() {
@@ -207,13 +224,26 @@ fn weight_windows(
     } else {
         (n0 * nb, count * nb, 2)
     };
-    let ws = window(caps, s_start, s_count, s_size);
-    (
-        wv,
-        ws,
-        (n0 * nb * bw - wv.elem_start) as u32,
-        (s_start - ws.elem_start) as u32,
-    )
+    match w.storage() {
+        QuantStorage::Buffers { values, scales } => {
+            let wv = window(caps, n0 * nb * bw, count * nb * bw, 16);
+            let ws = window(caps, s_start, s_count, s_size);
+            WeightSlice {
+                values: Binding::window(values, wv.byte_offset, wv.byte_size),
+                scales: Binding::window(scales, ws.byte_offset, ws.byte_size),
+                w_off: (n0 * nb * bw - wv.elem_start) as u32,
+                s_off: (s_start - ws.elem_start) as u32,
+                bytes: wv.byte_size + ws.byte_size,
+            }
+        }
+        QuantStorage::Textures { values, scales } => WeightSlice {
+            values: Binding::texture(values),
+            scales: Binding::texture(scales),
+            w_off: (n0 * nb * bw) as u32,
+            s_off: s_start as u32,
+            bytes: (count * nb * bw * 16 + s_count * s_size) as u64,
+        },
+    }
 }
 
 fn too_big(op: &'static str, what: &str) -> KestrelError {
@@ -231,6 +261,31 @@ pub fn qgemv(
     w: &QuantTensor,
     bias: Option<&Tensor>,
     variant: GemvVariant,
+) -> Result<Tensor> {
+    qgemv_into(rec, x, w, bias, variant, None)
+}
+
+/// `y[n] += Σ_k x[k]·W[n, k] (+ bias[n])` in place (e.g. a residual stream): `y` f32 of the
+/// product's shape, sharing no buffer with x or the bias. Operands as in [`qgemv`].
+pub fn qgemv_accumulate(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &QuantTensor,
+    bias: Option<&Tensor>,
+    variant: GemvVariant,
+    y: &Tensor,
+) -> Result<()> {
+    qgemv_into(rec, x, w, bias, variant, Some(y)).map(drop)
+}
+
+/// [`qgemv`], accumulating into `into` when given.
+fn qgemv_into(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &QuantTensor,
+    bias: Option<&Tensor>,
+    variant: GemvVariant,
+    into: Option<&Tensor>,
 ) -> Result<Tensor> {
     const OP: &str = "qgemv";
     if x.dtype() != DType::F32 {
@@ -269,7 +324,9 @@ pub fn qgemv(
     }
     let mut out_shape = x.shape()[..x.shape().len() - 1].to_vec();
     out_shape.push(n);
-    let y = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let mut inputs = vec![x];
+    inputs.extend(bias);
+    let y = accumulator(rec, OP, &out_shape, into, &inputs)?;
     let lanes = gemv::lanes(&caps);
     let (kernel, rows_per_group) = if rows_kernel {
         if w.blocks_per_row() > gemv::MAX_LOOP {
@@ -298,31 +355,28 @@ pub fn qgemv(
             gemv_rows(&caps) * gemv_workgroup(&caps) / lanes,
         )
     };
-    let v = Variant::new(kernel, w.scheme(), true, k, bias.is_some());
+    let tex = matches!(w.storage(), QuantStorage::Textures { .. });
+    let v = Variant { accum: into.is_some(), ..Variant::new(kernel, w.scheme(), true, k, bias.is_some(), tex) };
     let kernel = rec.kernel("qmatmul", v.entry(), v.key().defines)?;
     let nb = w.blocks_per_row();
     for n0 in (0..n).step_by(rows) {
         let ncur = rows.min(n - n0);
-        let (wv, ws, w_off, s_off) = weight_windows(&caps, w, n0, ncur);
+        let ws = weight_slice(&caps, w, n0, ncur);
         let wy = window(&caps, n0, ncur, 4);
         let params = Params {
             m: 1,
             n: ncur as u32,
             k: k as u32,
             nb: nb as u32,
-            w_off,
-            s_off,
+            w_off: ws.w_off,
+            s_off: ws.s_off,
             c_off: (n0 - wy.elem_start) as u32,
             bias_off: n0 as u32,
             ldc: n as u32,
             ..Default::default()
         };
-        let mut bindings = vec![
-            Binding::whole(x),
-            Binding::window(w.values(), wv.byte_offset, wv.byte_size),
-            Binding::window(w.scales(), ws.byte_offset, ws.byte_size),
-            Binding::window(&y, wy.byte_offset, wy.byte_size),
-        ];
+        let bytes = ws.bytes + (k * 4 + ncur * 4) as u64;
+        let mut bindings = vec![Binding::whole(x), ws.values, ws.scales, Binding::window(&y, wy.byte_offset, wy.byte_size)];
         if let Some(b) = bias {
             bindings.push(Binding::whole(b));
         }
@@ -334,7 +388,7 @@ pub fn qgemv(
             op: OP,
             shape: format!("[1,{k}]x{}[{n},{k}]^T", w.scheme().name()),
             flops: 2 * (ncur * k) as u64,
-            bytes: wv.byte_size + ws.byte_size + (k * 4 + ncur * 4) as u64,
+            bytes,
         })?;
     }
     Ok(y)
@@ -394,7 +448,8 @@ pub fn qmatmul(
     } else {
         (Kernel::Tiled, (64, 64))
     };
-    let v = Variant::new(kernel, w.scheme(), k % 4 == 0, k, bias.is_some());
+    let tex = matches!(w.storage(), QuantStorage::Textures { .. });
+    let v = Variant::new(kernel, w.scheme(), k % 4 == 0, k, bias.is_some(), tex);
     let pipeline = rec.kernel("qmatmul", v.entry(), v.key().defines)?;
     let rows = rows_per_window(&caps, w);
     let mc = (max_window_elems(&caps, 4) / k)
@@ -412,26 +467,22 @@ pub fn qmatmul(
         let wc = window(&caps, m0 * n, mcur * n, 4);
         for n0 in (0..n).step_by(rows) {
             let ncur = rows.min(n - n0);
-            let (wv, ws, w_off, s_off) = weight_windows(&caps, w, n0, ncur);
+            let ws = weight_slice(&caps, w, n0, ncur);
             let params = Params {
                 m: mcur as u32,
                 n: ncur as u32,
                 k: k as u32,
                 nb: nb as u32,
-                w_off,
-                s_off,
+                w_off: ws.w_off,
+                s_off: ws.s_off,
                 a_off: (m0 * k - wa.elem_start) as u32,
                 c_off: (m0 * n - wc.elem_start + n0) as u32,
                 bias_off: n0 as u32,
                 ldc: n as u32,
                 ..Default::default()
             };
-            let mut bindings = vec![
-                Binding::window(a, wa.byte_offset, wa.byte_size),
-                Binding::window(w.values(), wv.byte_offset, wv.byte_size),
-                Binding::window(w.scales(), ws.byte_offset, ws.byte_size),
-                Binding::window(&out, wc.byte_offset, wc.byte_size),
-            ];
+            let bytes = ws.bytes + (mcur * k * 4 + mcur * ncur * 4) as u64;
+            let mut bindings = vec![Binding::window(a, wa.byte_offset, wa.byte_size), ws.values, ws.scales, Binding::window(&out, wc.byte_offset, wc.byte_size)];
             if let Some(b) = bias {
                 bindings.push(Binding::whole(b));
             }
@@ -450,7 +501,7 @@ pub fn qmatmul(
                 op: OP,
                 shape: format!("{ash:?}x{}[{n},{k}]^T", w.scheme().name()),
                 flops: 2 * (mcur * ncur * k) as u64,
-                bytes: wv.byte_size + ws.byte_size + (mcur * k * 4 + mcur * ncur * 4) as u64,
+                bytes,
             })?;
         }
     }
@@ -513,7 +564,13 @@ pub fn variants() -> Vec<KernelKey> {
                     continue;
                 }
                 let k = if on(1) { 33 } else { 32 };
-                v.push(Variant::new(kernel, scheme, on(0), k, on(2)).key());
+                for tex in [false, true] {
+                    let var = Variant::new(kernel, scheme, on(0), k, on(2), tex);
+                    v.push(var.key());
+                    if matches!(kernel, Kernel::Gemv { .. } | Kernel::GemvRows { .. }) {
+                        v.push(Variant { accum: true, ..var }.key());
+                    }
+                }
             }
         }
     }

@@ -32,17 +32,35 @@ pub fn fallback() -> Arc<Context> {
 }
 
 /// The same device with a 1 MiB storage-binding limit, so chunked (windowed) paths run at
-/// small sizes.
+/// small sizes (quantised weights in buffers, which are what gets windowed).
 pub fn small_bindings() -> Arc<Context> {
     static C: OnceLock<Arc<Context>> = OnceLock::new();
-    C.get_or_init(|| make(ContextOptions { max_binding_override: Some(1 << 20), ..ContextOptions::from_env() }))
-        .clone()
+    C.get_or_init(|| {
+        make(ContextOptions { max_binding_override: Some(1 << 20), weight_textures: Some(false), ..ContextOptions::from_env() })
+    })
+    .clone()
 }
 
 /// [`small_bindings`] with the GPU kernel set.
 pub fn small_bindings_gpu_kernels() -> Arc<Context> {
     static C: OnceLock<Arc<Context>> = OnceLock::new();
-    C.get_or_init(|| make(ContextOptions { max_binding_override: Some(1 << 20), gpu_kernels: true, ..ContextOptions::from_env() }))
+    C.get_or_init(|| {
+        make(ContextOptions {
+            max_binding_override: Some(1 << 20),
+            gpu_kernels: true,
+            weight_textures: Some(false),
+            ..ContextOptions::from_env()
+        })
+    })
+    .clone()
+}
+
+/// The GPU kernel set reading quantised weights from textures (the CPU kernel set does by
+/// default on a CPU adapter; the GPU set does not), so every quantised kernel runs with both
+/// weight storages.
+pub fn gpu_kernels_textures() -> Arc<Context> {
+    static C: OnceLock<Arc<Context>> = OnceLock::new();
+    C.get_or_init(|| make(ContextOptions { gpu_kernels: true, weight_textures: Some(true), ..ContextOptions::from_env() }))
         .clone()
 }
 
