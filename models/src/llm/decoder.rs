@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use kestrel::ops::attention::{KvCache, RopeOptions, attention, kv_write, rope};
-use kestrel::ops::elementwise::{Unary, add, mul, unary};
+use kestrel::ops::elementwise::{Unary, add, mul, silu_mul, unary};
 use kestrel::ops::gather::embedding;
 use kestrel::ops::layout::slice;
 use kestrel::ops::reduce::{argmax, top_k};
@@ -227,14 +227,17 @@ impl Decoder {
         };
         let h = w.ffn_norm.forward(rec, &x, c.norm_eps)?;
         let g = w.gate.forward(rec, &h)?;
-        let mut act = unary(rec, &g, Unary::Silu)?;
-        if let Some(g2) = &w.gate2 {
-            let g2 = g2.forward(rec, &h)?;
-            let g2 = unary(rec, &g2, Unary::QuickGelu)?;
-            act = add(rec, &act, &g2)?;
-        }
         let u = w.up.forward(rec, &h)?;
-        let m = mul(rec, &act, &u)?;
+        let m = match &w.gate2 {
+            None => silu_mul(rec, &g, &u)?,
+            Some(g2) => {
+                let act = unary(rec, &g, Unary::Silu)?;
+                let g2 = g2.forward(rec, &h)?;
+                let g2 = unary(rec, &g2, Unary::QuickGelu)?;
+                let act = add(rec, &act, &g2)?;
+                mul(rec, &act, &u)?
+            }
+        };
         Ok(w.down.forward_residual(rec, &m, x)?)
     }
 }

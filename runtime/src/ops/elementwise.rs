@@ -91,6 +91,8 @@ pub enum Binary {
     Mul,
     /// `a / b`.
     Div,
+    /// `silu(a) · b` (SwiGLU: the gate's activation times the up projection).
+    SiluMul,
 }
 
 impl Binary {
@@ -101,6 +103,7 @@ impl Binary {
             Binary::Sub => "sub",
             Binary::Mul => "mul",
             Binary::Div => "div",
+            Binary::SiluMul => "silu_mul",
         }
     }
 
@@ -110,6 +113,7 @@ impl Binary {
             Binary::Sub => "a - b",
             Binary::Mul => "a * b",
             Binary::Div => "a / b",
+            Binary::SiluMul => "a * sigmoid(a) * b",
         }
     }
 }
@@ -288,7 +292,7 @@ pub fn binary(rec: &mut Recorder, a: &Tensor, b: &Tensor, op: Binary) -> Result<
             params: param_bytes(&params),
             workgroups: grid(groups(count, 256), caps.max_workgroups_per_dim)?,
             op: op.name(),
-            shape: format!("{:?}{}{:?}", a.shape(), op.wgsl().trim_start_matches('a').trim_end_matches('b'), b.shape()),
+            shape: format!("{:?}, {:?}", a.shape(), b.shape()),
             flops: count as u64,
             bytes: count as u64 * 12,
         })?;
@@ -305,6 +309,11 @@ pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `a · b` with broadcasting.
 pub fn mul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(rec, a, b, Binary::Mul)
+}
+
+/// `silu(a) · b` with broadcasting: a SwiGLU MLP's activation in one pass.
+pub fn silu_mul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(rec, a, b, Binary::SiluMul)
 }
 
 /// Converts between f32 and f16 (works without `SHADER_F16`: packs with `pack2x16float`).
@@ -347,7 +356,7 @@ pub fn variants() -> Vec<KernelKey> {
             defines: Defines::new().flag("UNARY", true).set("EXPR", op.wgsl()),
         })
         .collect();
-    for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div] {
+    for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::SiluMul] {
         for same in [false, true] {
             v.push(KernelKey {
                 family: "elementwise",

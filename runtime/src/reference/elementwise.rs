@@ -57,6 +57,10 @@ pub fn binary(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize], op: Bi
                 Binary::Sub => x - y,
                 Binary::Mul => x * y,
                 Binary::Div => x / y,
+                Binary::SiluMul => {
+                    let v = f64::from(x);
+                    (v / (1.0 + (-v).exp()) * f64::from(y)) as f32
+                }
             }
         })
         .collect();
