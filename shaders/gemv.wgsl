@@ -52,11 +52,12 @@ struct Params {
 // wv(i): vec4 i of W (packed f16 pairs with W_F16); w_elem(i): element i.
 #if TEX
 @group(0) @binding(2) var w_tex: texture_2d<u32>;
-fn w_texel(i: u32) -> vec4<u32> { return textureLoad(w_tex, vec2<u32>(i % 4096u, i / 4096u), 0); }
+#include tex_words
+// (wv's index is a texel's.)
 #if W_F16
-fn wv(i: u32) -> vec4<u32> { return w_texel(i); }
+fn wv(i: u32) -> vec4<u32> { return tex_texel(w_tex, i); }
 #else
-fn wv(i: u32) -> vec4<f32> { return bitcast<vec4<f32>>(w_texel(i)); }
+fn wv(i: u32) -> vec4<f32> { return bitcast<vec4<f32>>(tex_texel(w_tex, i)); }
 #endif
 #else
 #if W_F16
@@ -226,19 +227,15 @@ fn gemv_rows(
 #endif
 
 #if TEX
-// W in a texture (runtime/src/texture.rs: texel i, four words, at (i % 4096, i / 4096)).
+// W in a texture (runtime/src/texture.rs DenseTexture).
 @group(0) @binding(2) var w_tex: texture_2d<u32>;
-fn w_texel(i: u32) -> vec4<u32> { return textureLoad(w_tex, vec2<u32>(i % 4096u, i / 4096u), 0); }
+#include tex_words
 #if W_F16
-fn w4(i: u32) -> vec4<f32> {
-    let t = w_texel(i / 8u);
-    let w = select(t.xy, t.zw, i % 8u >= 4u);
-    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-}
-fn w1(i: u32) -> f32 { return unpack2x16float(w_texel(i / 8u)[(i / 2u) % 4u])[i % 2u]; }
+fn w4(i: u32) -> vec4<f32> { return tex_f16x4(w_tex, i); }
+fn w1(i: u32) -> f32 { return tex_f16(w_tex, i); }
 #else
-fn w4(i: u32) -> vec4<f32> { return bitcast<vec4<f32>>(w_texel(i / 4u)); }
-fn w1(i: u32) -> f32 { return bitcast<f32>(w_texel(i / 4u)[i % 4u]); }
+fn w4(i: u32) -> vec4<f32> { return tex_f32x4(w_tex, i); }
+fn w1(i: u32) -> f32 { return tex_f32(w_tex, i); }
 #endif
 #else
 #if W_F16

@@ -87,20 +87,15 @@ fn a1(i: u32) -> f32 { return a_buf[i]; }
 #endif
 
 #if TEX
-// B is a weight [N, K] in a texture (runtime/src/texture.rs: texel i, four words, at
-// (i % 4096, i / 4096); f16 elements two per word, the lower index in the low half).
+// B is a weight [N, K] in a texture (runtime/src/texture.rs DenseTexture).
 @group(0) @binding(2) var b_tex: texture_2d<u32>;
-fn b_texel(i: u32) -> vec4<u32> { return textureLoad(b_tex, vec2<u32>(i % 4096u, i / 4096u), 0); }
+#include tex_words
 #if B_F16
-fn b4(i: u32) -> vec4<f32> {
-    let t = b_texel(i / 8u);
-    let w = select(t.xy, t.zw, i % 8u >= 4u);
-    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-}
-fn b1(i: u32) -> f32 { return unpack2x16float(b_texel(i / 8u)[(i / 2u) % 4u])[i % 2u]; }
+fn b4(i: u32) -> vec4<f32> { return tex_f16x4(b_tex, i); }
+fn b1(i: u32) -> f32 { return tex_f16(b_tex, i); }
 #else
-fn b4(i: u32) -> vec4<f32> { return bitcast<vec4<f32>>(b_texel(i / 4u)); }
-fn b1(i: u32) -> f32 { return bitcast<f32>(b_texel(i / 4u)[i % 4u]); }
+fn b4(i: u32) -> vec4<f32> { return tex_f32x4(b_tex, i); }
+fn b1(i: u32) -> f32 { return tex_f32(b_tex, i); }
 #endif
 #else
 #if B_F16

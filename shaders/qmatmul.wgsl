@@ -56,10 +56,10 @@ fn a1(i: u32) -> f32 { return a_buf[i]; }
 #if TEX
 @group(0) @binding(2) var w_tex: texture_2d<u32>;
 @group(0) @binding(3) var s_tex: texture_2d<u32>;
-// Vec4 i of the values and word i of the scales (runtime/src/texture.rs: texel i is at
-// (i % 4096, i / 4096)).
-fn w_vec(i: u32) -> vec4<u32> { return textureLoad(w_tex, vec2<u32>(i % 4096u, i / 4096u), 0); }
-fn s_word(i: u32) -> u32 { return textureLoad(s_tex, vec2<u32>(i % 4096u, i / 4096u), 0).x; }
+#include tex_words
+// Vec4 i of the values and word i of the scales (one word per scale texel).
+fn w_vec(i: u32) -> vec4<u32> { return tex_texel(w_tex, i); }
+fn s_word(i: u32) -> u32 { return tex_texel(s_tex, i).x; }
 #else
 @group(0) @binding(2) var<storage, read> w_buf: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> s_buf: array<u32>;

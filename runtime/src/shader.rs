@@ -36,6 +36,7 @@ pub const INCLUDES: &[(&str, &str)] = &[
     ("rows_block", include_str!("../../shaders/include/rows_block.wgsl")),
     ("subgroup_ids", include_str!("../../shaders/include/subgroup_ids.wgsl")),
     ("subgroup_params", include_str!("../../shaders/include/subgroup_params.wgsl")),
+    ("tex_words", include_str!("../../shaders/include/tex_words.wgsl")),
     ("wg_reduce", include_str!("../../shaders/include/wg_reduce.wgsl")),
 ];
 

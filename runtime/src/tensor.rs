@@ -179,18 +179,7 @@ impl Tensor {
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, copy);
         self.ctx.queue().submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.ctx.sync()?;
-        rx.recv()
-            .map_err(|e| KestrelError::Readback(e.to_string()))?
-            .map_err(|e| KestrelError::Readback(e.to_string()))?;
-        let view = staging.get_mapped_range(..).map_err(|e| KestrelError::Readback(e.to_string()))?;
-        let mut out = view.to_vec();
-        drop(view);
-        staging.unmap();
+        let mut out = read_staging(&self.ctx, &staging)?;
         out.truncate(bytes as usize);
         Ok(out)
     }
@@ -223,4 +212,21 @@ fn check_len(shape: &[usize], got: usize) -> Result<()> {
         return Err(KestrelError::DataLength { expected, got });
     }
     Ok(())
+}
+
+/// Waits for submitted work, then maps a `MAP_READ` staging buffer and copies it out.
+pub(crate) fn read_staging(ctx: &Context, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.sync()?;
+    rx.recv()
+        .map_err(|e| KestrelError::Readback(e.to_string()))?
+        .map_err(|e| KestrelError::Readback(e.to_string()))?;
+    let view = staging.get_mapped_range(..).map_err(|e| KestrelError::Readback(e.to_string()))?;
+    let out = view.to_vec();
+    drop(view);
+    staging.unmap();
+    Ok(out)
 }

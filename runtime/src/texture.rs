@@ -18,7 +18,7 @@ use crate::caps::Capabilities;
 use crate::context::Context;
 use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, read_staging};
 
 /// Texels per texture row (a power of two, so the shaders' `%` and `/` are a mask and a shift;
 /// well under WebGPU's minimum `max_texture_dimension_2d` of 8192).
@@ -55,6 +55,20 @@ fn extent(texels: usize) -> (usize, usize) {
     if texels <= TEXTURE_WIDTH { (texels, 1) } else { (TEXTURE_WIDTH, texels.div_ceil(TEXTURE_WIDTH)) }
 }
 
+/// A `width × height` texture of `kind` texels that kernels read and copies fill or read.
+fn create(ctx: &Context, kind: TexelKind, width: usize, height: usize) -> wgpu::Texture {
+    ctx.device().create_texture(&wgpu::TextureDescriptor {
+        label: Some("kestrel-weight-texture"),
+        size: wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: kind.format(),
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::COPY_SRC,
+        view_formats: &[],
+    })
+}
+
 /// u32 words in a read-only 2-D texture (see the [module docs](self)).
 #[derive(Clone, Debug)]
 pub struct WordTexture {
@@ -86,16 +100,7 @@ impl WordTexture {
         }
         let texel_bytes = 4 * kind.words();
         let (width, height) = extent(words.div_ceil(kind.words()));
-        let texture = ctx.device().create_texture(&wgpu::TextureDescriptor {
-            label: Some("kestrel-weight-texture"),
-            size: wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: kind.format(),
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::COPY_SRC,
-            view_formats: &[],
-        });
+        let texture = create(ctx, kind, width, height);
         // Whole rows in one write; the last, partial row padded with zeros.
         let row_bytes = width * texel_bytes;
         let full_rows = bytes.len() / row_bytes;
@@ -157,21 +162,11 @@ impl WordTexture {
             wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
         );
         self.ctx.queue().submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.ctx.sync()?;
-        rx.recv()
-            .map_err(|e| KestrelError::Readback(e.to_string()))?
-            .map_err(|e| KestrelError::Readback(e.to_string()))?;
-        let view = staging.get_mapped_range(..).map_err(|e| KestrelError::Readback(e.to_string()))?;
+        let bytes = read_staging(&self.ctx, &staging)?;
         let mut out = Vec::with_capacity(self.words);
-        for row in view.chunks(padded_row) {
+        for row in bytes.chunks(padded_row) {
             out.extend(row[..row_bytes].chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
         }
-        drop(view);
-        staging.unmap();
         out.truncate(self.words);
         Ok(out)
     }
@@ -201,16 +196,7 @@ impl DenseTexture {
             return None;
         }
         let (width, height) = extent(texels);
-        let texture = ctx.device().create_texture(&wgpu::TextureDescriptor {
-            label: Some("kestrel-weight-texture"),
-            size: wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: TexelKind::Vec4.format(),
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::COPY_SRC,
-            view_formats: &[],
-        });
+        let texture = create(ctx, TexelKind::Vec4, width, height);
         let row_bytes = (width * 16) as u64;
         let full_rows = texels / width;
         let mut enc = ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("weight-texture") });
