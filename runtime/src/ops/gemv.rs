@@ -133,9 +133,7 @@ pub(crate) fn gemv_into(rec: &mut Recorder, x: &Tensor, w: Operand, bias: Option
         }
     }
     let caps = rec.context().caps().clone();
-    if variant == GemvVariant::Rows || variant == GemvVariant::Auto && caps.cpu {
-        return gemv_rows(rec, x, &w, bias, n, k, into);
-    }
+    let rows_kernel = variant == GemvVariant::Rows || variant == GemvVariant::Auto && caps.cpu;
     let subgroup = match variant {
         GemvVariant::Auto => subgroup_ok(&caps),
         GemvVariant::Subgroup if subgroup_ok(&caps) => true,
@@ -153,65 +151,26 @@ pub(crate) fn gemv_into(rec: &mut Recorder, x: &Tensor, w: Operand, bias: Option
     if rows_per_window == 0 || x.byte_size() > caps.max_storage_binding {
         return Err(KestrelError::InvalidArgument { op: "gemv", detail: "one row of W exceeds a storage binding".into() });
     }
-    let vec4 = k % 4 == 0;
-    let lanes = lanes(&caps);
-    let rows_per_group = ROWS_PER_INVOCATION * WORKGROUP / lanes;
-    let kernel = rec.kernel("gemv", "gemv", key(lanes, caps.read_f16_natively(), w_f16, vec4, subgroup, bias.is_some(), tex, into.is_some()).defines)?;
-    for n0 in (0..n).step_by(rows_per_window) {
-        let ncur = rows_per_window.min(n - n0);
-        let (w_binding, ww) = w.bind(&caps, n0 * k, ncur * k);
-        let wy = window(&caps, n0, ncur, 4);
-        let params = Params {
-            n: ncur as u32,
-            k: k as u32,
-            w_off: (n0 * k - ww.elem_start) as u32,
-            y_off: (n0 - wy.elem_start) as u32,
-            bias_off: n0 as u32,
-            ..Default::default()
-        };
-        let mut bindings = vec![Binding::whole(x), w_binding, Binding::window(&y, wy.byte_offset, wy.byte_size)];
-        if let Some(b) = bias {
-            bindings.push(Binding::whole(b));
-        }
-        rec.dispatch(Dispatch {
-            kernel: kernel.clone(),
-            bindings,
-            params: param_bytes(&params),
-            workgroups: grid(groups(ncur, rows_per_group), caps.max_workgroups_per_dim)?,
-            op: "gemv",
-            shape: format!("[1,{k}]x[{n},{k}]^T"),
-            flops: 2 * (ncur * k) as u64,
-            bytes: (ncur * k * ew + k * 4 + ncur * 4) as u64,
-        })?;
-    }
-    Ok(y)
-}
-
-/// [`gemv`] through `gemv_rows` (shapes already checked).
-fn gemv_rows(rec: &mut Recorder, x: &Tensor, w: &Operand, bias: Option<&Tensor>, n: usize, k: usize, into: Option<&Tensor>) -> Result<Tensor> {
-    let caps = rec.context().caps().clone();
-    let w_f16 = w.dtype() == DType::F16;
-    let tex = matches!(w, Operand::Texture(_));
-    let mut out_shape = x.shape()[..x.shape().len() - 1].to_vec();
-    out_shape.push(n);
-    let y = accumulator(rec, "gemv", &out_shape, into, &operands(x, w, bias))?;
-    let ew = w.dtype().size();
-    let rows_per_window = if tex { n } else { (max_window_elems(&caps, ew) / k.max(1)).min(n) };
-    if rows_per_window == 0 || x.byte_size() > caps.max_storage_binding {
-        return Err(KestrelError::InvalidArgument { op: "gemv", detail: "one row of W exceeds a storage binding".into() });
-    }
-    // Elements a chunk's vec4 loads need rows aligned to.
+    let (defines, entry, rows_per_group) = if rows_kernel {
+        let rpi8 = n >= ROWS_RPI8_FROM;
+        let key = rows_key(w_f16, crate::ops::matmul::rows_subgroup(&caps), rpi8, bias.is_some(), tex, into.is_some());
+        (key.defines, "gemv_rows", if rpi8 { 64 } else { 32 })
+    } else {
+        let lanes = lanes(&caps);
+        let key = key(lanes, caps.read_f16_natively(), w_f16, k % 4 == 0, subgroup, bias.is_some(), tex, into.is_some());
+        (key.defines, "gemv", ROWS_PER_INVOCATION * WORKGROUP / lanes)
+    };
+    let kernel = rec.kernel("gemv", entry, defines)?;
+    // `gemv_rows` reads whole 32-element chunks with vec4 loads where W's rows are aligned for
+    // them (elements per vec4 load: 8 f16 or 4 f32).
     let align = if w_f16 { 8 } else { 4 };
-    let rpi8 = n >= ROWS_RPI8_FROM;
-    let rows_per_group = if rpi8 { 64 } else { 32 };
-    let kernel = rec.kernel("gemv", "gemv_rows", rows_key(w_f16, crate::ops::matmul::rows_subgroup(&caps), rpi8, bias.is_some(), tex, into.is_some()).defines)?;
     for n0 in (0..n).step_by(rows_per_window) {
         let ncur = rows_per_window.min(n - n0);
         let (w_binding, ww) = w.bind(&caps, n0 * k, ncur * k);
         let wy = window(&caps, n0, ncur, 4);
         let w_off = n0 * k - ww.elem_start;
-        let kc = if k.is_multiple_of(align) && w_off.is_multiple_of(align) { k / ROWS_CHUNK } else { 0 };
-        if kc + (k - kc * ROWS_CHUNK) > MAX_LOOP {
+        let kc = if rows_kernel && k.is_multiple_of(align) && w_off.is_multiple_of(align) { k / ROWS_CHUNK } else { 0 };
+        if rows_kernel && kc + (k - kc * ROWS_CHUNK) > MAX_LOOP {
             return Err(KestrelError::InvalidArgument { op: "gemv", detail: format!("K = {k} exceeds the CPU kernel's loop limit") });
         }
         let params = Params {
@@ -223,16 +182,14 @@ fn gemv_rows(rec: &mut Recorder, x: &Tensor, w: &Operand, bias: Option<&Tensor>,
             kc: kc as u32,
             ..Default::default()
         };
-        // The kernel reads W as vec4s: a buffer window is rounded up to whole ones (the pooled
+        // The kernels read W as vec4s: a buffer window is rounded up to whole ones (the pooled
         // buffer is padded to 16 bytes).
         let w_binding = match w {
             Operand::Tensor(t) => Binding::window(t, ww.byte_offset, ww.byte_size.div_ceil(16) * 16),
             Operand::Texture(_) => w_binding,
         };
         let mut bindings = vec![Binding::whole(x), w_binding, Binding::window(&y, wy.byte_offset, wy.byte_size)];
-        if let Some(b) = bias {
-            bindings.push(Binding::whole(b));
-        }
+        bindings.extend(bias.map(Binding::whole));
         rec.dispatch(Dispatch {
             kernel: kernel.clone(),
             bindings,
