@@ -10,6 +10,8 @@
 //   ROPE      `rope`: rotates the pairs of the first 2·rot2 dims of each head by pos·inv_freq
 //             (RotateHalf pairs (i, i + rot2), Interleaved pairs (2i, 2i + 1)); copies the rest
 //   KV_WRITE  `kv_write`: k, v [T, n_kv, head_dim] → cache positions start..start + T
+//   ROPE_KV   `rope_kv`: ROPE of q (into a new tensor) and of k, and KV_WRITE of k and v, in one
+//             dispatch (a decode step's three)
 //   PREFILL   `attn_prefill` (T > 1): flash attention, one workgroup per (16-query block, head),
 //             K/V tiles staged in workgroup memory, online softmax — memory does not grow with T²
 //   DECODE    `attn_decode` (T = 1): the keys are split into chunks of `chunk`, one workgroup per
@@ -19,6 +21,7 @@
 //   COMBINE   `attn_combine` merges: o = Σ e^(mᵢ−M) oᵢ / Σ e^(mᵢ−M) lᵢ
 //
 // Other defines:
+//   ROTARY    the angle helpers (ROPE, ROPE_KV)
 //   KV_READ   the cache bindings 2 (k) and 3 (v) are read (PREFILL, DECODE)
 //   KV_F16    the cache holds f16
 //   F16       read the f16 cache as vec2<f16> (`enable f16;`); otherwise as u32 words unpacked
@@ -57,6 +60,27 @@ fn v2(i: u32) -> vec2<f32> { return v_cache[i]; }
 #endif
 #endif
 
+#if ROTARY
+// 2π as a head with 8 significant bits (k·HI is exact for |k| < 2¹⁶) and an f32 tail.
+const TWO_PI_HI: f32 = 6.28125;
+const TWO_PI_LO: f32 = 1.9353071795864769e-3;
+const INV_TWO_PI: f32 = 0.15915494309189535;
+
+// The angle reduced to [−π, π] (Cody–Waite): WGSL guarantees sin/cos accuracy only there, and
+// angles reach position × 1 rad.
+fn reduce_angle(a: f32) -> f32 {
+    let k = round(a * INV_TWO_PI);
+    return (a - k * TWO_PI_HI) - k * TWO_PI_LO;
+}
+
+// (cos, sin) of pair j's angle at position pos (as HF: the f32 product of the f32 position and
+// the f32 frequency; p.inv_freq holds the frequencies with scaling folded in).
+fn rotation(pos: u32, j: u32) -> vec2<f32> {
+    let a = reduce_angle(f32(pos) * p.inv_freq[j / 4u][j % 4u]);
+    return vec2<f32>(cos(a), sin(a));
+}
+#endif
+
 #if ROPE
 struct Params {
     // Invocations: rows of this dispatch × slots.
@@ -82,18 +106,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-// 2π as a head with 8 significant bits (k·HI is exact for |k| < 2¹⁶) and an f32 tail.
-const TWO_PI_HI: f32 = 6.28125;
-const TWO_PI_LO: f32 = 1.9353071795864769e-3;
-const INV_TWO_PI: f32 = 0.15915494309189535;
-
-// The angle reduced to [−π, π] (Cody–Waite): WGSL guarantees sin/cos accuracy only there, and
-// angles reach position × 1 rad.
-fn reduce_angle(a: f32) -> f32 {
-    let k = round(a * INV_TWO_PI);
-    return (a - k * TWO_PI_HI) - k * TWO_PI_LO;
-}
-
 @compute @workgroup_size(256)
 fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = (wg.y * nwg.x + wg.x) * 256u + lid;
@@ -106,10 +118,9 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let yr = p.out_base + row * p.dim;
     if (j < p.rot2) {
         let pos = p.start + (p.row_base + row) / p.heads;
-        // As HF: the angle is the f32 product of the f32 position and the f32 frequency.
-        let a = reduce_angle(f32(pos) * p.inv_freq[j / 4u][j % 4u]);
-        let c = cos(a);
-        let s = sin(a);
+        let cs = rotation(pos, j);
+        let c = cs.x;
+        let s = cs.y;
         var ia = j;
         var ib = j + p.rot2;
         if (p.interleaved != 0u) {
@@ -125,6 +136,107 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let e = p.rot2 + j;
         y[yr + e] = x[xr + e];
     }
+}
+#endif
+
+#if ROPE_KV
+struct Params {
+    // Invocations: T·heads·slots for q, then T·kv_heads·hd2 for the (k, v) pairs.
+    nq: u32,
+    nkv: u32,
+    // rot2 rotated pairs + (dim − 2·rot2) copied elements per q row (as ROPE).
+    slots: u32,
+    heads: u32,
+    kv_heads: u32,
+    dim: u32,
+    rot2: u32,
+    start: u32,
+    cap: u32,
+    interleaved: u32,
+    _pad0: u32,
+    _pad1: u32,
+    inv_freq: array<vec4<f32>, 64>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q_in: array<f32>;
+@group(0) @binding(2) var<storage, read> k_in: array<f32>;
+@group(0) @binding(3) var<storage, read> v_in: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
+#if KV_F16
+@group(0) @binding(5) var<storage, read_write> k_cache: array<u32>;
+@group(0) @binding(6) var<storage, read_write> v_cache: array<u32>;
+#else
+@group(0) @binding(5) var<storage, read_write> k_cache: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> v_cache: array<vec2<f32>>;
+#endif
+
+// Element e of the k row at `base` after RoPE at position pos (as ROPE computes it).
+fn k_rotated(base: u32, e: u32, pos: u32) -> f32 {
+    if (e >= 2u * p.rot2) {
+        return k_in[base + e];
+    }
+    var j = e % p.rot2;
+    var first = e < p.rot2;
+    var partner = select(e - p.rot2, e + p.rot2, first);
+    if (p.interleaved != 0u) {
+        j = e / 2u;
+        first = e % 2u == 0u;
+        partner = e ^ 1u;
+    }
+    let cs = rotation(pos, j);
+    let xe = k_in[base + e];
+    let xp = k_in[base + partner];
+    return select(xe * cs.x + xp * cs.y, xe * cs.x - xp * cs.y, first);
+}
+
+@compute @workgroup_size(256)
+fn rope_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.y * nwg.x + wg.x) * 256u + lid;
+    if (i < p.nq) {
+        // q: as ROPE, into q_out.
+        let row = i / p.slots;
+        let j = i % p.slots;
+        let r = row * p.dim;
+        if (j < p.rot2) {
+            let cs = rotation(p.start + row / p.heads, j);
+            var ia = j;
+            var ib = j + p.rot2;
+            if (p.interleaved != 0u) {
+                ia = 2u * j;
+                ib = ia + 1u;
+            }
+            let xa = q_in[r + ia];
+            let xb = q_in[r + ib];
+            q_out[r + ia] = xa * cs.x - xb * cs.y;
+            q_out[r + ib] = xb * cs.x + xa * cs.y;
+        } else {
+            let e = p.rot2 + j;
+            q_out[r + e] = q_in[r + e];
+        }
+        return;
+    }
+    if (i >= p.nq + p.nkv) {
+        return;
+    }
+    // k (rotated) and v: the pair (2m, 2m + 1) of one (token, kv head), as KV_WRITE stores it.
+    let hd2 = p.dim / 2u;
+    let pr = i - p.nq;
+    let t = pr / (p.kv_heads * hd2);
+    let h = (pr / hd2) % p.kv_heads;
+    let m = pr % hd2;
+    let base = (t * p.kv_heads + h) * p.dim;
+    let pos = p.start + t;
+    let kk = vec2<f32>(k_rotated(base, 2u * m, pos), k_rotated(base, 2u * m + 1u, pos));
+    let vv = v_in[base / 2u + m];
+    let dst = (h * p.cap + pos) * hd2 + m;
+#if KV_F16
+    k_cache[dst] = pack2x16float(kk);
+    v_cache[dst] = pack2x16float(vv);
+#else
+    k_cache[dst] = kk;
+    v_cache[dst] = vv;
+#endif
 }
 #endif
 

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{all, assert_close, f16_round, rand_vec};
-use kestrel::ops::attention::{KvCache, RopeLayout, RopeOptions, RopeScaling, attention, kv_write, rope};
+use kestrel::ops::attention::{KvCache, RopeLayout, RopeOptions, RopeScaling, attention, kv_write, rope, rope_kv_write};
 use kestrel::reference::attention as reference;
 use kestrel::{Context, DType, KestrelError, Recorder, Tensor};
 
@@ -394,4 +394,56 @@ fn bad_arguments_are_errors() {
         is_err(rope(&mut rec, &q(2, 1, 16), 0, &bad), &format!("rope {bad:?}"));
     }
     assert!(rec.is_empty(), "failed calls must record nothing");
+}
+
+#[test]
+fn rope_kv_write_matches_rope_and_kv_write() {
+    // The fused op against the reference RoPE of q and k and the cache contents kv_write leaves:
+    // GQA heads, partial and full rotary dims, both pair layouts, f32 and f16 caches, a start
+    // past 0 and positions outside the written range untouched. Same RoPE tolerance as above;
+    // f16 caches add one f16 ulp (2⁻¹¹ for |x| < 1, rotated values stay below √2 → 2⁻¹⁰).
+    for (cfg, ctx) in all() {
+        for dtype in [DType::F32, DType::F16] {
+            for (t, heads, nkv, hd, rotary_dim, layout) in
+                [(1, 9, 3, 64, 64, RopeLayout::RotateHalf), (7, 4, 2, 8, 4, RopeLayout::Interleaved), (3, 2, 2, 6, 6, RopeLayout::RotateHalf)]
+            {
+                let (start, cap) = (5, 16);
+                let opts = RopeOptions { theta: 10000.0, rotary_dim, layout, scaling: RopeScaling::None };
+                let q = rand_vec(t * heads * hd, 11);
+                let k = rand_vec(t * nkv * hd, 12);
+                let v = rand_vec(t * nkv * hd, 13);
+                let cache = KvCache::new(&ctx, nkv, hd, cap, dtype).unwrap();
+                let old = rand_vec(nkv * cap * hd, 14);
+                let old_t = upload(&ctx, &[cap, nkv, hd], &old);
+                let mut rec = Recorder::new(&ctx);
+                kv_write(&mut rec, &cache, &old_t, &old_t, 0).unwrap();
+                let tq = upload(&ctx, &[t, heads, hd], &q);
+                let (tk, tv) = (upload(&ctx, &[t, nkv, hd], &k), upload(&ctx, &[t, nkv, hd], &v));
+                let y = rope_kv_write(&mut rec, &tq, &tk, &tv, &cache, start, &opts).unwrap();
+                rec.submit().unwrap();
+                let what = format!("{cfg} {} t{t} h{heads}/{nkv} d{hd} rot {rotary_dim} {layout:?}", dtype.name());
+                let atol = rope_atol(start + t);
+                close(&y.to_vec_f32().unwrap(), &reference::rope(&q, t, heads, hd, start, &opts), atol, &format!("{what} q"));
+                let k_rot = reference::rope(&k, t, nkv, hd, start, &opts);
+                let (mut want_k, mut want_v) = (vec![0.0; nkv * cap * hd], vec![0.0; nkv * cap * hd]);
+                for pos in 0..cap {
+                    for g in 0..nkv {
+                        for d in 0..hd {
+                            let dst = (g * cap + pos) * hd + d;
+                            (want_k[dst], want_v[dst]) = if (start..start + t).contains(&pos) {
+                                let src = ((pos - start) * nkv + g) * hd + d;
+                                (k_rot[src], v[src])
+                            } else {
+                                let src = (pos * nkv + g) * hd + d;
+                                (old[src], old[src])
+                            };
+                        }
+                    }
+                }
+                let tol = atol + if dtype == DType::F16 { 2f32.powi(-10) } else { 0.0 };
+                close(&cache.k().to_vec_f32().unwrap(), &want_k, tol, &format!("{what} k cache"));
+                close(&cache.v().to_vec_f32().unwrap(), &want_v, tol, &format!("{what} v cache"));
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use kestrel::ops::attention::{KvCache, RopeOptions, attention, kv_write, rope};
+use kestrel::ops::attention::{KvCache, RopeOptions, attention, rope_kv_write};
 use kestrel::ops::elementwise::{Unary, add, mul, silu_mul, unary};
 use kestrel::ops::gather::embedding;
 use kestrel::ops::layout::slice;
@@ -208,9 +208,7 @@ impl Decoder {
         let q = w.q.forward(rec, &h)?.reshape(&[t, c.heads, c.head_dim])?;
         let k = w.k.forward(rec, &h)?.reshape(&[t, c.kv_heads, c.head_dim])?;
         let v = w.v.forward(rec, &h)?.reshape(&[t, c.kv_heads, c.head_dim])?;
-        let q = rope(rec, &q, self.pos, &self.rope)?;
-        let k = rope(rec, &k, self.pos, &self.rope)?;
-        kv_write(rec, cache, &k, &v, self.pos)?;
+        let q = rope_kv_write(rec, &q, &k, &v, cache, self.pos, &self.rope)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let a = attention(rec, &q, cache, self.pos, scale)?.reshape(&[t, c.q_dim()])?;
         // Residual sums accumulate into the stream in place where the kernels can (the layer

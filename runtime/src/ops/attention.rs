@@ -159,7 +159,7 @@ pub fn rope(rec: &mut Recorder, x: &Tensor, start_pos: usize, opts: &RopeOptions
     let slots = dim - rot2;
     let mut table = [0.0f32; MAX_ROTARY_DIM / 2];
     table[..rot2].copy_from_slice(&inv_freq(opts, seq));
-    let kernel = rec.kernel("attention", "rope", Defines::new().flag("ROPE", true))?;
+    let kernel = rec.kernel("attention", "rope", rope_defines())?;
     for chunk in row_chunks(&caps, OP, t * heads, &[dim])? {
         let (bx, x_base) = chunk.bind(&caps, x, dim);
         let (bo, out_base) = chunk.bind(&caps, &out, dim);
@@ -189,6 +189,103 @@ pub fn rope(rec: &mut Recorder, x: &Tensor, start_pos: usize, opts: &RopeOptions
             bytes: (chunk.count() * dim * 8) as u64,
         })?;
     }
+    Ok(out)
+}
+
+fn rope_defines() -> Defines {
+    Defines::new().flag("ROPE", true).flag("ROTARY", true)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RopeKvParams {
+    nq: u32,
+    nkv: u32,
+    slots: u32,
+    heads: u32,
+    kv_heads: u32,
+    dim: u32,
+    rot2: u32,
+    start: u32,
+    cap: u32,
+    interleaved: u32,
+    pad: [u32; 2],
+    inv_freq: [f32; MAX_ROTARY_DIM / 2],
+}
+
+fn rope_kv_key(f16: bool) -> KernelKey {
+    KernelKey { family: "attention", entry: "rope_kv", defines: Defines::new().flag("ROPE_KV", true).flag("ROTARY", true).flag("KV_F16", f16) }
+}
+
+/// [`rope`] of `q` and of `k`, and [`kv_write`] of the rotated `k` and of `v` at positions
+/// `start_pos..start_pos + T`, in one dispatch (a decode step's three): returns the rotated q.
+/// `q` is `[T, H, D]`, `k` and `v` `[T, n_kv_heads, D]` f32 with the cache's head count and
+/// head_dim. Where q does not fit one storage binding the three ops run separately.
+pub fn rope_kv_write(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, cache: &KvCache, start_pos: usize, opts: &RopeOptions) -> Result<Tensor> {
+    const OP: &str = "rope_kv";
+    check_activation(rec, OP, "k", k)?;
+    check_activation(rec, OP, "v", v)?;
+    if q.dtype() != DType::F32 {
+        return Err(KestrelError::UnsupportedDtype { op: OP, dtype: q.dtype() });
+    }
+    let (nkv, hd) = (cache.n_kv_heads, cache.head_dim);
+    let (t, heads) = match (q.shape(), k.shape()) {
+        (&[t, h, d], &[tk, hk, dk]) if d == hd && tk == t && hk == nkv && dk == hd && v.shape() == k.shape() => (t, h),
+        _ => {
+            return Err(KestrelError::Shape {
+                op: OP,
+                detail: format!("q {:?} must be [T, H, {hd}] and k {:?}, v {:?} [T, {nkv}, {hd}]", q.shape(), k.shape(), v.shape()),
+            });
+        }
+    };
+    check_rope_options(opts, hd)?;
+    check_fits(OP, cache, start_pos, t)?;
+    let caps = rec.context().caps().clone();
+    if q.byte_size() > caps.max_storage_binding {
+        let q = rope(rec, q, start_pos, opts)?;
+        let k = rope(rec, k, start_pos, opts)?;
+        kv_write(rec, cache, &k, v, start_pos)?;
+        return Ok(q);
+    }
+    let out = Tensor::empty(rec.context(), q.shape(), DType::F32)?;
+    if t == 0 || heads == 0 {
+        return Ok(out);
+    }
+    let seq = start_pos + t;
+    if seq > u32::MAX as usize {
+        return Err(KestrelError::InvalidArgument { op: OP, detail: format!("positions up to {seq} exceed 32 bits") });
+    }
+    let rot2 = opts.rotary_dim / 2;
+    let slots = hd - rot2;
+    let mut table = [0.0f32; MAX_ROTARY_DIM / 2];
+    table[..rot2].copy_from_slice(&inv_freq(opts, seq));
+    let (nq, npairs) = (t * heads * slots, t * nkv * hd / 2);
+    let p = RopeKvParams {
+        nq: nq as u32,
+        nkv: npairs as u32,
+        slots: slots as u32,
+        heads: heads as u32,
+        kv_heads: nkv as u32,
+        dim: hd as u32,
+        rot2: rot2 as u32,
+        start: start_pos as u32,
+        cap: cache.capacity as u32,
+        interleaved: u32::from(opts.layout == RopeLayout::Interleaved),
+        pad: [0; 2],
+        inv_freq: table,
+    };
+    let key = rope_kv_key(cache.dtype() == DType::F16);
+    let kernel = rec.kernel(key.family, key.entry, key.defines)?;
+    rec.dispatch(Dispatch {
+        kernel,
+        bindings: vec![Binding::whole(q), Binding::whole(k), Binding::whole(v), Binding::whole(&out), Binding::whole(&cache.k), Binding::whole(&cache.v)],
+        params: param_bytes(&p),
+        workgroups: grid(groups(nq + npairs, 256), caps.max_workgroups_per_dim)?,
+        op: OP,
+        shape: format!("q[{t},{heads},{hd}] kv[{t},{nkv},{hd}] rot {} at {start_pos} {}", opts.rotary_dim, cache.dtype().name()),
+        flops: ((t * (heads + nkv)) * rot2 * 6) as u64,
+        bytes: (q.byte_size() * 2) + 2 * (k.byte_size() + (t * nkv * hd * cache.dtype().size()) as u64),
+    })?;
     Ok(out)
 }
 
@@ -529,9 +626,11 @@ pub fn attention(rec: &mut Recorder, q: &Tensor, cache: &KvCache, start_pos: usi
 /// Every kernel variant of this module (validated by the shader test).
 pub fn variants() -> Vec<KernelKey> {
     let mut v = vec![
-        KernelKey { family: "attention", entry: "rope", defines: Defines::new().flag("ROPE", true) },
+        KernelKey { family: "attention", entry: "rope", defines: rope_defines() },
         kv_write_key(false),
         kv_write_key(true),
+        rope_kv_key(false),
+        rope_kv_key(true),
         combine_key(),
     ];
     // (f16 cache, native f16 reads)
