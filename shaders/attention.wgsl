@@ -21,7 +21,7 @@
 //   COMBINE   `attn_combine` merges: o = Σ e^(mᵢ−M) oᵢ / Σ e^(mᵢ−M) lᵢ
 //
 // Other defines:
-//   ROTARY    the angle helpers (ROPE, ROPE_KV)
+//   ROTARY    the parameters and rotation helpers shared by ROPE and ROPE_KV
 //   KV_READ   the cache bindings 2 (k) and 3 (v) are read (PREFILL, DECODE)
 //   KV_F16    the cache holds f16
 //   F16       read the f16 cache as vec2<f16> (`enable f16;`); otherwise as u32 words unpacked
@@ -61,6 +61,34 @@ fn v2(i: u32) -> vec2<f32> { return v_cache[i]; }
 #endif
 
 #if ROTARY
+// ROPE and ROPE_KV: x [rows = (token, head), dim] → y, one invocation per slot of a row.
+struct Params {
+    // ROPE: invocations (rows of this dispatch × slots); ROPE_KV: the q invocations.
+    n: u32,
+    // rot2 rotated pairs + (dim − 2·rot2) copied elements per row.
+    slots: u32,
+    heads: u32,
+    dim: u32,
+    rot2: u32,
+    start: u32,
+    // Global index of the dispatch's first row (rows are (token, head)).
+    row_base: u32,
+    x_base: u32,
+    out_base: u32,
+    interleaved: u32,
+    // ROPE_KV: (k, v) pair invocations after the q ones, KV heads, cache capacity.
+    nkv: u32,
+    kv_heads: u32,
+    cap: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    // inv_freq[i] (scaling folded in), i < rot2.
+    inv_freq: array<vec4<f32>, 64>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
 // 2π as a head with 8 significant bits (k·HI is exact for |k| < 2¹⁶) and an f32 tail.
 const TWO_PI_HI: f32 = 6.28125;
 const TWO_PI_LO: f32 = 1.9353071795864769e-3;
@@ -74,53 +102,21 @@ fn reduce_angle(a: f32) -> f32 {
 }
 
 // (cos, sin) of pair j's angle at position pos (as HF: the f32 product of the f32 position and
-// the f32 frequency; p.inv_freq holds the frequencies with scaling folded in).
+// the f32 frequency).
 fn rotation(pos: u32, j: u32) -> vec2<f32> {
     let a = reduce_angle(f32(pos) * p.inv_freq[j / 4u][j % 4u]);
     return vec2<f32>(cos(a), sin(a));
 }
-#endif
 
-#if ROPE
-struct Params {
-    // Invocations: rows of this dispatch × slots.
-    n: u32,
-    // rot2 rotated pairs + (dim − 2·rot2) copied elements per row.
-    slots: u32,
-    heads: u32,
-    dim: u32,
-    rot2: u32,
-    start: u32,
-    // Global index of the dispatch's first row (rows are (token, head)).
-    row_base: u32,
-    x_base: u32,
-    out_base: u32,
-    interleaved: u32,
-    _pad0: u32,
-    _pad1: u32,
-    // inv_freq[i] (scaling folded in), i < rot2.
-    inv_freq: array<vec4<f32>, 64>,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-
-@compute @workgroup_size(256)
-fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.y * nwg.x + wg.x) * 256u + lid;
-    if (i >= p.n) {
-        return;
-    }
+// Slot i of the rows: rotates pair j < rot2 of its row (RotateHalf pairs (j, j + rot2),
+// Interleaved (2j, 2j + 1)), or copies element 2·rot2 + (j − rot2).
+fn rope_slot(i: u32) {
     let row = i / p.slots;
     let j = i % p.slots;
     let xr = p.x_base + row * p.dim;
     let yr = p.out_base + row * p.dim;
     if (j < p.rot2) {
-        let pos = p.start + (p.row_base + row) / p.heads;
-        let cs = rotation(pos, j);
-        let c = cs.x;
-        let s = cs.y;
+        let cs = rotation(p.start + (p.row_base + row) / p.heads, j);
         var ia = j;
         var ib = j + p.rot2;
         if (p.interleaved != 0u) {
@@ -129,40 +125,34 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
         let xa = x[xr + ia];
         let xb = x[xr + ib];
-        y[yr + ia] = xa * c - xb * s;
-        y[yr + ib] = xb * c + xa * s;
+        y[yr + ia] = xa * cs.x - xb * cs.y;
+        y[yr + ib] = xb * cs.x + xa * cs.y;
     } else {
-        // Slot j ≥ rot2 copies element 2·rot2 + (j − rot2).
         let e = p.rot2 + j;
         y[yr + e] = x[xr + e];
     }
 }
 #endif
 
-#if ROPE_KV
-struct Params {
-    // Invocations: T·heads·slots for q, then T·kv_heads·hd2 for the (k, v) pairs.
-    nq: u32,
-    nkv: u32,
-    // rot2 rotated pairs + (dim − 2·rot2) copied elements per q row (as ROPE).
-    slots: u32,
-    heads: u32,
-    kv_heads: u32,
-    dim: u32,
-    rot2: u32,
-    start: u32,
-    cap: u32,
-    interleaved: u32,
-    _pad0: u32,
-    _pad1: u32,
-    inv_freq: array<vec4<f32>, 64>,
-}
+#if ROPE
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q_in: array<f32>;
+@compute @workgroup_size(256)
+fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.y * nwg.x + wg.x) * 256u + lid;
+    if (i < p.n) {
+        rope_slot(i);
+    }
+}
+#endif
+
+#if ROPE_KV
+// x = q, y = the rotated q.
+@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> k_in: array<f32>;
 @group(0) @binding(3) var<storage, read> v_in: array<vec2<f32>>;
-@group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 #if KV_F16
 @group(0) @binding(5) var<storage, read_write> k_cache: array<u32>;
 @group(0) @binding(6) var<storage, read_write> v_cache: array<u32>;
@@ -171,7 +161,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> v_cache: array<vec2<f32>>;
 #endif
 
-// Element e of the k row at `base` after RoPE at position pos (as ROPE computes it).
+// Element e of the k row at `base` after RoPE at position pos (as rope_slot computes it).
 fn k_rotated(base: u32, e: u32, pos: u32) -> f32 {
     if (e >= 2u * p.rot2) {
         return k_in[base + e];
@@ -193,35 +183,16 @@ fn k_rotated(base: u32, e: u32, pos: u32) -> f32 {
 @compute @workgroup_size(256)
 fn rope_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = (wg.y * nwg.x + wg.x) * 256u + lid;
-    if (i < p.nq) {
-        // q: as ROPE, into q_out.
-        let row = i / p.slots;
-        let j = i % p.slots;
-        let r = row * p.dim;
-        if (j < p.rot2) {
-            let cs = rotation(p.start + row / p.heads, j);
-            var ia = j;
-            var ib = j + p.rot2;
-            if (p.interleaved != 0u) {
-                ia = 2u * j;
-                ib = ia + 1u;
-            }
-            let xa = q_in[r + ia];
-            let xb = q_in[r + ib];
-            q_out[r + ia] = xa * cs.x - xb * cs.y;
-            q_out[r + ib] = xb * cs.x + xa * cs.y;
-        } else {
-            let e = p.rot2 + j;
-            q_out[r + e] = q_in[r + e];
-        }
+    if (i < p.n) {
+        rope_slot(i);
         return;
     }
-    if (i >= p.nq + p.nkv) {
+    if (i >= p.n + p.nkv) {
         return;
     }
-    // k (rotated) and v: the pair (2m, 2m + 1) of one (token, kv head), as KV_WRITE stores it.
+    // k (rotated) and v: the pair (2m, 2m + 1) of one (token, kv head), stored as KV_WRITE does.
     let hd2 = p.dim / 2u;
-    let pr = i - p.nq;
+    let pr = i - p.n;
     let t = pr / (p.kv_heads * hd2);
     let h = (pr / hd2) % p.kv_heads;
     let m = pr % hd2;

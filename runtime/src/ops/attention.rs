@@ -85,7 +85,11 @@ struct RopeParams {
     x_base: u32,
     out_base: u32,
     interleaved: u32,
-    pad: [u32; 2],
+    // `rope_kv_write` only: (k, v) pair invocations, KV heads, cache capacity.
+    nkv: u32,
+    kv_heads: u32,
+    cap: u32,
+    pad: [u32; 3],
     inv_freq: [f32; MAX_ROTARY_DIM / 2],
 }
 
@@ -175,7 +179,10 @@ pub fn rope(rec: &mut Recorder, x: &Tensor, start_pos: usize, opts: &RopeOptions
             x_base,
             out_base,
             interleaved: u32::from(opts.layout == RopeLayout::Interleaved),
-            pad: [0; 2],
+            nkv: 0,
+            kv_heads: 0,
+            cap: 0,
+            pad: [0; 3],
             inv_freq: table,
         };
         rec.dispatch(Dispatch {
@@ -194,23 +201,6 @@ pub fn rope(rec: &mut Recorder, x: &Tensor, start_pos: usize, opts: &RopeOptions
 
 fn rope_defines() -> Defines {
     Defines::new().flag("ROPE", true).flag("ROTARY", true)
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct RopeKvParams {
-    nq: u32,
-    nkv: u32,
-    slots: u32,
-    heads: u32,
-    kv_heads: u32,
-    dim: u32,
-    rot2: u32,
-    start: u32,
-    cap: u32,
-    interleaved: u32,
-    pad: [u32; 2],
-    inv_freq: [f32; MAX_ROTARY_DIM / 2],
 }
 
 fn rope_kv_key(f16: bool) -> KernelKey {
@@ -260,18 +250,21 @@ pub fn rope_kv_write(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, cac
     let mut table = [0.0f32; MAX_ROTARY_DIM / 2];
     table[..rot2].copy_from_slice(&inv_freq(opts, seq));
     let (nq, npairs) = (t * heads * slots, t * nkv * hd / 2);
-    let p = RopeKvParams {
-        nq: nq as u32,
-        nkv: npairs as u32,
+    let p = RopeParams {
+        n: nq as u32,
         slots: slots as u32,
         heads: heads as u32,
-        kv_heads: nkv as u32,
         dim: hd as u32,
         rot2: rot2 as u32,
         start: start_pos as u32,
-        cap: cache.capacity as u32,
+        row_base: 0,
+        x_base: 0,
+        out_base: 0,
         interleaved: u32::from(opts.layout == RopeLayout::Interleaved),
-        pad: [0; 2],
+        nkv: npairs as u32,
+        kv_heads: nkv as u32,
+        cap: cache.capacity as u32,
+        pad: [0; 3],
         inv_freq: table,
     };
     let key = rope_kv_key(cache.dtype() == DType::F16);
