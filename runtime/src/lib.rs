@@ -3,7 +3,7 @@
 //! The engine under Kestrel's models: a GPU [`Context`] (adapter choice, [`Capabilities`]),
 //! [`Tensor`]s in pooled GPU buffers, a [`Recorder`] that records a whole forward pass into one
 //! command encoder, compiled-once [`pipeline`]s, per-dispatch [`profile`]s, WGSL kernels
-//! ([`ops`]) with a plain CPU [`reference`] for each. It knows no model.
+//! ([`ops`]) with a plain CPU [`mod@reference`] for each. It knows no model.
 
 pub mod bench;
 pub mod caps;

@@ -495,8 +495,9 @@ pub enum QuantStorage {
         /// Scales (and minima).
         scales: Tensor,
     },
-    /// Textures ([`crate::texture`]), chosen where [`Capabilities::texture_weights`]
-    /// (crate::Capabilities::texture_weights) says fetches from them are faster.
+    /// Textures ([`crate::texture`]), chosen where
+    /// [`Capabilities::texture_weights`](crate::Capabilities::texture_weights) says fetches from
+    /// them are faster.
     Textures {
         /// Packed values, one `vec4<u32>` per texel (a 4-bit block per texel).
         values: WordTexture,

@@ -1,5 +1,5 @@
-//! Layout ops — [`permute`] (and [`transpose`]), [`slice`] (and the multi-axis
-//! [`slice_ranges`]) and [`concat`] — on f32, f16 and u32 tensors, all as strided copies
+//! Layout ops — [`permute`] (and [`transpose`]), [`slice()`] (and the multi-axis
+//! [`slice_ranges`]) and [`concat()`] — on f32, f16 and u32 tensors, all as strided copies
 //! (`shaders/layout.wgsl`). A plain contiguous duplicate is [`crate::ops::copy::copy`].
 //!
 //! Each op describes its work as a copy plan (a shape with source and destination strides and

@@ -1,5 +1,5 @@
 //! Matrix multiply: batched, optional bias, B transposed or not, f32/f16 storage, f32
-//! accumulation; M = 1 goes to [`gemv`](crate::ops::gemv). Operands larger than one storage
+//! accumulation; M = 1 goes to [`gemv`]. Operands larger than one storage
 //! binding are split into windows over M, N and (for a row-major B) K. Two epilogues save a
 //! pass over C: GELU ([`matmul_gelu`]) and accumulation into an existing tensor
 //! ([`matmul_accumulate`], a residual connection).
