@@ -1,14 +1,15 @@
 //! Read-only 32-bit words stored in a 2-D integer texture instead of a storage buffer.
 //!
-//! Quantised weights live here on adapters where texture fetches are the faster read path
-//! ([`Capabilities::texture_weights`](crate::Capabilities::texture_weights)): lavapipe / llvmpipe
-//! compile a storage-buffer load whose address differs per SIMD lane into a loop over the lanes,
-//! but a `textureLoad` into a straight-line gather — about 4× the bytes per second for a GEMV's
-//! weight stream (BENCHMARKS.md). Mobile GPUs with a separate texture cache (the image-backed
-//! weights of MNN and TFLite's GPU delegate) are the other candidates.
+//! Quantised and dense linear weights live here on adapters where texture fetches are the
+//! faster read path ([`Capabilities::texture_weights`](crate::Capabilities::texture_weights)):
+//! lavapipe / llvmpipe compile a storage-buffer load whose address differs per SIMD lane into a
+//! loop over the lanes, but a `textureLoad` into a straight-line gather — about 4× the bytes per
+//! second for a GEMV's weight stream (BENCHMARKS.md). Mobile GPUs with a separate texture cache
+//! (the image-backed weights of MNN and TFLite's GPU delegate) are the other candidates.
 //!
 //! Layout: word (or, for [`TexelKind::Vec4`], vec4 of words) `i` is texel `(i % TEXTURE_WIDTH,
-//! i / TEXTURE_WIDTH)`; the shaders index it the same way (`shaders/include/tex_words.wgsl`).
+//! i / TEXTURE_WIDTH)`; the shaders index it the same way (`shaders/include/tex_words.wgsl`,
+//! where the width is the literal 4096: the two change together).
 //! Textures are not subject to the storage-binding size limit, only to the largest 2-D texture
 //! dimension, so one texture holds what would need several buffer windows.
 
