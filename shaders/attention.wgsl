@@ -11,7 +11,9 @@
 //             (RotateHalf pairs (i, i + rot2), Interleaved pairs (2i, 2i + 1)); copies the rest
 //   KV_WRITE  `kv_write`: k, v [T, n_kv, head_dim] → cache positions start..start + T
 //   ROPE_KV   `rope_kv`: ROPE of q (into a new tensor) and of k, and KV_WRITE of k and v, in one
-//             dispatch (a decode step's three)
+//             dispatch (a decode step's three). q, k and v are read at token strides and head
+//             offsets, so they may be one fused projection's output [T, heads + 2·n_kv, head_dim]
+//             bound three times
 //   PREFILL   `attn_prefill` (T > 1): flash attention, one workgroup per (16-query block, head),
 //             K/V tiles staged in workgroup memory, online softmax — memory does not grow with T²
 //   DECODE    `attn_decode` (T = 1): the keys are split into chunks of `chunk`, one workgroup per
@@ -80,6 +82,12 @@ struct Params {
     nkv: u32,
     kv_heads: u32,
     cap: u32,
+    // ROPE_KV: elements per token of the q input and of the k/v inputs, and where the k and v
+    // heads of the dispatch's first token start in their windows (x_base: its q heads).
+    q_stride: u32,
+    kv_stride: u32,
+    k_off: u32,
+    v_off: u32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -113,7 +121,11 @@ fn rotation(pos: u32, j: u32) -> vec2<f32> {
 fn rope_slot(i: u32) {
     let row = i / p.slots;
     let j = i % p.slots;
+#if ROPE_KV
+    let xr = p.x_base + (row / p.heads) * p.q_stride + (row % p.heads) * p.dim;
+#else
     let xr = p.x_base + row * p.dim;
+#endif
     let yr = p.out_base + row * p.dim;
     if (j < p.rot2) {
         let cs = rotation(p.start + (p.row_base + row) / p.heads, j);
@@ -196,10 +208,11 @@ fn rope_kv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     let t = pr / (p.kv_heads * hd2);
     let h = (pr / hd2) % p.kv_heads;
     let m = pr % hd2;
-    let base = (t * p.kv_heads + h) * p.dim;
+    let head = t * p.kv_stride + h * p.dim;
+    let k_row = head + p.k_off;
     let pos = p.start + t;
-    let kk = vec2<f32>(k_rotated(base, 2u * m, pos), k_rotated(base, 2u * m + 1u, pos));
-    let vv = v_in[base / 2u + m];
+    let kk = vec2<f32>(k_rotated(k_row, 2u * m, pos), k_rotated(k_row, 2u * m + 1u, pos));
+    let vv = v_in[(head + p.v_off) / 2u + m];
     let dst = (h * p.cap + pos) * hd2 + m;
 #if KV_F16
     k_cache[dst] = pack2x16float(kk);

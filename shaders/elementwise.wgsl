@@ -4,6 +4,8 @@
 //   EXPR        unary: an f32 expression of `x` (and `p.alpha`, `p.beta`), e.g. `max(x, 0.0)`
 //   OP          binary: an f32 expression of `a` and `b`, e.g. `a + b`
 //   SAME_SHAPE  binary: both operands have the output's shape (no index arithmetic)
+//   HALVES      binary: both operands are halves of one input [rows, 2·F] bound twice: a its
+//               first F columns, b its last F (`p.shape[0].x` = F); the output is [rows, F]
 //
 // Large tensors are processed in chunks; each storage binding is a window of its buffer.
 // `base` is the global (whole-tensor) index of this chunk's first output element, and
@@ -74,6 +76,11 @@ fn operand_indices(g: u32) -> vec2<u32> {
 #if SAME_SHAPE
     return vec2<u32>(g, g);
 #else
+#if HALVES
+    let half = p.shape[0].x;
+    let a = (g / half) * 2u * half + g % half;
+    return vec2<u32>(a, a + half);
+#else
     var rem = g;
     var ia = 0u;
     var ib = 0u;
@@ -87,6 +94,7 @@ fn operand_indices(g: u32) -> vec2<u32> {
         ib = ib + c * p.b_strides[q][r];
     }
     return vec2<u32>(ia, ib);
+#endif
 #endif
 }
 

@@ -367,6 +367,40 @@ impl PackedWeights {
         })
     }
 
+    /// Stacks the rows of `parts` (one scheme, one K) into `[N₁ + N₂ + …, K]`: the weight of a
+    /// fused projection (q|k|v, gate|up) whose output is the parts' outputs side by side.
+    /// Errors: no parts, or parts of different schemes or K.
+    pub fn concat_rows(parts: &[PackedWeights]) -> Result<PackedWeights> {
+        let first = parts.first().ok_or_else(|| KestrelError::InvalidArgument { op: "concat_rows", detail: "no weights to stack".into() })?;
+        if let Some(p) = parts.iter().find(|p| p.scheme != first.scheme || p.k != first.k) {
+            return Err(KestrelError::InvalidArgument {
+                op: "concat_rows",
+                detail: format!("{:?} with K = {} cannot stack onto {:?} with K = {}", p.scheme, p.k, first.scheme, first.k),
+            });
+        }
+        let (scheme, k, nb) = (first.scheme, first.k, first.blocks_per_row());
+        if let Some(p) = parts.iter().find(|p| p.values.len() != p.n * nb * scheme.block_words() || p.scales.len() != scheme.scale_words(p.n, nb)) {
+            return Err(KestrelError::InvalidArgument {
+                op: "concat_rows",
+                detail: format!("{} value and {} scale words do not pack [{}, {k}] as {scheme:?}", p.values.len(), p.scales.len(), p.n),
+            });
+        }
+        let n = parts.iter().map(|p| p.n).sum();
+        let values = parts.iter().flat_map(|p| p.values.iter().copied()).collect();
+        let scales = if scheme.row_scale() || scheme.has_min() {
+            parts.iter().flat_map(|p| p.scales.iter().copied()).collect()
+        } else {
+            // Two f16 block scales per word: a part with an odd block count ends mid-word.
+            let mut scales = vec![0u32; scheme.scale_words(n, nb)];
+            let halves = parts.iter().flat_map(|p| (0..p.n * nb).map(move |i| (p.scales[i / 2] >> (16 * (i % 2))) & 0xFFFF));
+            for (i, bits) in halves.enumerate() {
+                put_half(&mut scales, i, bits);
+            }
+            scales
+        };
+        Ok(PackedWeights { scheme, n, k, values, scales })
+    }
+
     /// The dequantised weights `[N, K]` (exactly the values the kernels multiply by).
     pub fn dequantize(&self) -> Vec<f32> {
         let (n, k, nb) = (self.n, self.k, self.blocks_per_row());

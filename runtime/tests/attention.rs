@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{all, assert_close, f16_round, rand_vec};
-use kestrel::ops::attention::{KvCache, RopeLayout, RopeOptions, RopeScaling, attention, kv_write, rope, rope_kv_write};
+use kestrel::ops::attention::{KvCache, RopeLayout, RopeOptions, RopeScaling, attention, kv_write, rope, rope_kv_write, rope_kv_write_fused};
 use kestrel::reference::attention as reference;
 use kestrel::{Context, DType, KestrelError, Recorder, Tensor};
 
@@ -400,50 +400,105 @@ fn bad_arguments_are_errors() {
 fn rope_kv_write_matches_rope_and_kv_write() {
     // The fused op against the reference RoPE of q and k and the cache contents kv_write leaves:
     // GQA heads, partial and full rotary dims, both pair layouts, f32 and f16 caches, a start
-    // past 0 and positions outside the written range untouched. Same RoPE tolerance as above;
+    // past 0 and positions outside the written range untouched; q, k and v as three tensors and
+    // as one stacked projection output (`rope_kv_write_fused`). Same RoPE tolerance as above;
     // f16 caches add one f16 ulp (2⁻¹¹ for |x| < 1, rotated values stay below √2 → 2⁻¹⁰).
     for (cfg, ctx) in all() {
         for dtype in [DType::F32, DType::F16] {
             for (t, heads, nkv, hd, rotary_dim, layout) in
                 [(1, 9, 3, 64, 64, RopeLayout::RotateHalf), (7, 4, 2, 8, 4, RopeLayout::Interleaved), (3, 2, 2, 6, 6, RopeLayout::RotateHalf)]
             {
-                let (start, cap) = (5, 16);
-                let opts = RopeOptions { theta: 10000.0, rotary_dim, layout, scaling: RopeScaling::None };
-                let q = rand_vec(t * heads * hd, 11);
-                let k = rand_vec(t * nkv * hd, 12);
-                let v = rand_vec(t * nkv * hd, 13);
-                let cache = KvCache::new(&ctx, nkv, hd, cap, dtype).unwrap();
-                let old = rand_vec(nkv * cap * hd, 14);
-                let old_t = upload(&ctx, &[cap, nkv, hd], &old);
-                let mut rec = Recorder::new(&ctx);
-                kv_write(&mut rec, &cache, &old_t, &old_t, 0).unwrap();
-                let tq = upload(&ctx, &[t, heads, hd], &q);
-                let (tk, tv) = (upload(&ctx, &[t, nkv, hd], &k), upload(&ctx, &[t, nkv, hd], &v));
-                let y = rope_kv_write(&mut rec, &tq, &tk, &tv, &cache, start, &opts).unwrap();
-                rec.submit().unwrap();
-                let what = format!("{cfg} {} t{t} h{heads}/{nkv} d{hd} rot {rotary_dim} {layout:?}", dtype.name());
-                let atol = rope_atol(start + t);
-                close(&y.to_vec_f32().unwrap(), &reference::rope(&q, t, heads, hd, start, &opts), atol, &format!("{what} q"));
-                let k_rot = reference::rope(&k, t, nkv, hd, start, &opts);
-                let (mut want_k, mut want_v) = (vec![0.0; nkv * cap * hd], vec![0.0; nkv * cap * hd]);
-                for pos in 0..cap {
-                    for g in 0..nkv {
-                        for d in 0..hd {
-                            let dst = (g * cap + pos) * hd + d;
-                            (want_k[dst], want_v[dst]) = if (start..start + t).contains(&pos) {
-                                let src = ((pos - start) * nkv + g) * hd + d;
-                                (k_rot[src], v[src])
-                            } else {
-                                let src = (pos * nkv + g) * hd + d;
-                                (old[src], old[src])
-                            };
+                for stacked in [false, true] {
+                    let (start, cap) = (5, 16);
+                    let opts = RopeOptions { theta: 10000.0, rotary_dim, layout, scaling: RopeScaling::None };
+                    let q = rand_vec(t * heads * hd, 11);
+                    let k = rand_vec(t * nkv * hd, 12);
+                    let v = rand_vec(t * nkv * hd, 13);
+                    let cache = KvCache::new(&ctx, nkv, hd, cap, dtype).unwrap();
+                    let old = rand_vec(nkv * cap * hd, 14);
+                    let old_t = upload(&ctx, &[cap, nkv, hd], &old);
+                    let mut rec = Recorder::new(&ctx);
+                    kv_write(&mut rec, &cache, &old_t, &old_t, 0).unwrap();
+                    let y = if stacked {
+                        let (qr, kr) = (heads * hd, nkv * hd);
+                        let qkv: Vec<f32> =
+                            (0..t).flat_map(|i| [&q[i * qr..(i + 1) * qr], &k[i * kr..(i + 1) * kr], &v[i * kr..(i + 1) * kr]].concat()).collect();
+                        let tqkv = upload(&ctx, &[t, heads + 2 * nkv, hd], &qkv);
+                        rope_kv_write_fused(&mut rec, &tqkv, heads, &cache, start, &opts).unwrap()
+                    } else {
+                        let tq = upload(&ctx, &[t, heads, hd], &q);
+                        let (tk, tv) = (upload(&ctx, &[t, nkv, hd], &k), upload(&ctx, &[t, nkv, hd], &v));
+                        rope_kv_write(&mut rec, &tq, &tk, &tv, &cache, start, &opts).unwrap()
+                    };
+                    rec.submit().unwrap();
+                    let what = format!("{cfg} {} t{t} h{heads}/{nkv} d{hd} rot {rotary_dim} {layout:?} stacked {stacked}", dtype.name());
+                    let atol = rope_atol(start + t);
+                    assert_eq!(y.shape(), [t, heads, hd]);
+                    close(&y.to_vec_f32().unwrap(), &reference::rope(&q, t, heads, hd, start, &opts), atol, &format!("{what} q"));
+                    let k_rot = reference::rope(&k, t, nkv, hd, start, &opts);
+                    let (mut want_k, mut want_v) = (vec![0.0; nkv * cap * hd], vec![0.0; nkv * cap * hd]);
+                    for pos in 0..cap {
+                        for g in 0..nkv {
+                            for d in 0..hd {
+                                let dst = (g * cap + pos) * hd + d;
+                                (want_k[dst], want_v[dst]) = if (start..start + t).contains(&pos) {
+                                    let src = ((pos - start) * nkv + g) * hd + d;
+                                    (k_rot[src], v[src])
+                                } else {
+                                    let src = (pos * nkv + g) * hd + d;
+                                    (old[src], old[src])
+                                };
+                            }
                         }
                     }
+                    let tol = atol + if dtype == DType::F16 { 2f32.powi(-10) } else { 0.0 };
+                    close(&cache.k().to_vec_f32().unwrap(), &want_k, tol, &format!("{what} k cache"));
+                    close(&cache.v().to_vec_f32().unwrap(), &want_v, tol, &format!("{what} v cache"));
                 }
-                let tol = atol + if dtype == DType::F16 { 2f32.powi(-10) } else { 0.0 };
-                close(&cache.k().to_vec_f32().unwrap(), &want_k, tol, &format!("{what} k cache"));
-                close(&cache.v().to_vec_f32().unwrap(), &want_v, tol, &format!("{what} v cache"));
             }
         }
     }
+}
+
+#[test]
+fn rope_kv_write_windows_inputs_larger_than_a_binding() {
+    // 130 tokens × 32 rows × 64 dims of f32 = 1.06 MB > the 1 MiB bindings of this context: the
+    // stack is taken in two runs of tokens. Separate q, k, v (one dispatch) and the stack run the
+    // same arithmetic, so both leave bit-identical outputs and caches.
+    let ctx = common::small_bindings();
+    let (t, heads, nkv, hd, cap) = (130, 16, 8, 64, 136);
+    let opts = RopeOptions { theta: 10000.0, rotary_dim: hd, layout: RopeLayout::RotateHalf, scaling: RopeScaling::None };
+    let (q, k, v) = (rand_vec(t * heads * hd, 21), rand_vec(t * nkv * hd, 22), rand_vec(t * nkv * hd, 23));
+    let (qr, kr) = (heads * hd, nkv * hd);
+    let qkv: Vec<f32> = (0..t).flat_map(|i| [&q[i * qr..(i + 1) * qr], &k[i * kr..(i + 1) * kr], &v[i * kr..(i + 1) * kr]].concat()).collect();
+    assert!(qkv.len() * 4 > 1 << 20);
+    let run = |stacked: bool| {
+        let cache = KvCache::new(&ctx, nkv, hd, cap, DType::F32).unwrap();
+        let mut rec = Recorder::new(&ctx);
+        let y = if stacked {
+            rope_kv_write_fused(&mut rec, &upload(&ctx, &[t, heads + 2 * nkv, hd], &qkv), heads, &cache, 3, &opts).unwrap()
+        } else {
+            let (tq, tk, tv) = (upload(&ctx, &[t, heads, hd], &q), upload(&ctx, &[t, nkv, hd], &k), upload(&ctx, &[t, nkv, hd], &v));
+            rope_kv_write(&mut rec, &tq, &tk, &tv, &cache, 3, &opts).unwrap()
+        };
+        assert_eq!(rec.len(), if stacked { 2 } else { 1 }, "ROPE_KV dispatches");
+        rec.submit().unwrap();
+        (y.to_vec_f32().unwrap(), cache.k().to_vec_f32().unwrap(), cache.v().to_vec_f32().unwrap())
+    };
+    let (stacked, separate) = (run(true), run(false));
+    // (Unwritten cache positions hold the zeros wgpu initialises buffers with, in both runs.)
+    assert!(stacked == separate, "stacked and separate rope_kv_write differ");
+    close(&stacked.0, &reference::rope(&q, t, heads, hd, 3, &opts), rope_atol(3 + t), "stacked q");
+}
+
+#[test]
+fn rope_kv_write_fused_checks_its_shape() {
+    let ctx = common::fast();
+    let cache = KvCache::new(&ctx, 2, 8, 4, DType::F32).unwrap();
+    let opts = RopeOptions { theta: 10000.0, rotary_dim: 8, layout: RopeLayout::RotateHalf, scaling: RopeScaling::None };
+    // 4 query heads + 2·2 KV heads = 8 rows per token; 7 is one short.
+    let bad = upload(&ctx, &[1, 7, 8], &rand_vec(56, 1));
+    let mut rec = Recorder::new(&ctx);
+    let err = rope_kv_write_fused(&mut rec, &bad, 4, &cache, 0, &opts).unwrap_err();
+    assert!(matches!(err, KestrelError::Shape { .. }), "{err}");
 }

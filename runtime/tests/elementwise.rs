@@ -2,10 +2,12 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{AWKWARD, all, assert_close, rand_vec};
 use kestrel::ops::elementwise::{self, Binary, Unary};
 use kestrel::reference;
-use kestrel::{DType, Recorder, Tensor};
+use kestrel::{Context, DType, KestrelError, Recorder, Tensor};
 
 const UNARY: &[Unary] = &[
     Unary::Relu,
@@ -94,6 +96,39 @@ fn casts_round_trip_through_f16() {
             assert_close(&back.to_vec_f32().unwrap(), &want, 0.0, 0.0, &format!("{cfg} to f32 n={n}"));
         }
     }
+}
+
+#[test]
+fn silu_mul_halves_matches_silu_mul_of_the_two_halves() {
+    // A fused gate|up output [rows, 2F] against the reference silu_mul of its halves; the last
+    // case (140 × 2·1000 f32 = 1.1 MB) exceeds small_bindings' 1 MiB: two windowed dispatches.
+    let cases: &[(&str, Arc<Context>, &[usize])] = &[
+        ("fast", common::fast(), &[1, 2]),
+        ("fast", common::fast(), &[7, 2 * 197]),
+        ("fallback", common::fallback(), &[33, 2 * 7]),
+        ("gpu-kernels", common::gpu_kernels(), &[3, 5, 2 * 33]),
+        ("small-bindings", common::small_bindings(), &[140, 2 * 1000]),
+    ];
+    for (cfg, ctx, shape) in cases {
+        let x = rand_vec(shape.iter().product(), 41);
+        let (&width, lead) = shape.split_last().unwrap();
+        let half = width / 2;
+        let rows = x.len() / width;
+        let gate: Vec<f32> = (0..rows).flat_map(|r| x[r * width..r * width + half].to_vec()).collect();
+        let up: Vec<f32> = (0..rows).flat_map(|r| x[r * width + half..(r + 1) * width].to_vec()).collect();
+        let (want, _) = reference::elementwise::binary(&gate, &[rows, half], &up, &[rows, half], Binary::SiluMul).unwrap();
+        let mut rec = Recorder::new(ctx);
+        let y = elementwise::silu_mul_halves(&mut rec, &Tensor::from_f32(ctx, shape, &x).unwrap()).unwrap();
+        assert_eq!(rec.len(), if *cfg == "small-bindings" { 2 } else { 1 }, "{cfg} {shape:?} dispatches");
+        rec.submit().unwrap();
+        assert_eq!(y.shape(), [lead, &[half]].concat().as_slice());
+        // silu's tolerance (f32 exp) times |up| < 1.
+        assert_close(&y.to_vec_f32().unwrap(), &want, ATOL, RTOL, &format!("{cfg} silu_mul_halves {shape:?}"));
+    }
+    let ctx = common::fast();
+    let mut rec = Recorder::new(&ctx);
+    let odd = Tensor::from_f32(&ctx, &[2, 3], &[0.0; 6]).unwrap();
+    assert!(matches!(elementwise::silu_mul_halves(&mut rec, &odd), Err(KestrelError::Shape { .. })));
 }
 
 #[test]

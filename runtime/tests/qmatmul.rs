@@ -396,6 +396,37 @@ fn quantisers_round_to_nearest_level() {
 }
 
 #[test]
+fn stacked_rows_dequantise_to_the_stacked_parts() {
+    // Parts of 3, 1 and 5 rows with K = 96 (3 blocks): with two f16 scales per word, parts of
+    // odd block counts end mid-word, so the stack re-pairs the scales. The result must hold
+    // exactly the parts' values, in order, and a GEMV over it the parts' outputs side by side.
+    let k = 96;
+    let ctx = common::fast();
+    for scheme in QuantScheme::ALL {
+        let parts: Vec<PackedWeights> =
+            [3, 1, 5].iter().enumerate().map(|(i, &n)| PackedWeights::quantize(scheme, &rand_vec(n * k, 60 + i as u64), &[n, k]).unwrap()).collect();
+        let stacked = PackedWeights::concat_rows(&parts).unwrap();
+        assert_eq!((stacked.n, stacked.k), (9, k));
+        let want: Vec<f32> = parts.iter().flat_map(PackedWeights::dequantize).collect();
+        assert_eq!(stacked.dequantize(), want, "{}", scheme.name());
+        let x = rand_vec(k, 70);
+        let w = QuantTensor::upload(&ctx, &stacked).unwrap();
+        let tx = Tensor::from_f32(&ctx, &[1, k], &x).unwrap();
+        let mut rec = Recorder::new(&ctx);
+        let y = qgemv(&mut rec, &tx, &w, None, GemvVariant::Auto).unwrap();
+        rec.submit().unwrap();
+        let want_y = reference::qmatmul::qmatmul(&x, k, &want, 9, None);
+        assert_close(&y.to_vec_f32().unwrap(), &want_y, ATOL, RTOL, &format!("{} stacked GEMV", scheme.name()));
+    }
+    let (w8, w4) = (PackedWeights::quantize(QuantScheme::W8, &[0.5; 64], &[2, 32]).unwrap(), PackedWeights::quantize(QuantScheme::W4, &[0.5; 64], &[2, 32]).unwrap());
+    assert!(matches!(PackedWeights::concat_rows(&[w8.clone(), w4]), Err(KestrelError::InvalidArgument { .. })), "mixed schemes");
+    let mut short = w8.clone();
+    short.scales.pop();
+    assert!(matches!(PackedWeights::concat_rows(&[w8, short]), Err(KestrelError::InvalidArgument { .. })), "malformed part");
+    assert!(matches!(PackedWeights::concat_rows(&[]), Err(KestrelError::InvalidArgument { .. })), "no parts");
+}
+
+#[test]
 fn bad_inputs_are_errors() {
     let ctx = common::fast();
     // GGUF schemes need K a multiple of 32: a typed shape error.

@@ -85,10 +85,15 @@ struct RopeParams {
     x_base: u32,
     out_base: u32,
     interleaved: u32,
-    // `rope_kv_write` only: (k, v) pair invocations, KV heads, cache capacity.
+    // `rope_kv_write` only: (k, v) pair invocations, KV heads, cache capacity, the token strides
+    // of the q and k/v inputs, the k and v heads' offsets in a k/v row.
     nkv: u32,
     kv_heads: u32,
     cap: u32,
+    q_stride: u32,
+    kv_stride: u32,
+    k_off: u32,
+    v_off: u32,
     pad: [u32; 3],
     inv_freq: [f32; MAX_ROTARY_DIM / 2],
 }
@@ -182,6 +187,10 @@ pub fn rope(rec: &mut Recorder, x: &Tensor, start_pos: usize, opts: &RopeOptions
             nkv: 0,
             kv_heads: 0,
             cap: 0,
+            q_stride: 0,
+            kv_stride: 0,
+            k_off: 0,
+            v_off: 0,
             pad: [0; 3],
             inv_freq: table,
         };
@@ -210,75 +219,121 @@ fn rope_kv_key(f16: bool) -> KernelKey {
 /// [`rope`] of `q` and of `k`, and [`kv_write`] of the rotated `k` and of `v` at positions
 /// `start_pos..start_pos + T`, in one dispatch (a decode step's three): returns the rotated q.
 /// `q` is `[T, H, D]`, `k` and `v` `[T, n_kv_heads, D]` f32 with the cache's head count and
-/// head_dim. Where q does not fit one storage binding the three ops run separately.
+/// head_dim. Tensors larger than one storage binding are taken a run of tokens per dispatch.
 pub fn rope_kv_write(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, cache: &KvCache, start_pos: usize, opts: &RopeOptions) -> Result<Tensor> {
-    const OP: &str = "rope_kv";
-    check_activation(rec, OP, "k", k)?;
-    check_activation(rec, OP, "v", v)?;
-    if q.dtype() != DType::F32 {
-        return Err(KestrelError::UnsupportedDtype { op: OP, dtype: q.dtype() });
+    if let Some(t) = [q, k, v].into_iter().find(|t| t.dtype() != DType::F32) {
+        return Err(KestrelError::UnsupportedDtype { op: ROPE_KV, dtype: t.dtype() });
     }
     let (nkv, hd) = (cache.n_kv_heads, cache.head_dim);
     let (t, heads) = match (q.shape(), k.shape()) {
         (&[t, h, d], &[tk, hk, dk]) if d == hd && tk == t && hk == nkv && dk == hd && v.shape() == k.shape() => (t, h),
         _ => {
             return Err(KestrelError::Shape {
-                op: OP,
+                op: ROPE_KV,
                 detail: format!("q {:?} must be [T, H, {hd}] and k {:?}, v {:?} [T, {nkv}, {hd}]", q.shape(), k.shape(), v.shape()),
             });
         }
     };
-    check_rope_options(opts, hd)?;
-    check_fits(OP, cache, start_pos, t)?;
-    let caps = rec.context().caps().clone();
-    if q.byte_size() > caps.max_storage_binding {
-        let q = rope(rec, q, start_pos, opts)?;
-        let k = rope(rec, k, start_pos, opts)?;
-        kv_write(rec, cache, &k, v, start_pos)?;
-        return Ok(q);
+    let layout = QkvLayout { t, heads, q_stride: heads * hd, kv_stride: nkv * hd, k_off: 0, v_off: 0 };
+    rope_kv_dispatch(rec, [q, k, v], layout, cache, start_pos, opts)
+}
+
+/// [`rope_kv_write`] of one fused projection's output: `qkv` is `[T, H + 2·n_kv_heads, D]` f32,
+/// each token's row holding the H query heads, then the key heads, then the value heads (the
+/// output of a q/k/v linear whose weights are stacked in that order). Returns the rotated q
+/// `[T, H, D]`.
+pub fn rope_kv_write_fused(rec: &mut Recorder, qkv: &Tensor, heads: usize, cache: &KvCache, start_pos: usize, opts: &RopeOptions) -> Result<Tensor> {
+    if qkv.dtype() != DType::F32 {
+        return Err(KestrelError::UnsupportedDtype { op: ROPE_KV, dtype: qkv.dtype() });
     }
-    let out = Tensor::empty(rec.context(), q.shape(), DType::F32)?;
+    let (nkv, hd) = (cache.n_kv_heads, cache.head_dim);
+    let t = match qkv.shape() {
+        &[t, rows, d] if d == hd && rows == heads + 2 * nkv => t,
+        s => {
+            return Err(KestrelError::Shape { op: ROPE_KV, detail: format!("qkv {s:?} must be [T, {heads} + 2·{nkv}, {hd}]") });
+        }
+    };
+    let stride = (heads + 2 * nkv) * hd;
+    let layout = QkvLayout { t, heads, q_stride: stride, kv_stride: stride, k_off: heads * hd, v_off: (heads + nkv) * hd };
+    rope_kv_dispatch(rec, [qkv, qkv, qkv], layout, cache, start_pos, opts)
+}
+
+/// The op name of [`rope_kv_write`] and [`rope_kv_write_fused`].
+const ROPE_KV: &str = "rope_kv";
+
+/// Where the ROPE_KV kernel finds q, k and v: `t` tokens of `heads` query heads; elements per
+/// token of the q input and of the k/v inputs; the offsets of the k and v heads in a k/v row.
+#[derive(Clone, Copy)]
+struct QkvLayout {
+    t: usize,
+    heads: usize,
+    q_stride: usize,
+    kv_stride: usize,
+    k_off: usize,
+    v_off: usize,
+}
+
+/// Records the ROPE_KV dispatches over `[q, k, v]` laid out as `layout` says, one per run of
+/// tokens whose windows fit the storage bindings; returns the rotated q `[T, H, D]`.
+fn rope_kv_dispatch(rec: &mut Recorder, [q, k, v]: [&Tensor; 3], layout: QkvLayout, cache: &KvCache, start_pos: usize, opts: &RopeOptions) -> Result<Tensor> {
+    let QkvLayout { t, heads, q_stride, kv_stride, .. } = layout;
+    let (nkv, hd) = (cache.n_kv_heads, cache.head_dim);
+    check_rope_options(opts, hd)?;
+    check_fits(ROPE_KV, cache, start_pos, t)?;
+    let out = Tensor::empty(rec.context(), &[t, heads, hd], DType::F32)?;
     if t == 0 || heads == 0 {
         return Ok(out);
     }
     let seq = start_pos + t;
     if seq > u32::MAX as usize {
-        return Err(KestrelError::InvalidArgument { op: OP, detail: format!("positions up to {seq} exceed 32 bits") });
+        return Err(KestrelError::InvalidArgument { op: ROPE_KV, detail: format!("positions up to {seq} exceed 32 bits") });
     }
     let rot2 = opts.rotary_dim / 2;
     let slots = hd - rot2;
     let mut table = [0.0f32; MAX_ROTARY_DIM / 2];
     table[..rot2].copy_from_slice(&inv_freq(opts, seq));
-    let (nq, npairs) = (t * heads * slots, t * nkv * hd / 2);
-    let p = RopeParams {
-        n: nq as u32,
-        slots: slots as u32,
-        heads: heads as u32,
-        dim: hd as u32,
-        rot2: rot2 as u32,
-        start: start_pos as u32,
-        row_base: 0,
-        x_base: 0,
-        out_base: 0,
-        interleaved: u32::from(opts.layout == RopeLayout::Interleaved),
-        nkv: npairs as u32,
-        kv_heads: nkv as u32,
-        cap: cache.capacity as u32,
-        pad: [0; 3],
-        inv_freq: table,
-    };
     let key = rope_kv_key(cache.dtype() == DType::F16);
     let kernel = rec.kernel(key.family, key.entry, key.defines)?;
-    rec.dispatch(Dispatch {
-        kernel,
-        bindings: vec![Binding::whole(q), Binding::whole(k), Binding::whole(v), Binding::whole(&out), Binding::whole(&cache.k), Binding::whole(&cache.v)],
-        params: param_bytes(&p),
-        workgroups: grid(groups(nq + npairs, 256), caps.max_workgroups_per_dim)?,
-        op: OP,
-        shape: format!("q[{t},{heads},{hd}] kv[{t},{nkv},{hd}] rot {} at {start_pos} {}", opts.rotary_dim, cache.dtype().name()),
-        flops: ((t * (heads + nkv)) * rot2 * 6) as u64,
-        bytes: (q.byte_size() * 2) + 2 * (k.byte_size() + (t * nkv * hd * cache.dtype().size()) as u64),
-    })?;
+    let caps = rec.context().caps().clone();
+    for chunk in row_chunks(&caps, ROPE_KV, t, &[q_stride, kv_stride, heads * hd])? {
+        let n = chunk.count();
+        let (bq, q_base) = chunk.bind(&caps, q, q_stride);
+        let (bk, k_base) = chunk.bind(&caps, k, kv_stride);
+        let (bv, v_base) = chunk.bind(&caps, v, kv_stride);
+        let (bo, out_base) = chunk.bind(&caps, &out, heads * hd);
+        let (nq, npairs) = (n * heads * slots, n * nkv * hd / 2);
+        let p = RopeParams {
+            n: nq as u32,
+            slots: slots as u32,
+            heads: heads as u32,
+            dim: hd as u32,
+            rot2: rot2 as u32,
+            start: (start_pos + chunk.rows.start) as u32,
+            row_base: 0,
+            x_base: q_base,
+            out_base,
+            interleaved: u32::from(opts.layout == RopeLayout::Interleaved),
+            nkv: npairs as u32,
+            kv_heads: nkv as u32,
+            cap: cache.capacity as u32,
+            q_stride: q_stride as u32,
+            kv_stride: kv_stride as u32,
+            k_off: k_base + layout.k_off as u32,
+            v_off: v_base + layout.v_off as u32,
+            pad: [0; 3],
+            inv_freq: table,
+        };
+        rec.dispatch(Dispatch {
+            kernel: kernel.clone(),
+            bindings: vec![bq, bk, bv, bo, Binding::whole(&cache.k), Binding::whole(&cache.v)],
+            params: param_bytes(&p),
+            workgroups: grid(groups(nq + npairs, 256), caps.max_workgroups_per_dim)?,
+            op: ROPE_KV,
+            shape: format!("q[{n},{heads},{hd}] kv[{n},{nkv},{hd}] rot {} at {} {}", opts.rotary_dim, p.start, cache.dtype().name()),
+            flops: ((n * (heads + nkv)) * rot2 * 6) as u64,
+            bytes: (n * (2 * heads * hd + 2 * nkv * hd) * 4 + 2 * n * nkv * hd * cache.dtype().size()) as u64,
+        })?;
+    }
     Ok(out)
 }
 

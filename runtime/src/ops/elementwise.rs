@@ -6,6 +6,7 @@ use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::exec::{Binding, Dispatch, Recorder, grid};
 use crate::pipeline::KernelKey;
+use crate::ops::rows::row_chunks;
 use crate::ops::{groups, max_window_elems, param_bytes, window};
 use crate::shader::Defines;
 use crate::tensor::Tensor;
@@ -314,6 +315,51 @@ pub fn mul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `silu(a) · b` with broadcasting: a SwiGLU MLP's activation in one pass.
 pub fn silu_mul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(rec, a, b, Binary::SiluMul)
+}
+
+/// `silu(x[…, :F]) · x[…, F:]` of `x` `[…, 2F]` → `[…, F]`: SwiGLU of a fused gate|up
+/// projection (gate rows first), a [`Binary::SiluMul`] reading both halves of the same buffer
+/// (one dispatch per run of rows that fits the storage bindings).
+pub fn silu_mul_halves(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "silu_mul";
+    require_f32(OP, x)?;
+    let (&width, lead) = x.shape().split_last().ok_or_else(|| KestrelError::Shape { op: OP, detail: "a scalar has no halves".into() })?;
+    if width % 2 != 0 {
+        return Err(KestrelError::Shape { op: OP, detail: format!("{:?}: the last dimension must be even (gate | up)", x.shape()) });
+    }
+    index_limit(OP, x.numel())?;
+    let half = width / 2;
+    let mut shape = lead.to_vec();
+    shape.push(half);
+    let out = Tensor::empty(rec.context(), &shape, DType::F32)?;
+    if half == 0 {
+        return Ok(out);
+    }
+    let defines = Defines::new().flag("BINARY", true).flag("HALVES", true).set("OP", Binary::SiluMul.wgsl());
+    let kernel = rec.kernel("elementwise", "binary", defines)?;
+    let caps = rec.context().caps().clone();
+    let mut dims = [1u32; MAX_RANK];
+    dims[0] = half as u32;
+    for chunk in row_chunks(&caps, OP, x.numel() / width, &[width, half])? {
+        // The kernel indexes x and the output globally (`base` = the chunk's first output
+        // element); `*_off` are where their windows begin.
+        let (r0, n) = (chunk.rows.start, chunk.count() * half);
+        let (bx, x_base) = chunk.bind(&caps, x, width);
+        let (bo, out_base) = chunk.bind(&caps, &out, half);
+        let x_off = (r0 * width) as u32 - x_base;
+        let params = Params { n: n as u32, base: (r0 * half) as u32, a_off: x_off, b_off: x_off, out_off: (r0 * half) as u32 - out_base, shape: dims, ..Zeroable::zeroed() };
+        rec.dispatch(Dispatch {
+            kernel: kernel.clone(),
+            bindings: vec![bx.clone(), bx, bo],
+            params: param_bytes(&params),
+            workgroups: grid(groups(n, 256), caps.max_workgroups_per_dim)?,
+            op: OP,
+            shape: format!("{:?} halves", x.shape()),
+            flops: n as u64 * 4,
+            bytes: n as u64 * 12,
+        })?;
+    }
+    Ok(out)
 }
 
 /// Converts between f32 and f16 (works without `SHADER_F16`: packs with `pack2x16float`).
