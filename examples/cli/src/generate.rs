@@ -55,6 +55,9 @@ pub struct ModelArgs {
     /// Weight storage: native (as in the file), f16, f32, w8 or w4.
     #[arg(long, default_value = "native", value_parser = clap::builder::PossibleValuesParser::new(["native", "f16", "f32", "w8", "w4"]))]
     quant: String,
+    /// Keep q/k/v and gate/up as separate linears (default: each group stacked into one).
+    #[arg(long)]
+    separate_projections: bool,
 }
 
 /// Arguments of `kestrel generate`.
@@ -107,7 +110,8 @@ pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Err
     sampler.validate()?;
     let ctx = Context::new(&ContextOptions::from_env())?;
     let started = Instant::now();
-    let model = load_with_bar(&ctx, &args.model, quant)?;
+    let opts = LoadOptions { quant, fold_repbn: true, fuse_projections: !args.separate_projections };
+    let model = load_with_bar(&ctx, &args.model, &opts)?;
     let tokenizer = model.tokenizer.ok_or_else(|| format!("{}: no tokenizer found (tokenizer.json or GGUF metadata)", args.model.display()))?;
     let decoder = Decoder::new(&ctx, model.config, model.weights, &DecoderOptions { context: args.context, kv_dtype: None })?;
     eprintln!(
@@ -126,10 +130,10 @@ pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Err
 }
 
 /// Loads the model with a progress bar over its layers.
-fn load_with_bar(ctx: &std::sync::Arc<Context>, path: &Path, quant: WeightQuant) -> Result<kestrel_models::llm::load::LoadedModel, Box<dyn std::error::Error>> {
+fn load_with_bar(ctx: &std::sync::Arc<Context>, path: &Path, opts: &LoadOptions) -> Result<kestrel_models::llm::load::LoadedModel, Box<dyn std::error::Error>> {
     let bar = ProgressBar::new(1);
     bar.set_style(ProgressStyle::with_template("loading {elapsed_precise} [{bar:40}] {pos}/{len}").map_err(|e| format!("progress bar: {e}"))?.progress_chars("=> "));
-    let model = load(ctx, path, &LoadOptions { quant, fold_repbn: true }, &mut |done, total| {
+    let model = load(ctx, path, opts, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });

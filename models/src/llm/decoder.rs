@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use kestrel::ops::attention::{KvCache, RopeOptions, attention, rope_kv_write};
-use kestrel::ops::elementwise::{Unary, add, mul, silu_mul, unary};
+use kestrel::ops::attention::{KvCache, RopeOptions, attention, rope_kv_write, rope_kv_write_fused};
+use kestrel::ops::elementwise::{Unary, add, mul, silu_mul, silu_mul_halves, unary};
 use kestrel::ops::gather::embedding;
 use kestrel::ops::layout::slice;
 use kestrel::ops::reduce::{argmax, top_k};
@@ -21,7 +21,7 @@ use kestrel::profile::Profile;
 use kestrel::{Context, DType, Recorder, Tensor};
 
 use super::config::LlmConfig;
-use super::weights::{DecoderWeights, LayerWeights};
+use super::weights::{DecoderWeights, LayerWeights, Stacked};
 use crate::error::{ModelError, Result};
 
 /// Context used when none is given and the model's is longer.
@@ -205,10 +205,21 @@ impl Decoder {
     fn layer(&self, rec: &mut Recorder, w: &LayerWeights, cache: &KvCache, x: &Tensor, t: usize) -> Result<Tensor> {
         let c = &self.config;
         let h = w.attn_norm.forward(rec, x, c.norm_eps)?;
-        let q = w.q.forward(rec, &h)?.reshape(&[t, c.heads, c.head_dim])?;
-        let k = w.k.forward(rec, &h)?.reshape(&[t, c.kv_heads, c.head_dim])?;
-        let v = w.v.forward(rec, &h)?.reshape(&[t, c.kv_heads, c.head_dim])?;
-        let q = rope_kv_write(rec, &q, &k, &v, cache, self.pos, &self.rope)?;
+        let q = match &w.qkv {
+            Stacked::Fused(qkv) => {
+                let qkv = qkv.forward(rec, &h)?.reshape(&[t, c.heads + 2 * c.kv_heads, c.head_dim])?;
+                rope_kv_write_fused(rec, &qkv, c.heads, cache, self.pos, &self.rope)?
+            }
+            Stacked::Separate(parts) => {
+                let [q, k, v] = parts.as_slice() else {
+                    return Err(ModelError::Config(format!("{} q/k/v projections, expected 3", parts.len())));
+                };
+                let q = q.forward(rec, &h)?.reshape(&[t, c.heads, c.head_dim])?;
+                let k = k.forward(rec, &h)?.reshape(&[t, c.kv_heads, c.head_dim])?;
+                let v = v.forward(rec, &h)?.reshape(&[t, c.kv_heads, c.head_dim])?;
+                rope_kv_write(rec, &q, &k, &v, cache, self.pos, &self.rope)?
+            }
+        };
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let a = attention(rec, &q, cache, self.pos, scale)?.reshape(&[t, c.q_dim()])?;
         // Residual sums accumulate into the stream in place where the kernels can (the layer
@@ -224,17 +235,28 @@ impl Decoder {
             }
         };
         let h = w.ffn_norm.forward(rec, &x, c.norm_eps)?;
-        let g = w.gate.forward(rec, &h)?;
-        let u = w.up.forward(rec, &h)?;
-        let m = match &w.gate2 {
-            None => silu_mul(rec, &g, &u)?,
-            Some(g2) => {
-                let act = unary(rec, &g, Unary::Silu)?;
-                let g2 = g2.forward(rec, &h)?;
-                let g2 = unary(rec, &g2, Unary::QuickGelu)?;
-                let act = add(rec, &act, &g2)?;
-                mul(rec, &act, &u)?
+        let m = match (&w.gate_up, &w.gate2) {
+            (Stacked::Fused(gate_up), None) => {
+                let gu = gate_up.forward(rec, &h)?;
+                silu_mul_halves(rec, &gu)?
             }
+            (Stacked::Separate(parts), gate2) => {
+                let [gate, up] = parts.as_slice() else {
+                    return Err(ModelError::Config(format!("{} gate/up projections, expected 2", parts.len())));
+                };
+                let (g, u) = (gate.forward(rec, &h)?, up.forward(rec, &h)?);
+                match gate2 {
+                    None => silu_mul(rec, &g, &u)?,
+                    Some(g2) => {
+                        let act = unary(rec, &g, Unary::Silu)?;
+                        let g2 = g2.forward(rec, &h)?;
+                        let g2 = unary(rec, &g2, Unary::QuickGelu)?;
+                        let act = add(rec, &act, &g2)?;
+                        mul(rec, &act, &u)?
+                    }
+                }
+            }
+            (Stacked::Fused(_), Some(_)) => return Err(ModelError::Config("a fused gate|up with a second gate".into())),
         };
         Ok(w.down.forward_residual(rec, &m, x)?)
     }

@@ -87,11 +87,34 @@ pub struct LoadOptions {
     /// Fold PRepBN norms into the neighbouring linears (true, the inference graph) or run them
     /// as a separate per-channel affine op (false).
     pub fold_repbn: bool,
+    /// Stack q/k/v and gate/up into one linear each ([`Stacked::Fused`]: one GEMV instead of
+    /// three or two per layer) where their stored forms allow; false keeps them separate.
+    pub fuse_projections: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { quant: WeightQuant::Native, fold_repbn: true }
+        LoadOptions { quant: WeightQuant::Native, fold_repbn: true, fuse_projections: true }
+    }
+}
+
+/// Linears that read the same input.
+#[derive(Clone, Debug)]
+pub enum Stacked {
+    /// One linear whose weight stacks the parts' rows: its output holds the parts' outputs side
+    /// by side, in the order the field's documentation gives.
+    Fused(Linear),
+    /// The parts, in that order.
+    Separate(Vec<Linear>),
+}
+
+impl Stacked {
+    /// The linears (one when fused).
+    pub fn linears(&self) -> &[Linear] {
+        match self {
+            Stacked::Fused(l) => std::slice::from_ref(l),
+            Stacked::Separate(parts) => parts,
+        }
     }
 }
 
@@ -127,24 +150,19 @@ impl Norm {
 pub struct LayerWeights {
     /// Norm before attention.
     pub attn_norm: Norm,
-    /// Query projection `[heads·head_dim, d]`.
-    pub q: Linear,
-    /// Key projection `[kv_heads·head_dim, d]`.
-    pub k: Linear,
-    /// Value projection `[kv_heads·head_dim, d]`.
-    pub v: Linear,
+    /// Query, key and value projections: q `[heads·head_dim, d]`, k and v
+    /// `[kv_heads·head_dim, d]`.
+    pub qkv: Stacked,
     /// Output projection `[d, heads·head_dim]`.
     pub o: Linear,
     /// PanGu-π's augmented shortcut (W1 `[r, d]`, W2 `[d, r]`).
     pub aug: Option<(Linear, Linear)>,
     /// Norm before the MLP.
     pub ffn_norm: Norm,
-    /// Gate `[ffn, d]`.
-    pub gate: Linear,
+    /// Gate and up, `[ffn, d]` each (never fused with a second gate).
+    pub gate_up: Stacked,
     /// PanGu-π's second gate `[ffn, d]` ([`MlpKind::PanguVanilla`]).
     pub gate2: Option<Linear>,
-    /// Up `[ffn, d]`.
-    pub up: Linear,
     /// Down `[d, ffn]`.
     pub down: Linear,
 }
@@ -169,7 +187,7 @@ impl DecoderWeights {
     pub fn linear_bytes(&self) -> u64 {
         let lin = |l: &Linear| l.weight().byte_size() + l.bias().map_or(0, Tensor::byte_size);
         let layer = |w: &LayerWeights| {
-            [&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down].into_iter().map(lin).sum::<u64>()
+            w.qkv.linears().iter().chain(w.gate_up.linears()).chain([&w.o, &w.down]).map(lin).sum::<u64>()
                 + w.gate2.as_ref().map_or(0, lin)
                 + w.aug.as_ref().map_or(0, |(a, b)| lin(a) + lin(b))
         };
@@ -289,24 +307,74 @@ impl Loader<'_> {
     /// The linear at `prefix` (`.weight` of `[out, inp]`, `.bias` when `bias`), with `pre`
     /// (an affine applied to its input) folded in.
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool, pre: Option<&ChannelAffine>) -> Result<Linear> {
-        let (w_name, b_name) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
-        let shape = [out, inp];
-        let b = if bias { Some(self.store.f32(&b_name, &[out])?) } else { None };
-        if let Some(affine) = pre {
-            let w = self.store.f32(&w_name, &shape)?;
-            let folded = fold_into_following_linear(affine, &w, b.as_deref(), out).map_err(|e| self.store.error(format!("folding into `{w_name}`: {e}")))?;
-            let quant = self.opts.quant.file_quant().unwrap_or(FileQuant::F32);
-            return Ok(Linear::from_f32(self.ctx, &folded.weight, Some(&folded.bias), out, inp, quant)?);
-        }
-        match self.opts.quant.file_quant() {
-            None => {
-                let weight = self.store.native_weight(self.ctx, &w_name, &shape)?;
-                let bias = b.map(|b| Tensor::from_f32(self.ctx, &[out], &b)).transpose()?;
+        let w_name = format!("{prefix}.weight");
+        match (self.opts.quant.file_quant(), pre) {
+            (None, None) => {
+                let weight = self.store.native_weight(self.ctx, &w_name, &[out, inp])?;
+                let bias = self.bias(prefix, out, bias)?.map(|b| Tensor::from_f32(self.ctx, &[out], &b)).transpose()?;
                 Ok(Linear::new(weight, bias)?)
             }
-            Some(quant) => {
-                let w = self.store.f32(&w_name, &shape)?;
-                Ok(Linear::from_f32(self.ctx, &w, b.as_deref(), out, inp, quant)?)
+            (quant, _) => {
+                let (w, b) = self.host_linear(prefix, out, inp, bias, pre)?;
+                Ok(Linear::from_f32(self.ctx, &w, b.as_deref(), out, inp, quant.unwrap_or(FileQuant::F32))?)
+            }
+        }
+    }
+
+    /// The bias `[out]` at `prefix` when `bias`.
+    fn bias(&self, prefix: &str, out: usize, bias: bool) -> Result<Option<Vec<f32>>> {
+        bias.then(|| self.store.f32(&format!("{prefix}.bias"), &[out])).transpose()
+    }
+
+    /// The linear at `prefix` as host f32 weight and bias, with `pre` folded in (which gives it
+    /// a bias).
+    fn host_linear(&self, prefix: &str, out: usize, inp: usize, bias: bool, pre: Option<&ChannelAffine>) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let w_name = format!("{prefix}.weight");
+        let w = self.store.f32(&w_name, &[out, inp])?;
+        let b = self.bias(prefix, out, bias)?;
+        match pre {
+            None => Ok((w, b)),
+            Some(affine) => {
+                let folded = fold_into_following_linear(affine, &w, b.as_deref(), out).map_err(|e| self.store.error(format!("folding into `{w_name}`: {e}")))?;
+                Ok((folded.weight, Some(folded.bias)))
+            }
+        }
+    }
+
+    /// The linears at `parts` (prefix, rows), all `[rows, inp]` reading the same input, stacked
+    /// into one ([`Stacked::Fused`]) when `fuse` and [`LoadOptions::fuse_projections`] are set
+    /// and their stored forms allow, else separate.
+    fn stacked(&self, parts: &[(String, usize)], inp: usize, bias: bool, pre: Option<&ChannelAffine>, fuse: bool) -> Result<Stacked> {
+        let separate = || parts.iter().map(|(prefix, out)| self.linear(prefix, *out, inp, bias, pre)).collect::<Result<Vec<_>>>().map(Stacked::Separate);
+        if !(fuse && self.opts.fuse_projections) {
+            return separate();
+        }
+        let rows = parts.iter().map(|(_, out)| out).sum::<usize>();
+        let mut b = bias.then(|| Vec::with_capacity(rows));
+        match (self.opts.quant.file_quant(), pre) {
+            (None, None) => {
+                let names: Vec<(String, usize)> = parts.iter().map(|(prefix, out)| (format!("{prefix}.weight"), *out)).collect();
+                let Some(weight) = self.store.native_stacked(self.ctx, &names, inp)? else {
+                    return separate();
+                };
+                for (prefix, out) in parts {
+                    if let (Some(all), Some(part)) = (b.as_mut(), self.bias(prefix, *out, bias)?) {
+                        all.extend(part);
+                    }
+                }
+                let bias = b.map(|b| Tensor::from_f32(self.ctx, &[rows], &b)).transpose()?;
+                Ok(Stacked::Fused(Linear::new(weight, bias)?))
+            }
+            (quant, _) => {
+                let mut w = Vec::with_capacity(rows * inp);
+                for (prefix, out) in parts {
+                    let (pw, pb) = self.host_linear(prefix, *out, inp, bias, pre)?;
+                    w.extend(pw);
+                    if let Some(pb) = pb {
+                        b.get_or_insert_with(|| Vec::with_capacity(rows)).extend(pb);
+                    }
+                }
+                Ok(Stacked::Fused(Linear::from_f32(self.ctx, &w, b.as_deref(), rows, inp, quant.unwrap_or(FileQuant::F32))?))
             }
         }
     }
@@ -317,23 +385,22 @@ impl Loader<'_> {
         let n = |p: Part| self.naming.layer(i, p);
         let (d, q_dim, kv_dim) = (c.hidden, c.q_dim(), c.kv_dim());
         let (attn_norm, pre) = self.norm(&n(Part::AttnNorm))?.split();
-        let q = self.linear(&n(Part::Q), q_dim, d, c.qkv_bias, pre.as_ref())?;
-        let k = self.linear(&n(Part::K), kv_dim, d, c.qkv_bias, pre.as_ref())?;
-        let v = self.linear(&n(Part::V), kv_dim, d, c.qkv_bias, pre.as_ref())?;
+        let qkv = self.stacked(&[(n(Part::Q), q_dim), (n(Part::K), kv_dim), (n(Part::V), kv_dim)], d, c.qkv_bias, pre.as_ref(), true)?;
         let o = self.linear(&n(Part::O), d, q_dim, c.o_bias, None)?;
         let aug = match c.aug_shortcut {
             Some(r) => Some((self.linear(&n(Part::AugFc1), r, d, false, None)?, self.linear(&n(Part::AugFc2), d, r, false, None)?)),
             None => None,
         };
         let (ffn_norm, pre) = self.norm(&n(Part::FfnNorm))?.split();
-        let gate = self.linear(&n(Part::Gate), c.ffn, d, c.mlp_bias, pre.as_ref())?;
+        // PanGu-π's MLP needs the gate's output on its own (it adds a second gate's).
+        let swiglu = c.mlp == MlpKind::SwiGlu;
+        let gate_up = self.stacked(&[(n(Part::Gate), c.ffn), (n(Part::Up), c.ffn)], d, c.mlp_bias, pre.as_ref(), swiglu)?;
         let gate2 = match c.mlp {
             MlpKind::PanguVanilla => Some(self.linear(&n(Part::Gate2), c.ffn, d, c.mlp_bias, pre.as_ref())?),
             MlpKind::SwiGlu => None,
         };
-        let up = self.linear(&n(Part::Up), c.ffn, d, c.mlp_bias, pre.as_ref())?;
         let down = self.linear(&n(Part::Down), d, c.ffn, c.mlp_bias, None)?;
-        Ok(LayerWeights { attn_norm, q, k, v, o, aug, ffn_norm, gate, gate2, up, down })
+        Ok(LayerWeights { attn_norm, qkv, o, aug, ffn_norm, gate_up, gate2, down })
     }
 
     /// The final norm and the head (the embedding table when tied).

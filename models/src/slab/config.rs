@@ -95,7 +95,7 @@ impl SlabConfig {
                 return bad(format!("{d} channels do not split into {h} heads"));
             }
         }
-        if self.patch_size == 0 || self.img_size % self.patch_size != 0 || self.num_classes == 0 || self.in_chans == 0 {
+        if self.patch_size == 0 || !self.img_size.is_multiple_of(self.patch_size) || self.num_classes == 0 || self.in_chans == 0 {
             return bad(format!("image {} / patch {} / classes {} invalid", self.img_size, self.patch_size, self.num_classes));
         }
         if self.family == Family::Swin && (self.window == 0 || stages != 4) {

@@ -59,15 +59,24 @@ pub fn reference(name: &str) -> Reference {
     Reference { ids, logits }
 }
 
-/// Loads the model at `path`.
+/// Loads the model at `path` (q/k/v and gate/up stacked where possible).
 pub fn load_model(path: &Path, quant: WeightQuant, fold_repbn: bool) -> LoadedModel {
-    let opts = LoadOptions { quant, fold_repbn };
-    load(&ctx(), path, &opts, &mut |_, _| {}).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    load_model_with(path, &LoadOptions { quant, fold_repbn, fuse_projections: true })
+}
+
+/// Loads the model at `path` with `opts`.
+pub fn load_model_with(path: &Path, opts: &LoadOptions) -> LoadedModel {
+    load(&ctx(), path, opts, &mut |_, _| {}).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A decoder over a tiny fixture model with an f32 (or `kv`) cache of `context` positions.
 pub fn tiny_decoder(name: &str, quant: WeightQuant, fold_repbn: bool, kv: DType, context: usize) -> Decoder {
-    let m = load_model(&fixture(name), quant, fold_repbn);
+    tiny_decoder_with(name, &LoadOptions { quant, fold_repbn, fuse_projections: true }, kv, context)
+}
+
+/// [`tiny_decoder`] loaded with `opts`.
+pub fn tiny_decoder_with(name: &str, opts: &LoadOptions, kv: DType, context: usize) -> Decoder {
+    let m = load_model_with(&fixture(name), opts);
     Decoder::new(&ctx(), m.config, m.weights, &DecoderOptions { context: Some(context), kv_dtype: Some(kv) }).expect("decoder")
 }
 

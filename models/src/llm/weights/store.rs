@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use kestrel::nn::LinearWeight;
-use kestrel::quant::QuantTensor;
+use kestrel::quant::{PackedWeights, QuantTensor};
 use kestrel::weights::kestrel_file::{KestrelFile, PackedInfo};
 use kestrel::weights::{WeightDType, WeightSource};
 use kestrel::{Context, DType, Tensor};
@@ -100,6 +100,55 @@ impl Store {
         }
     }
 
+    /// [`native_weight`](Self::native_weight) of several weights `[outᵢ, inp]` stacked by rows
+    /// into one `[Σ outᵢ, inp]` (a fused projection), or `None` when their stored forms differ
+    /// (say Q4_1 and Q8_0, or a packed and a plain tensor) and no stacked form keeps them native.
+    pub fn native_stacked(&self, ctx: &Arc<Context>, parts: &[(String, usize)], inp: usize) -> Result<Option<LinearWeight>> {
+        for (name, out) in parts {
+            self.check_shape(name, &[*out, inp])?;
+        }
+        let rows = parts.iter().map(|(_, out)| out).sum::<usize>();
+        let shape = [rows, inp];
+        if let Store::Kestrel(k) = self {
+            let packed = parts.iter().map(|(name, _)| k.packed(name)).collect::<kestrel::Result<Vec<_>>>()?;
+            if packed.iter().all(Option::is_some) {
+                let packed: Vec<PackedWeights> = packed.into_iter().flatten().collect();
+                return Ok(Some(LinearWeight::Quant(QuantTensor::upload(ctx, &PackedWeights::concat_rows(&packed)?)?)));
+            }
+            if packed.iter().any(Option::is_some) {
+                return Ok(None);
+            }
+        }
+        let dtypes: Vec<Option<WeightDType>> = parts.iter().map(|(name, _)| self.stored_dtype(name)).collect();
+        let Some(&dtype) = dtypes.first() else { return Ok(None) };
+        if dtypes.iter().any(|&d| d != dtype) {
+            return Ok(None);
+        }
+        let bytes = || parts.iter().map(|(name, _)| self.source().bytes(name)).collect::<kestrel::Result<Vec<_>>>();
+        match dtype {
+            Some(d @ (WeightDType::Q4_0 | WeightDType::Q4_1 | WeightDType::Q8_0)) => {
+                let packed = parts
+                    .iter()
+                    .zip(bytes()?)
+                    .map(|((_, out), b)| PackedWeights::from_gguf_blocks(d, &[*out, inp], &b))
+                    .collect::<kestrel::Result<Vec<_>>>()?;
+                Ok(Some(LinearWeight::Quant(QuantTensor::upload(ctx, &PackedWeights::concat_rows(&packed)?)?)))
+            }
+            Some(d @ (WeightDType::F32 | WeightDType::F16)) => {
+                let stacked = bytes()?.concat();
+                let names = parts.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join("|");
+                Ok(Some(LinearWeight::Dense(self.checked_tensor(ctx, &names, &stacked, &shape, d)?)))
+            }
+            _ => {
+                let mut w = Vec::with_capacity(rows * inp);
+                for (name, out) in parts {
+                    w.extend(self.f32(name, &[*out, inp])?);
+                }
+                Ok(Some(LinearWeight::Dense(Tensor::from_f32_as_f16(ctx, &shape, &w)?)))
+            }
+        }
+    }
+
     /// Uploads `name` as a dense table of `dtype` (f32 or f16): the stored bytes when they are
     /// of that type already, else converted from f32.
     pub fn dense(&self, ctx: &Arc<Context>, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
@@ -124,15 +173,19 @@ impl Store {
 
     /// Uploads a plain f32 / f16 tensor's bytes unchanged (checking for non-finite values).
     fn plain_tensor(&self, ctx: &Arc<Context>, name: &str, shape: &[usize], stored: WeightDType) -> Result<Tensor> {
-        let bytes = self.source().bytes(name)?;
+        self.checked_tensor(ctx, name, &self.source().bytes(name)?, shape, stored)
+    }
+
+    /// Uploads f32 / f16 `bytes` (of `what`, for messages) unchanged, refusing non-finite values.
+    fn checked_tensor(&self, ctx: &Arc<Context>, what: &str, bytes: &[u8], shape: &[usize], stored: WeightDType) -> Result<Tensor> {
         let finite = match stored {
             WeightDType::F16 => bytes.chunks_exact(2).all(|b| half::f16::from_le_bytes([b[0], b[1]]).is_finite()),
             _ => bytes.chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
         };
         if !finite {
-            return Err(self.error(format!("tensor `{name}` holds a non-finite value")));
+            return Err(self.error(format!("tensor `{what}` holds a non-finite value")));
         }
         let dtype = if stored == WeightDType::F16 { DType::F16 } else { DType::F32 };
-        Ok(Tensor::from_le_bytes(ctx, shape, dtype, &bytes)?)
+        Ok(Tensor::from_le_bytes(ctx, shape, dtype, bytes)?)
     }
 }
