@@ -12,9 +12,10 @@
 
 mod llm_common;
 
-use kestrel::DType;
+use kestrel::{Context, ContextOptions, DType};
 use kestrel_models::llm::config::{MlpKind, NormKind};
-use kestrel_models::llm::decoder::Decoder;
+use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
+use kestrel_models::llm::load::load;
 use kestrel_models::llm::weights::{LoadOptions, Stacked, WeightQuant};
 use llm_common::{max_abs_diff, reference, tiny_decoder, tiny_decoder_with};
 
@@ -107,6 +108,23 @@ fn stacked_projections_equal_separate_ones() {
 }
 
 #[test]
+fn a_stack_larger_than_the_largest_buffer_stays_separate() {
+    // llama_gqa's gate|up stack is 2·128·64 f32 = 64 KiB; q|k|v 32 KiB; the embedding 25 KiB.
+    // With buffers limited to 48 KiB (as phones limit them, only larger) q|k|v still stacks and
+    // gate|up loads as two linears; the logits match transformers as before.
+    let opts = ContextOptions { max_buffer_override: Some(48 << 10), weight_textures: Some(false), ..ContextOptions::from_env() };
+    let ctx = Context::new(&opts).expect("GPU context");
+    let load_opts = LoadOptions { quant: WeightQuant::F32, fold_repbn: true, fuse_projections: true };
+    let m = load(&ctx, &llm_common::fixture("llama_gqa"), &load_opts, &mut |_, _| {}).expect("load");
+    assert!(m.weights.layers.iter().all(|l| matches!((&l.qkv, &l.gate_up), (Stacked::Fused(_), Stacked::Separate(_)))));
+    let r = reference("llama_gqa");
+    let mut dec = Decoder::new(&ctx, m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder");
+    let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
+    let d = max_abs_diff(&got, &r.logits[r.ids.len() - 1]);
+    assert!(d <= 1e-3, "max |Δlogit| {d}");
+}
+
+#[test]
 fn dynamic_ntk_prefill_matches_transformers() {
     // The reference is one forward pass over all 16 tokens (beyond max_position_embeddings 8),
     // so transformers' dynamic NTK base is the one for 16 positions; a prefill of all 16 uses
@@ -153,7 +171,7 @@ fn check_kestrel_file(quant: kestrel::weights::kestrel_file::FileQuant, tol: f32
     let r = reference("llama_gqa");
     let mut dec = {
         let m = llm_common::load_model(&out, WeightQuant::Native, true);
-        Decoder::new(&llm_common::ctx(), m.config, m.weights, &kestrel_models::llm::decoder::DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder")
+        Decoder::new(&llm_common::ctx(), m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder")
     };
     let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
     let _ = std::fs::remove_file(&out);
@@ -207,7 +225,7 @@ fn sharded_hf_checkpoints_load() {
     std::fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).expect("index");
     let r = reference("llama_gqa");
     let m = llm_common::load_model(&dir, WeightQuant::F32, true);
-    let mut dec = Decoder::new(&llm_common::ctx(), m.config, m.weights, &kestrel_models::llm::decoder::DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder");
+    let mut dec = Decoder::new(&llm_common::ctx(), m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder");
     let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
     let _ = std::fs::remove_dir_all(&dir);
     let d = max_abs_diff(&got, &r.logits[r.ids.len() - 1]);

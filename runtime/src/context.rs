@@ -25,6 +25,9 @@ pub struct ContextOptions {
     pub gpu_kernels: bool,
     /// Use a smaller storage-binding limit than the device's (tests tensor chunking cheaply).
     pub max_binding_override: Option<u64>,
+    /// Use a smaller largest-buffer limit than the device's, as on many phones (tests the paths
+    /// that avoid one big buffer); the binding limit shrinks with it.
+    pub max_buffer_override: Option<u64>,
     /// Store quantised weights in textures (`Some(true)`) or storage buffers (`Some(false)`);
     /// `None` reads `KESTREL_WEIGHT_TEXTURES` (`1` / `0`), else textures exactly when the CPU
     /// kernel set runs (see [`Capabilities::texture_weights`]).
@@ -241,6 +244,10 @@ impl Context {
             caps.cpu = false;
         }
         caps.texture_weights = opts.resolved_weight_textures().unwrap_or(caps.cpu);
+        if let Some(over) = opts.max_buffer_override {
+            caps.max_buffer_size = caps.max_buffer_size.min(over.max(caps.storage_offset_alignment as u64 * 4));
+            caps.max_storage_binding = caps.max_storage_binding.min(caps.max_buffer_size);
+        }
         if let Some(over) = opts.max_binding_override {
             caps.max_storage_binding = caps.max_storage_binding.min(over.max(caps.storage_offset_alignment as u64 * 4));
         }

@@ -23,13 +23,13 @@ use kestrel::ops::norm::{channel_affine, rms_norm};
 use kestrel::weights::WeightDType;
 use kestrel::weights::fold::{ChannelAffine, fold_into_following_linear};
 use kestrel::weights::kestrel_file::FileQuant;
-use kestrel::{Context, DType, Recorder, Tensor};
+use kestrel::{Context, DType, KestrelError, Recorder, Tensor};
 
 pub use names::{Naming, Part};
 pub use store::Store;
 
 use super::config::{LlmConfig, MlpKind, NormKind};
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 
 /// How linear weights are stored on the GPU (`kestrel generate --quant`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -349,13 +349,25 @@ impl Loader<'_> {
         if !(fuse && self.opts.fuse_projections) {
             return separate();
         }
+        match self.fused(parts, inp, bias, pre) {
+            Ok(Some(linear)) => Ok(Stacked::Fused(linear)),
+            // Stored forms that do not stack, or a stack larger than the device's largest buffer
+            // (the parts alone may fit).
+            Ok(None) | Err(ModelError::Runtime(KestrelError::BufferTooLarge { .. })) => separate(),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The one linear stacking `parts` (see [`stacked`](Self::stacked)), or `None` when their
+    /// stored forms do not stack natively.
+    fn fused(&self, parts: &[(String, usize)], inp: usize, bias: bool, pre: Option<&ChannelAffine>) -> Result<Option<Linear>> {
         let rows = parts.iter().map(|(_, out)| out).sum::<usize>();
         let mut b = bias.then(|| Vec::with_capacity(rows));
         match (self.opts.quant.file_quant(), pre) {
             (None, None) => {
                 let names: Vec<(String, usize)> = parts.iter().map(|(prefix, out)| (format!("{prefix}.weight"), *out)).collect();
                 let Some(weight) = self.store.native_stacked(self.ctx, &names, inp)? else {
-                    return separate();
+                    return Ok(None);
                 };
                 for (prefix, out) in parts {
                     if let (Some(all), Some(part)) = (b.as_mut(), self.bias(prefix, *out, bias)?) {
@@ -363,7 +375,7 @@ impl Loader<'_> {
                     }
                 }
                 let bias = b.map(|b| Tensor::from_f32(self.ctx, &[rows], &b)).transpose()?;
-                Ok(Stacked::Fused(Linear::new(weight, bias)?))
+                Ok(Some(Linear::new(weight, bias)?))
             }
             (quant, _) => {
                 let mut w = Vec::with_capacity(rows * inp);
@@ -374,7 +386,7 @@ impl Loader<'_> {
                         b.get_or_insert_with(|| Vec::with_capacity(rows)).extend(pb);
                     }
                 }
-                Ok(Stacked::Fused(Linear::from_f32(self.ctx, &w, b.as_deref(), rows, inp, quant.unwrap_or(FileQuant::F32))?))
+                Ok(Some(Linear::from_f32(self.ctx, &w, b.as_deref(), rows, inp, quant.unwrap_or(FileQuant::F32))?))
             }
         }
     }
