@@ -7,6 +7,8 @@
 //   AFFINE      entry `channel_affine`: x * scale[c] + shift[c], one invocation per element
 //   SUBGROUPS   reduce with subgroupAdd (device has SUBGROUP); otherwise a shared-memory tree
 //   GAMMA, BETA the optional per-channel scale / shift bindings are present
+//   WG          invocations per row (a power of two): 256 on GPUs; 32 on CPU adapters, where a
+//               row's work is one thread's and each extra SIMD batch costs a barrier round
 //
 // Each dispatch covers `rows` consecutive rows; every storage binding is a window of its buffer
 // and `x_base` / `out_base` are the window indices of the dispatch's first element.
@@ -57,7 +59,7 @@ fn channel_affine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
 #endif
 
-const WG: u32 = 256u;
+const WG: u32 = {{WG}}u;
 // The largest finite f32 (wg_reduce's identity of max).
 const F32_MAX: f32 = 3.40282347e38;
 
@@ -75,7 +77,7 @@ fn affine(v: f32, j: u32) -> f32 {
 }
 
 #if LAYER_NORM
-@compute @workgroup_size(256)
+@compute @workgroup_size({{WG}})
 fn layer_norm(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -115,7 +117,7 @@ fn layer_norm(
 #endif
 
 #if RMS_NORM
-@compute @workgroup_size(256)
+@compute @workgroup_size({{WG}})
 fn rms_norm(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,

@@ -8,7 +8,8 @@ use kestrel::reference;
 use kestrel::{KestrelError, Recorder, Tensor};
 
 /// `[.., C]` shapes: a lone element, awkward row counts and channel counts (including rows longer
-/// than the 256-invocation workgroup, e.g. 1000 and 4099, which loop), and a rank-3 tensor.
+/// than the workgroup — 256 invocations on GPU kernels, 32 on CPU ones — e.g. 1000 and 4099, which
+/// loop), and a rank-3 tensor.
 const SHAPES: &[&[usize]] = &[
     &[1, 1],
     &[7, 7],

@@ -1,6 +1,7 @@
 //! Normalisations over the last dimension (LayerNorm, RMSNorm) and the per-channel affine map.
 //!
-//! The norms run one 256-invocation workgroup per row and loop over rows of any length; the
+//! The norms run one workgroup per row (256 invocations on GPUs, 32 on CPU adapters, where
+//! fewer SIMD batches per row mean fewer barrier rounds) and loop over rows of any length; the
 //! row statistics are reduced with subgroup operations when the device has them, else with a
 //! shared-memory tree. Layer norm combines per-invocation Welford statistics exactly, so the
 //! variance has no `E[x²] − E[x]²` cancellation. Tensors larger than one storage binding are
@@ -63,8 +64,8 @@ fn check_eps(op: &'static str, eps: f32) -> Result<()> {
     Ok(())
 }
 
-fn norm_defines(entry_flag: &str, subgroups: bool, gamma: bool, beta: bool) -> Defines {
-    Defines::new().flag(entry_flag, true).flag("SUBGROUPS", subgroups).flag("GAMMA", gamma).flag("BETA", beta)
+fn norm_defines(entry_flag: &str, subgroups: bool, gamma: bool, beta: bool, cpu: bool) -> Defines {
+    Defines::new().flag(entry_flag, true).flag("SUBGROUPS", subgroups).flag("GAMMA", gamma).flag("BETA", beta).set("WG", if cpu { 32 } else { 256 })
 }
 
 /// Records a row-per-workgroup norm kernel over every row chunk of `x`.
@@ -89,7 +90,7 @@ fn row_norm(
     let caps = rec.context().caps().clone();
     let chunks = row_chunks(&caps, op, rows, &[cols])?;
     let out = Tensor::empty(rec.context(), x.shape(), DType::F32)?;
-    let defines = norm_defines(entry_flag, caps.subgroups, params[0].is_some(), params[1].is_some());
+    let defines = norm_defines(entry_flag, caps.subgroups, params[0].is_some(), params[1].is_some(), caps.cpu);
     let kernel = rec.kernel("norm", entry, defines)?;
     for chunk in chunks {
         let (bx, x_base) = chunk.bind(&caps, x, cols);
@@ -159,15 +160,13 @@ pub fn channel_affine(rec: &mut Recorder, x: &Tensor, scale: &Tensor, shift: &Te
 /// Every kernel variant this module can select (validated by the shader test).
 pub fn variants() -> Vec<KernelKey> {
     let mut v = vec![KernelKey { family: "norm", entry: "channel_affine", defines: Defines::new().flag("AFFINE", true) }];
-    for subgroups in [false, true] {
-        for gamma in [false, true] {
-            v.push(KernelKey { family: "norm", entry: "rms_norm", defines: norm_defines("RMS_NORM", subgroups, gamma, false) });
-            for beta in [false, true] {
-                v.push(KernelKey {
-                    family: "norm",
-                    entry: "layer_norm",
-                    defines: norm_defines("LAYER_NORM", subgroups, gamma, beta),
-                });
+    for cpu in [false, true] {
+        for subgroups in [false, true] {
+            for gamma in [false, true] {
+                v.push(KernelKey { family: "norm", entry: "rms_norm", defines: norm_defines("RMS_NORM", subgroups, gamma, false, cpu) });
+                for beta in [false, true] {
+                    v.push(KernelKey { family: "norm", entry: "layer_norm", defines: norm_defines("LAYER_NORM", subgroups, gamma, beta, cpu) });
+                }
             }
         }
     }
