@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: every kernel against its CPU reference on Vulkan (lavapipe: f16,
-# subgroups, timestamps), then again on GL (llvmpipe: no f16, no subgroups — the fallbacks).
-# Every kernel variant's translation to MSL, HLSL and SPIR-V is tested once, in the Vulkan pass.
+# subgroups, timestamps), then again on GL (llvmpipe: no f16, no subgroups — the fallbacks);
+# then the platforms CI cannot run (macOS, iOS, Windows, Android) are type-checked. Every kernel
+# variant's translation to MSL, HLSL and SPIR-V is tested once, in the Vulkan pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -20,3 +21,5 @@ echo "== Vulkan (lavapipe) =="
 WGPU_BACKEND=vulkan cargo test --workspace
 echo "== GL (llvmpipe): fallback paths =="
 KESTREL_SKIP_TRANSLATION=1 WGPU_BACKEND=gl cargo test --workspace
+echo "== Other platforms: cargo check for macOS, iOS, Windows, Android =="
+scripts/check-platforms.sh
