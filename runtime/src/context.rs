@@ -21,6 +21,11 @@ pub struct ContextOptions {
     pub disable_f16: bool,
     /// Pretend the device has no subgroups (tests the workgroup-reduction fallback).
     pub disable_subgroups: bool,
+    /// Pretend the device has no timestamps inside compute passes, as on Apple GPUs (the
+    /// profiler then times one compute pass per dispatch).
+    pub disable_timestamps_inside_passes: bool,
+    /// Pretend the device has no timestamps at all (the profiler then reports CPU wall time).
+    pub disable_timestamps: bool,
     /// Select the kernels meant for real GPUs even on a CPU adapter (tests them on lavapipe).
     pub gpu_kernels: bool,
     /// Use a smaller storage-binding limit than the device's (tests tensor chunking cheaply).
@@ -39,14 +44,18 @@ pub struct ContextOptions {
 
 impl ContextOptions {
     /// Options from the environment: `WGPU_BACKEND`, `KESTREL_ADAPTER`,
-    /// `KESTREL_NO_F16=1` / `KESTREL_NO_SUBGROUPS=1` to force the fallback kernels, and
-    /// `KESTREL_GPU_KERNELS=1` to use the GPU kernels on a CPU adapter (the weight storage
-    /// follows `KESTREL_WEIGHT_TEXTURES` when set, see [`ContextOptions::weight_textures`]).
+    /// `KESTREL_NO_F16=1` / `KESTREL_NO_SUBGROUPS=1` to force the fallback kernels,
+    /// `KESTREL_NO_TIMESTAMPS_INSIDE_PASSES=1` / `KESTREL_NO_TIMESTAMPS=1` to force the
+    /// profiler's fallbacks, and `KESTREL_GPU_KERNELS=1` to use the GPU kernels on a CPU adapter
+    /// (the weight storage follows `KESTREL_WEIGHT_TEXTURES` when set, see
+    /// [`ContextOptions::weight_textures`]).
     pub fn from_env() -> Self {
         let flag = |name: &str| std::env::var(name).map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
         ContextOptions {
             disable_f16: flag("KESTREL_NO_F16"),
             disable_subgroups: flag("KESTREL_NO_SUBGROUPS"),
+            disable_timestamps_inside_passes: flag("KESTREL_NO_TIMESTAMPS_INSIDE_PASSES"),
+            disable_timestamps: flag("KESTREL_NO_TIMESTAMPS"),
             gpu_kernels: flag("KESTREL_GPU_KERNELS"),
             ..Default::default()
         }
@@ -153,10 +162,13 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 
 /// Features Kestrel asks for when the adapter offers them.
 fn wanted_features(opts: &ContextOptions, info: &wgpu::AdapterInfo) -> wgpu::Features {
-    let mut f = wgpu::Features::TIMESTAMP_QUERY
-        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
-        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-        | wgpu::Features::PIPELINE_CACHE;
+    let mut f = wgpu::Features::PIPELINE_CACHE;
+    if !opts.disable_timestamps {
+        f |= wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        if !opts.disable_timestamps_inside_passes {
+            f |= wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        }
+    }
     if !opts.disable_f16 {
         f |= wgpu::Features::SHADER_F16;
     }

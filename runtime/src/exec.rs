@@ -103,7 +103,9 @@ impl Recorder {
         Recorder { ctx: ctx.clone(), cmds: Vec::new(), params: Vec::new(), profile: false }
     }
 
-    /// A recorder that times every dispatch (GPU timestamps when the device has them).
+    /// A recorder that times every dispatch: GPU timestamps inside one compute pass, or one
+    /// compute pass per dispatch, or only the CPU wall time, as the device's timestamp
+    /// capabilities allow ([`TimingSource::for_caps`]).
     pub fn with_profiling(ctx: &Arc<Context>) -> Recorder {
         Recorder { profile: true, ..Recorder::new(ctx) }
     }
@@ -173,7 +175,7 @@ impl Recorder {
             Some(q) => Some(q.read(&ctx)?),
             None => None,
         };
-        let source = if gpu.is_some() { TimingSource::GpuTimestamps } else { TimingSource::CpuWall };
+        let source = submitted.source;
         let dispatches = submitted
             .meta
             .into_iter()
@@ -196,7 +198,7 @@ impl Recorder {
         let device = ctx.device();
         let mut meta = Vec::with_capacity(self.cmds.len());
         if self.cmds.is_empty() {
-            return Ok(Submitted { ctx, meta, queries: None });
+            return Ok(Submitted { ctx, meta, queries: None, source: TimingSource::CpuWall });
         }
         let params = ctx.pool().get(device, self.params.len() as u64, BufferKind::Uniform);
         ctx.queue().write_buffer(params.buffer(), 0, &self.params);
@@ -231,9 +233,21 @@ impl Recorder {
             })
             .collect();
 
-        let queries = if self.profile && ctx.caps().timestamp { Some(Queries::new(&ctx, self.cmds.len())) } else { None };
+        let source = if self.profile { TimingSource::for_caps(ctx.caps()) } else { TimingSource::CpuWall };
+        let queries = (source != TimingSource::CpuWall).then(|| Queries::new(&ctx, self.cmds.len()));
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("kestrel-pass") });
         match &queries {
+            Some(q) if source == TimingSource::GpuTimestampsInPass => {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kestrel"), timestamp_writes: None });
+                for (i, (c, bg)) in self.cmds.iter().zip(&bind_groups).enumerate() {
+                    let (set, idx) = q.slot(i);
+                    pass.write_timestamp(set, idx);
+                    record(&mut pass, c, bg);
+                    pass.write_timestamp(set, idx + 1);
+                }
+                drop(pass);
+                q.resolve(&mut enc);
+            }
             Some(q) => {
                 for (i, (c, bg)) in self.cmds.iter().zip(&bind_groups).enumerate() {
                     let (set, idx) = q.slot(i);
@@ -262,7 +276,7 @@ impl Recorder {
             meta.push(Meta { op: d.op, kernel_name: d.kernel.name.clone(), shape: d.shape, flops: d.flops, bytes: d.bytes });
         }
         drop(params);
-        Ok(Submitted { ctx, meta, queries })
+        Ok(Submitted { ctx, meta, queries, source })
     }
 }
 
@@ -271,6 +285,7 @@ struct Submitted {
     ctx: Arc<Context>,
     meta: Vec<Meta>,
     queries: Option<Queries>,
+    source: TimingSource,
 }
 
 /// Profile fields of one submitted dispatch.

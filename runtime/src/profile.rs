@@ -2,14 +2,32 @@
 
 use serde::Serialize;
 
-/// Where the timings came from.
+use crate::caps::Capabilities;
+
+/// Where the timings came from: how a profiled pass is recorded, chosen by the device's
+/// timestamp capabilities ([`TimingSource::for_caps`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimingSource {
-    /// GPU timestamp queries around every dispatch.
-    GpuTimestamps,
+    /// GPU timestamps written inside the pass's one compute pass, before and after every
+    /// dispatch (`TIMESTAMP_QUERY_INSIDE_PASSES`): the work is encoded as it is unprofiled.
+    GpuTimestampsInPass,
+    /// GPU timestamps at compute-pass boundaries, with one compute pass per dispatch
+    /// (`TIMESTAMP_QUERY` only — Apple GPUs, for one, cannot sample inside a compute pass).
+    GpuTimestampsPerPass,
     /// The device has no timestamps: only the whole pass's CPU wall time is known.
     CpuWall,
+}
+
+impl TimingSource {
+    /// The best timing a device with these capabilities offers.
+    pub fn for_caps(caps: &Capabilities) -> TimingSource {
+        match (caps.timestamp, caps.timestamp_inside_passes) {
+            (true, true) => TimingSource::GpuTimestampsInPass,
+            (true, false) => TimingSource::GpuTimestampsPerPass,
+            (false, _) => TimingSource::CpuWall,
+        }
+    }
 }
 
 /// The timing of one dispatch.

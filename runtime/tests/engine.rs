@@ -5,7 +5,7 @@ mod common;
 
 use kestrel::ops::elementwise::{self, Unary};
 use kestrel::ops::matmul::{MatmulOptions, matmul};
-use kestrel::{Context, ContextOptions, KestrelError, Recorder, Tensor, TimingSource};
+use kestrel::{Context, ContextOptions, KestrelError, Profile, Recorder, Tensor, TimingSource};
 
 #[test]
 fn unknown_adapter_filter_is_a_typed_error() {
@@ -16,12 +16,11 @@ fn unknown_adapter_filter_is_a_typed_error() {
     }
 }
 
-#[test]
-fn profiling_times_every_dispatch() {
-    let ctx = common::fast();
-    let a = Tensor::from_f32(&ctx, &[33, 64], &common::rand_vec(33 * 64, 1)).unwrap();
-    let b = Tensor::from_f32(&ctx, &[64, 65], &common::rand_vec(64 * 65, 2)).unwrap();
-    let mut rec = Recorder::with_profiling(&ctx);
+/// A matmul and a GELU recorded with profiling on `ctx`.
+fn profile_two_dispatches(ctx: &std::sync::Arc<Context>) -> Profile {
+    let a = Tensor::from_f32(ctx, &[33, 64], &common::rand_vec(33 * 64, 1)).unwrap();
+    let b = Tensor::from_f32(ctx, &[64, 65], &common::rand_vec(64 * 65, 2)).unwrap();
+    let mut rec = Recorder::with_profiling(ctx);
     let c = matmul(&mut rec, &a, &b, &MatmulOptions::default()).unwrap();
     let _d = elementwise::unary(&mut rec, &c, Unary::GeluErf).unwrap();
     let profile = rec.finish().unwrap().expect("profiling was requested");
@@ -30,11 +29,42 @@ fn profiling_times_every_dispatch() {
     assert_eq!(profile.dispatches[1].op, "gelu_erf");
     assert_eq!(profile.dispatches[0].flops, 2 * 33 * 64 * 65);
     assert!(profile.wall_ns > 0);
-    if ctx.caps().timestamp {
-        assert_eq!(profile.source, TimingSource::GpuTimestamps);
-        assert!(profile.dispatches.iter().all(|d| d.gpu_ns.is_some_and(|ns| ns > 0)), "{profile:?}");
-    } else {
-        assert_eq!(profile.source, TimingSource::CpuWall);
+    let gpu = profile.source != TimingSource::CpuWall;
+    assert!(profile.dispatches.iter().all(|d| d.gpu_ns.is_some_and(|ns| ns > 0) == gpu), "{profile:?}");
+    if gpu {
+        let starts: Vec<u64> = profile.dispatches.iter().filter_map(|d| d.gpu_start_ns).collect();
+        assert!(starts[0] == 0 && starts[1] >= starts[0], "{profile:?}");
+    }
+    profile
+}
+
+/// Each profiling mode, chosen by the timestamp capabilities, with the features above it hidden:
+/// timestamps inside one compute pass, one compute pass per dispatch (Apple GPUs: no
+/// timestamps inside passes), CPU wall time (no timestamps). Lavapipe has every timestamp
+/// feature, so there each mode runs; elsewhere each runs where the device allows.
+#[test]
+fn profiling_follows_the_timestamp_capabilities() {
+    let env = ContextOptions::from_env;
+    let cases = [
+        (env(), TimingSource::GpuTimestampsInPass),
+        (ContextOptions { disable_timestamps_inside_passes: true, ..env() }, TimingSource::GpuTimestampsPerPass),
+        (ContextOptions { disable_timestamps: true, ..env() }, TimingSource::CpuWall),
+    ];
+    for (opts, best) in cases {
+        let ctx = Context::new(&opts).unwrap();
+        let caps = ctx.caps();
+        assert!(!(opts.disable_timestamps_inside_passes && caps.timestamp_inside_passes));
+        assert!(!(opts.disable_timestamps && caps.timestamp));
+        let profile = profile_two_dispatches(&ctx);
+        assert_eq!(profile.source, TimingSource::for_caps(caps));
+        let offered = match best {
+            TimingSource::GpuTimestampsInPass => caps.timestamp && caps.timestamp_inside_passes,
+            TimingSource::GpuTimestampsPerPass => caps.timestamp,
+            TimingSource::CpuWall => true,
+        };
+        if offered {
+            assert_eq!(profile.source, best, "{opts:?}");
+        }
     }
 }
 
