@@ -63,6 +63,44 @@ fn sample() -> Vec<u8> {
     file(header, &data)
 }
 
+/// `sample()` with its header padded by spaces until the header length's low byte is `0x80`:
+/// the file's first byte then equals a pickle's `PROTO` opcode.
+fn sample_with_header_length_0x80() -> Vec<u8> {
+    let s = sample();
+    let len = u64::from_le_bytes(s[..8].try_into().expect("8 bytes")) as usize;
+    let mut header = String::from_utf8(s[8..8 + len].to_vec()).expect("utf-8");
+    while header.len() % 256 != 0x80 {
+        header.push(' ');
+    }
+    file(&header, &s[8 + len..])
+}
+
+#[test]
+fn a_header_length_ending_in_0x80_is_still_safetensors() {
+    let bytes = sample_with_header_length_0x80();
+    assert_eq!(bytes[0], 0x80);
+    let reference = weights::open(&temp_file("plain.safetensors", &sample())).expect("plain");
+    for src in [weights::open(&temp_file("len80.safetensors", &bytes)).expect("open"), weights::open_bytes(bytes).expect("open_bytes")] {
+        assert_eq!(src.format(), "safetensors");
+        assert_eq!(src.tensors().len(), reference.tensors().len());
+        assert_eq!(src.bytes("a.f32").expect("bytes"), reference.bytes("a.f32").expect("bytes"));
+    }
+}
+
+#[test]
+fn empty_and_unknown_files_say_what_they_are() {
+    let message = |tag: &str, bytes: &[u8]| match weights::open(&temp_file(tag, bytes)) {
+        Err(KestrelError::Weights { detail, .. }) => detail,
+        other => panic!("{tag}: expected a weights error, got {:?}", other.map(|s| s.format())),
+    };
+    assert_eq!(message("empty.bin", b""), "empty file");
+    let unknown = message("unknown.bin", b"hello world, not a model");
+    assert!(unknown.contains("unrecognised") && unknown.contains("Kestrel"), "{unknown}");
+    // A pickle PROTO byte alone does not make a PyTorch checkpoint.
+    let proto = message("proto.bin", &[0x80, 0x02, b'N', b'.']);
+    assert!(proto.contains("unrecognised"), "{proto}");
+}
+
 #[test]
 fn sample_file_opens_in_file_order_with_metadata() {
     let path = temp_file("sample.safetensors", &sample());

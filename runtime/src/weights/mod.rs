@@ -2,9 +2,10 @@
 //! bytes are copied only when a tensor is uploaded or converted.
 //!
 //! Formats: safetensors, PyTorch checkpoints (zip + pickle), GGUF, and sharded checkpoints
-//! through their `*.index.json`. [`open`] picks the format from the file's magic bytes. Every malformed input is a [`KestrelError::Weights`] naming the
-//! file (and the tensor, where one is concerned); no header field sizes an allocation before it
-//! is checked against the file's length.
+//! through their `*.index.json`. [`open`] picks the format from the file's structure. Every
+//! malformed input is a [`KestrelError::Weights`] naming the file (and the tensor, where one is
+//! concerned); no header field sizes an allocation before it is checked against the file's
+//! length.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -219,28 +220,15 @@ pub(crate) fn map_file(path: &Path) -> Result<FileBytes> {
     Ok(FileBytes::Mapped(map))
 }
 
-/// Opens a weight file, choosing the format from its first bytes: `GGUF` → GGUF; a zip
-/// (`PK\x03\x04`) or a pickle (`0x80` protocol byte) → PyTorch; an 8-byte little-endian
-/// header length followed by `{` → safetensors, or a Kestrel model file when its metadata has
+/// Opens a weight file, choosing the format from its structure ([`detect`]): GGUF, a PyTorch
+/// zip or legacy-pickle checkpoint, or safetensors — a Kestrel model file when its metadata has
 /// the `kestrel` key (then validated as one, see [`kestrel_file`]). A `*.index.json` file is a
 /// sharded checkpoint's index: its shards are opened and served as one source ([`sharded`]).
 pub fn open(path: &Path) -> Result<Box<dyn WeightSource>> {
     if sharded::is_index(path) {
         return Ok(Box::new(sharded::open_index(path)?));
     }
-    let head = read_head(path, 9)?;
-    match detect(&head) {
-        Some(Format::Gguf) => Ok(Box::new(gguf::open(path)?)),
-        Some(Format::Pytorch) => pytorch::open(path),
-        Some(Format::Safetensors) => {
-            let st = safetensors::open(path)?;
-            if kestrel_file::KestrelFile::is_kestrel(&st) {
-                return Ok(Box::new(kestrel_file::KestrelFile::from_safetensors(st)?));
-            }
-            Ok(Box::new(st))
-        }
-        None => Err(unrecognised(path)),
-    }
+    from_bytes(path, map_file(path)?)
 }
 
 /// Parses a weight file held in memory, detecting the format as [`open`] does; errors name the
@@ -248,13 +236,24 @@ pub fn open(path: &Path) -> Result<Box<dyn WeightSource>> {
 /// fuzz targets in `fuzz/`.
 #[doc(hidden)]
 pub fn open_bytes(data: Vec<u8>) -> Result<Box<dyn WeightSource>> {
-    let path = Path::new("<memory>");
-    let format = detect(&data);
-    let data = FileBytes::Owned(data);
-    match format {
+    from_bytes(Path::new("<memory>"), FileBytes::Owned(data))
+}
+
+/// Detects the format of `data` and parses it; `path` names the file in errors.
+fn from_bytes(path: &Path, data: FileBytes) -> Result<Box<dyn WeightSource>> {
+    if data.is_empty() {
+        return Err(bad(path, None, "empty file"));
+    }
+    match detect(&data) {
         Some(Format::Gguf) => Ok(Box::new(gguf::from_bytes(path, data)?)),
         Some(Format::Pytorch) => pytorch::from_bytes(path, data),
-        Some(Format::Safetensors) => Ok(Box::new(safetensors::from_bytes(path, data)?)),
+        Some(Format::Safetensors) => {
+            let st = safetensors::from_bytes(path, data)?;
+            if kestrel_file::KestrelFile::is_kestrel(&st) {
+                return Ok(Box::new(kestrel_file::KestrelFile::from_safetensors(st)?));
+            }
+            Ok(Box::new(st))
+        }
         None => Err(unrecognised(path)),
     }
 }
@@ -269,33 +268,47 @@ enum Format {
     Safetensors,
 }
 
-/// The format from a file's first (up to 9) bytes: `GGUF` → GGUF; a zip (`PK\x03\x04`) or a
-/// pickle (`0x80` protocol byte) → PyTorch; an 8-byte header length followed by `{` →
-/// safetensors.
-fn detect(head: &[u8]) -> Option<Format> {
-    if head.starts_with(b"GGUF") {
+/// The format from a file's structure, not from one byte:
+/// - `GGUF` magic → GGUF; a zip local-file header (`PK\x03\x04`) → PyTorch zip;
+/// - an 8-byte little-endian header length that fits the file, followed by a header that parses
+///   as one JSON object → safetensors (Kestrel files are safetensors);
+/// - the legacy PyTorch pickle stream (protocol 2–5, then the magic-number opcodes) → PyTorch;
+/// - else a `{` after 8 bytes → a damaged safetensors file, for its parser's precise error.
+///
+/// Safetensors is tried before the legacy pickle: a header length whose low byte is `0x80`
+/// makes a safetensors file start like a pickle's `PROTO` opcode.
+fn detect(data: &[u8]) -> Option<Format> {
+    if data.starts_with(b"GGUF") {
         Some(Format::Gguf)
-    } else if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
+    } else if data.starts_with(b"PK\x03\x04") {
         Some(Format::Pytorch)
-    } else if head.get(8) == Some(&b'{') {
+    } else if is_safetensors(data) {
+        Some(Format::Safetensors)
+    } else if pytorch::is_legacy(data) {
+        Some(Format::Pytorch)
+    } else if data.get(8) == Some(&b'{') {
+        // A damaged safetensors file: its parser says what is wrong with it.
         Some(Format::Safetensors)
     } else {
         None
     }
 }
 
-/// The error for a file of no known format.
-fn unrecognised(path: &Path) -> KestrelError {
-    bad(path, None, "unrecognised weight file format (expected safetensors, PyTorch zip/pickle or GGUF)")
+/// Whether `data` is laid out as safetensors: an 8-byte header length that fits in the file,
+/// then that many bytes holding one JSON object (trailing space padding allowed).
+fn is_safetensors(data: &[u8]) -> bool {
+    let Some(len) = data.get(..8).map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])) else {
+        return false;
+    };
+    let Some(header) = usize::try_from(len).ok().and_then(|n| data.get(8..8usize.checked_add(n)?)) else {
+        return false;
+    };
+    header.first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(header).is_ok()
 }
 
-/// The first `n` bytes of the file (fewer if it is shorter).
-fn read_head(path: &Path, n: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| bad(path, None, format!("cannot open: {e}")))?;
-    let mut head = Vec::new();
-    file.take(n).read_to_end(&mut head).map_err(|e| bad(path, None, format!("cannot read: {e}")))?;
-    Ok(head)
+/// The error for a file of no known format.
+fn unrecognised(path: &Path) -> KestrelError {
+    bad(path, None, "unrecognised weight file format (expected safetensors, a Kestrel model file, a PyTorch zip or legacy checkpoint, or GGUF)")
 }
 
 /// A tensor converted to f32 (dequantised on the CPU where it is block-quantised).

@@ -45,10 +45,10 @@ pub const STATE_DICT_KEYS: [&str; 3] = ["model", "state_dict", "model_state"];
 /// The legacy format's magic number, as pickled after `PROTO n`: `LONG1` of 10 bytes.
 const LEGACY_MAGIC: [u8; 12] = [0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
-/// Whether `data` starts with the legacy format's magic-number pickle: `PROTO n`, an optional
-/// `FRAME` (protocol 4+), then [`LEGACY_MAGIC`].
-fn is_legacy(data: &[u8]) -> bool {
-    if data.first() != Some(&0x80) {
+/// Whether `data` starts with the legacy format's magic-number pickle: `PROTO n` (2 ≤ n ≤ 5),
+/// an optional `FRAME` (protocol 4+), then [`LEGACY_MAGIC`].
+pub(crate) fn is_legacy(data: &[u8]) -> bool {
+    if data.first() != Some(&0x80) || !matches!(data.get(1), Some(2..=5)) {
         return false;
     }
     let body = if data.get(2) == Some(&0x95) { 11 } else { 2 };
