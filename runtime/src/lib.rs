@@ -12,6 +12,7 @@ pub mod dtype;
 pub mod error;
 pub mod exec;
 pub mod nn;
+pub mod output;
 pub mod ops;
 pub mod pipeline;
 pub mod pool;

@@ -2,11 +2,13 @@
 //! driver's pipeline cache where the backend supports it (Vulkan).
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::caps::Capabilities;
 use crate::error::{KestrelError, Result};
+use crate::output::PendingFile;
 use crate::shader::{self, Defines};
 
 /// A compiled kernel: the pipeline and its bind-group layout.
@@ -126,10 +128,14 @@ impl PipelineCache {
             log::warn!("pipeline cache: cannot create {}: {e}", dir.display());
             return;
         }
-        // Write then rename, so a crash never leaves a torn cache file.
-        let tmp = path.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, &data).and_then(|_| std::fs::rename(&tmp, path)) {
-            log::warn!("pipeline cache: cannot write {}: {e}", path.display());
+        // A fresh temporary file renamed into place: a crash never leaves a torn cache file,
+        // and no existing path other than the cache file itself is written.
+        let written = PendingFile::create(path).map_err(|e| e.to_string()).and_then(|mut f| {
+            f.file().write_all(&data).map_err(|e| format!("cannot write: {e}"))?;
+            f.commit().map_err(|e| e.to_string())
+        });
+        if let Err(e) = written {
+            log::warn!("pipeline cache {}: {e}", path.display());
         }
     }
 

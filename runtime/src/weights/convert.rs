@@ -7,11 +7,13 @@
 //! Sources are dequantised with [`tensor_f32`] first, so a GGUF Q4_1 file is re-quantised from
 //! its exact f32 values.
 //!
-//! The file is written tensor by tensor (one tensor in memory at a time) to `OUT.tmp`, then
-//! renamed to `OUT`, so a failed conversion never leaves a half-written model file.
+//! The file is written tensor by tensor (one tensor in memory at a time) to a fresh temporary
+//! file beside `OUT`, then renamed to `OUT` ([`PendingFile`]), so a failed conversion never
+//! leaves a half-written model file and never writes through an existing path. `OUT` must be
+//! absent or a regular file, and not the source.
 
 use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -19,6 +21,7 @@ use sha2::{Digest, Sha256};
 use super::kestrel_file::{FileQuant, KestrelHeader, METADATA_KEY, PackedInfo, SCALES_SUFFIX, SourceInfo, VALUES_SUFFIX, VERSION};
 use super::{TensorInfo, WeightDType, WeightSource, bad, tensor_f32};
 use crate::error::{KestrelError, Result};
+use crate::output::PendingFile;
 use crate::quant::{BLOCK, PackedWeights, QuantScheme, check_weight_shape, packed_words};
 
 /// What to write.
@@ -106,32 +109,19 @@ pub fn convert(
     }
     let plan = plan(src, opts.quant)?;
     let header = header(src, opts, &plan)?;
-    let tmp = tmp_path(out);
-    let result = write(src, &tmp, &header, opts.quant, &plan, &mut progress);
-    match result.and_then(|bytes| std::fs::rename(&tmp, out).map(|()| bytes).map_err(|e| bad(out, None, format!("cannot rename: {e}")))) {
-        Ok(bytes) => Ok(ConvertSummary {
-            tensors: plan.len(),
-            quantised: plan.iter().filter(|p| p.scheme.is_some()).count(),
-            bytes,
-        }),
-        Err(e) => {
-            // Best effort: the temporary file is useless after a failure.
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+    let mut pending = PendingFile::create(out).map_err(|e| bad(out, None, e.to_string()))?;
+    if same_file(src.path(), pending.temp_path()) {
+        return Err(bad(out, None, "the temporary output file is the source"));
     }
+    let temp = pending.temp_path().to_path_buf();
+    let bytes = write(src, &temp, pending.file(), &header, opts.quant, &plan, &mut progress)?;
+    pending.commit().map_err(|e| bad(out, None, e.to_string()))?;
+    Ok(ConvertSummary { tensors: plan.len(), quantised: plan.iter().filter(|p| p.scheme.is_some()).count(), bytes })
 }
 
 /// Whether two paths name the same existing file.
 fn same_file(a: &Path, b: &Path) -> bool {
     matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
-}
-
-/// `OUT.tmp` beside `OUT`.
-fn tmp_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
 }
 
 /// Decides each tensor's storage and checks names and types before anything is written.
@@ -212,10 +202,11 @@ fn finite_f32(src: &dyn WeightSource, name: &str) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-/// Writes the file; returns its size.
+/// Writes the file into `file` (at `path`, for error messages); returns its size.
 fn write(
     src: &dyn WeightSource,
     path: &Path,
+    file: &mut std::fs::File,
     header: &KestrelHeader,
     quant: FileQuant,
     plan: &[Planned<'_>],
@@ -237,7 +228,6 @@ fn write(
     while !(8 + head.len()).is_multiple_of(8) {
         head.push(' ');
     }
-    let file = std::fs::File::create(path).map_err(io)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(&(head.len() as u64).to_le_bytes()).map_err(io)?;
     w.write_all(head.as_bytes()).map_err(io)?;
