@@ -7,9 +7,14 @@
 //! after each load so every run allocates its buffers afresh. Medians of `--runs` runs each;
 //! one JSON line `{"op":"load",…,"convert_ms","load_ms","ratio"}`.
 //!
+//! The converted file lives in a private temporary directory that is removed afterwards; no
+//! existing path is ever written or deleted. `--out FILE` (or `--keep`, for
+//! `<src>.<quant>.kestrel`) keeps a copy by hard-linking it there, which fails if the path
+//! exists.
+//!
 //! [`QuantTensor`]: kestrel::quant::QuantTensor
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kestrel::weights::convert::{ConvertOptions, ConvertSummary, convert};
@@ -27,11 +32,10 @@ pub struct BenchLoadArgs {
     /// Storage choice of the converted file.
     #[arg(long, default_value = "w4", value_parser = clap::builder::PossibleValuesParser::new(["f32", "f16", "w8", "w4"]))]
     quant: String,
-    /// Where to write the converted file (default: `<src>.<quant>.kestrel`; removed afterwards
-    /// unless `--keep`).
+    /// Keep the converted file at this path, which must not exist yet.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Keep the converted file.
+    /// Keep the converted file at `<src>.<quant>.kestrel`, which must not exist yet.
     #[arg(long)]
     keep: bool,
     /// Timed runs of each phase (median reported; at least 3).
@@ -48,11 +52,28 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs `kestrel bench-load`.
 pub fn run(args: &BenchLoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     let quant = parse_quant(&args.quant)?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let mut s = args.src.as_os_str().to_owned();
-        s.push(format!(".{}.kestrel", quant.name()));
-        PathBuf::from(s)
-    });
+    let keep = match (&args.out, args.keep) {
+        (Some(out), _) => Some(out.clone()),
+        (None, true) => {
+            let mut s = args.src.as_os_str().to_owned();
+            s.push(format!(".{}.kestrel", quant.name()));
+            Some(PathBuf::from(s))
+        }
+        (None, false) => None,
+    };
+    if let Some(k) = &keep
+        && std::fs::symlink_metadata(k).is_ok()
+    {
+        return Err(format!("{}: already exists; bench-load keeps its file only at a new path", k.display()).into());
+    }
+    // The private directory sits beside the kept file (a hard link cannot cross file systems) or
+    // the source.
+    let parent = |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = tempfile::Builder::new()
+        .prefix(".kestrel-bench-load.")
+        .tempdir_in(parent(keep.as_deref().unwrap_or(&args.src)))
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let out = dir.path().join("converted.kestrel");
     let ctx = Context::new(&ContextOptions::from_env())?;
     let opts = ConvertOptions { quant, architecture: None, config: None };
     let runs = args.runs.max(3);
@@ -74,8 +95,9 @@ pub fn run(args: &BenchLoadArgs) -> Result<(), Box<dyn std::error::Error>> {
         drop(uploaded);
         ctx.pool().trim();
     }
-    if !args.keep {
-        std::fs::remove_file(&out)?;
+    if let Some(k) = &keep {
+        // A hard link is created only where nothing exists: an existing path is never replaced.
+        std::fs::hard_link(&out, k).map_err(|e| format!("cannot keep the converted file at {}: {e}", k.display()))?;
     }
     let (c, l) = (median(convert_ms), median(load_ms));
     let a = ctx.adapter();
