@@ -126,3 +126,32 @@ fn chatml_format() {
     );
     assert_eq!(ChatTemplate::ChatMl.render(&conv[1..2], false, "", "").expect("render"), "<|im_start|>user\nHi<|im_end|>\n");
 }
+
+#[test]
+fn nested_loops_run_out_of_fuel_quickly() {
+    // 10^10 iterations unbounded (about 20 minutes before the bound), three levels forever.
+    let hostile = [
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}ok",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% for k in range(100000) %}{% endfor %}{% endfor %}{% endfor %}ok",
+    ];
+    for source in hostile {
+        let start = std::time::Instant::now();
+        match ChatTemplate::Jinja(source.into()).render(&[ChatMessage::user("hi")], true, "", "") {
+            Err(ModelError::Template(detail)) => assert!(detail.contains("budget"), "{detail}"),
+            other => panic!("expected a template error, got {other:?}"),
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert!(secs < 30.0, "the bound took {secs:.1} s");
+        eprintln!("stopped after {secs:.2} s");
+    }
+}
+
+#[test]
+fn long_conversations_fit_the_template_budget() {
+    // SmolLM2's real template over 2 000 messages renders in full.
+    let template = text(&reference()["smollm2"]["chat_template"]).to_owned();
+    let convo: Vec<ChatMessage> =
+        (0..2000).map(|i| if i % 2 == 0 { ChatMessage::user(format!("q{i}")) } else { ChatMessage::assistant(format!("a{i}")) }).collect();
+    let text = ChatTemplate::Jinja(template).render(&convo, true, "", "").expect("render");
+    assert!(text.contains("q1998") && text.contains("a1999"), "{}", &text[text.len().saturating_sub(200)..]);
+}

@@ -8,6 +8,9 @@
 //! HTML escaping). The template sees `messages` (each with `role` and `content`),
 //! `add_generation_prompt`, `bos_token`, `eos_token`, and `tools`/`documents` as none.
 //! `strftime_now` is not provided (templates that call it check whether it is defined).
+//! A render is bounded: it may run at most [`TEMPLATE_FUEL`] template instructions plus
+//! [`TEMPLATE_FUEL_PER_MESSAGE`] per message (minijinja's fuel), so a hostile template (nested
+//! loops over huge ranges) fails with [`ModelError::Template`] instead of running for hours.
 //!
 //! Two formats are built in: [`ChatTemplate::Vicuna1`] (LLaVA/FastChat `vicuna_v1`) and
 //! [`ChatTemplate::ChatMl`].
@@ -128,12 +131,25 @@ fn render_chatml(messages: &[ChatMessage], add_generation_prompt: bool) -> Strin
 }
 
 fn template_err(e: Error) -> ModelError {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return ModelError::Template(
+            "the chat template ran past its budget of template instructions (does it loop without end?)".into(),
+        );
+    }
     // `{:#}` adds the template line and the failing expression to minijinja's message.
     ModelError::Template(format!("{e:#}"))
 }
 
+/// Template instructions any render may run (real chat templates need a few hundred per
+/// message; this bounds a hostile one to well under a second).
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+/// Further template instructions allowed per message of the conversation.
+pub const TEMPLATE_FUEL_PER_MESSAGE: u64 = 10_000;
+
 fn render_jinja(source: &str, messages: &[ChatMessage], add_generation_prompt: bool, bos: &str, eos: &str) -> Result<String> {
     let mut env = Environment::new();
+    let fuel = TEMPLATE_FUEL.saturating_add(TEMPLATE_FUEL_PER_MESSAGE.saturating_mul(messages.len() as u64));
+    env.set_fuel(Some(fuel));
     let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(template_err)?;
     env.set_syntax(syntax);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
