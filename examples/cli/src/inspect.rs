@@ -5,7 +5,11 @@
 //! object `{"format", "metadata", "tensors": [{"name", "dtype", "shape"}]}`; metadata arrays
 //! longer than 64 entries (tokenizer vocabularies, merges) are replaced there by
 //! `{"type": <element type>, "len": <length>}`.
+//!
+//! Names come from the file, so text output escapes their control characters (an ESC sequence in
+//! a tensor name must not reach the terminal raw), as JSON escapes the values.
 
+use std::borrow::Cow;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::path::PathBuf;
 
@@ -48,13 +52,13 @@ fn print(args: &InspectArgs, src: &dyn WeightSource, out: &mut impl Write) -> st
         let v = json!({"format": src.format(), "metadata": summarise(&metadata, JSON_ARRAY_LIMIT), "tensors": tensors});
         return writeln!(out, "{v}");
     }
-    writeln!(out, "file: {}", args.file.display())?;
+    writeln!(out, "file: {}", escape_controls(&args.file.display().to_string()))?;
     writeln!(out, "format: {}", src.format())?;
     match &metadata {
         Value::Object(m) => {
             writeln!(out, "metadata ({} keys):", m.len())?;
             for (k, v) in m {
-                writeln!(out, "  {k} = {}", text_value(v))?;
+                writeln!(out, "  {} = {}", escape_controls(k), text_value(v))?;
             }
         }
         Value::Null => writeln!(out, "metadata: none")?,
@@ -64,11 +68,21 @@ fn print(args: &InspectArgs, src: &dyn WeightSource, out: &mut impl Write) -> st
     let params: u128 = tensors.iter().map(|t| t.numel() as u128).sum();
     let bytes: u128 = tensors.iter().filter_map(|t| t.dtype.bytes_for(t.numel())).map(|b| b as u128).sum();
     writeln!(out, "tensors ({}, {params} parameters, {bytes} bytes):", tensors.len())?;
-    let width = tensors.iter().map(|t| t.name.len()).max().unwrap_or(0).min(60);
-    for t in tensors {
-        writeln!(out, "  {:width$}  {:7}  {:?}", t.name, t.dtype.name(), t.shape)?;
+    let names: Vec<Cow<str>> = tensors.iter().map(|t| escape_controls(&t.name)).collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).min(60);
+    for (t, name) in tensors.iter().zip(&names) {
+        writeln!(out, "  {name:width$}  {:7}  {:?}", t.dtype.name(), t.shape)?;
     }
     Ok(())
+}
+
+/// `s` with every control character written as its Rust escape (`\n`, `\u{1b}`…), so that
+/// text read from a file cannot move the cursor, clear the screen or forge lines.
+fn escape_controls(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect())
 }
 
 /// The element type of a JSON array, for summaries: `string`, `int`, `float`, `bool`,
