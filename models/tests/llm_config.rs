@@ -85,3 +85,51 @@ fn invalid_configs_are_config_errors() {
     assert!(matches!(LlmConfig::from_gguf_metadata(&json!({})), Err(ModelError::Config(_))));
     assert!(matches!(LlmConfig::from_json(&json!({"hidden": 1})), Err(ModelError::Config(_))));
 }
+
+/// A GGUF file holding only metadata: `(key, type, value bytes)` entries (no tensors).
+fn gguf_with(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut f = b"GGUF".to_vec();
+    f.extend_from_slice(&3u32.to_le_bytes());
+    f.extend_from_slice(&0u64.to_le_bytes());
+    f.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (key, ty, value) in entries {
+        f.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        f.extend_from_slice(key.as_bytes());
+        f.extend_from_slice(&ty.to_le_bytes());
+        f.extend_from_slice(value);
+    }
+    f
+}
+
+/// SmolLM2-like llama metadata with `key` set to the f32 `value`.
+fn llama_gguf_with_f32(key: &str, value: f32) -> Vec<u8> {
+    let s = |v: &str| [(v.len() as u64).to_le_bytes().to_vec(), v.as_bytes().to_vec()].concat();
+    let u = |v: u32| v.to_le_bytes().to_vec();
+    gguf_with(&[
+        ("general.architecture", 8, s("llama")),
+        ("llama.block_count", 4, u(2)),
+        ("llama.context_length", 4, u(64)),
+        ("llama.embedding_length", 4, u(64)),
+        ("llama.feed_forward_length", 4, u(128)),
+        ("llama.attention.head_count", 4, u(4)),
+        ("llama.vocab_size", 4, u(100)),
+        (key, 6, value.to_le_bytes().to_vec()),
+    ])
+}
+
+#[test]
+fn non_finite_gguf_settings_are_refused_by_name() {
+    for key in ["llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon"] {
+        let ok = kestrel::weights::open_bytes(llama_gguf_with_f32(key, 0.5)).expect("gguf");
+        if let Err(e) = LlmConfig::from_gguf_metadata(&ok.metadata()) {
+            panic!("{key} = 0.5: {e}");
+        }
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let src = kestrel::weights::open_bytes(llama_gguf_with_f32(key, bad)).expect("gguf");
+            match LlmConfig::from_gguf_metadata(&src.metadata()) {
+                Err(ModelError::Config(msg)) => assert!(msg.contains(key), "{key} = {bad}: {msg}"),
+                other => panic!("{key} = {bad}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+}

@@ -113,7 +113,15 @@ fn req_usize(obj: &Value, key: &str) -> Result<usize> {
 fn opt_f32(obj: &Value, key: &str) -> Result<Option<f32>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(|x| Some(x as f32)).ok_or_else(|| config_err(format!("`{key}` is {v}, not a number"))),
+        // GGUF metadata spells non-finite floats as these strings (see `gguf::float_json`).
+        Some(Value::String(s)) if matches!(s.as_str(), "NaN" | "inf" | "-inf") => {
+            Err(config_err(format!("`{key}` is {s}: it must be a finite number")))
+        }
+        Some(v) => match v.as_f64() {
+            Some(x) if (x as f32).is_finite() => Ok(Some(x as f32)),
+            Some(x) => Err(config_err(format!("`{key}` is {x}: it does not fit a finite f32"))),
+            None => Err(config_err(format!("`{key}` is {v}, not a number"))),
+        },
     }
 }
 

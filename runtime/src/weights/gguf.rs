@@ -177,7 +177,7 @@ impl<'a> Reader<'a> {
             }
             10 => Value::from(self.u64("u64 value")?),
             11 => Value::from(i64::from_le_bytes(self.array("i64 value")?)),
-            12 => Value::from(f64::from_le_bytes(self.array("f64 value")?)),
+            12 => float_json(f64::from_le_bytes(self.array("f64 value")?)),
             _ => return Err(self.err(format!("unknown metadata value type {ty}"))),
         })
     }
@@ -185,8 +185,24 @@ impl<'a> Reader<'a> {
 
 /// An f32 as the JSON number with its shortest decimal form (`1e-5`, not
 /// `9.999999747378752e-6`); converting that number back to f32 gives the same value.
+/// Non-finite values as [`float_json`] writes them.
 fn f32_json(x: f32) -> Value {
+    if !x.is_finite() {
+        return float_json(f64::from(x));
+    }
     x.to_string().parse::<f64>().map_or(Value::Null, Value::from)
+}
+
+/// A float as a JSON number, or — since JSON has no NaN or infinity — as the string `"NaN"`,
+/// `"inf"` or `"-inf"`, so that a non-finite setting is seen (and refused) rather than read as
+/// an absent key.
+pub fn float_json(x: f64) -> Value {
+    match x {
+        x if x.is_nan() => Value::from("NaN"),
+        f64::INFINITY => Value::from("inf"),
+        f64::NEG_INFINITY => Value::from("-inf"),
+        x => Value::from(x),
+    }
 }
 
 /// Smallest encoding of a value of GGUF value type `ty` (strings: the length; arrays: type and
