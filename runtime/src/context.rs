@@ -1,5 +1,6 @@
 //! The GPU context: adapter choice, device creation, and the shared caches.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -84,14 +85,24 @@ impl ContextOptions {
         if let Some(dir) = &self.cache_dir {
             return Some(dir.clone());
         }
-        if let Some(dir) = std::env::var_os("KESTREL_CACHE_DIR") {
-            return Some(PathBuf::from(dir));
-        }
-        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-            return Some(PathBuf::from(dir).join("kestrel"));
-        }
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("kestrel"))
+        cache_dir_from_env(std::env::var_os("KESTREL_CACHE_DIR"), std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
     }
+}
+
+/// The pipeline cache directory from the values of `KESTREL_CACHE_DIR`, `XDG_CACHE_HOME` and
+/// `HOME`, first usable one wins. An empty value counts as unset (the XDG convention), and so
+/// does a relative `XDG_CACHE_HOME` or `HOME` (the XDG base-directory spec calls those
+/// invalid): neither may put the cache in the current directory.
+fn cache_dir_from_env(kestrel: Option<OsString>, xdg: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    let set = |v: Option<OsString>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = set(kestrel) {
+        return Some(dir);
+    }
+    let absolute = |v: Option<OsString>| set(v).filter(|p| p.is_absolute());
+    if let Some(dir) = absolute(xdg) {
+        return Some(dir.join("kestrel"));
+    }
+    absolute(home).map(|h| h.join(".cache").join("kestrel"))
 }
 
 /// A description of one adapter, as reported by the driver.
@@ -359,5 +370,27 @@ impl Context {
 impl Drop for Context {
     fn drop(&mut self) {
         self.pipelines.save();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_dir_from_env;
+    use std::ffi::OsString;
+    use std::path::PathBuf;
+
+    fn os(s: &str) -> Option<OsString> {
+        Some(OsString::from(s))
+    }
+
+    #[test]
+    fn empty_or_relative_cache_variables_count_as_unset() {
+        let home = Some(PathBuf::from("/home/u/.cache/kestrel"));
+        assert_eq!(cache_dir_from_env(os(""), os(""), os("/home/u")), home);
+        assert_eq!(cache_dir_from_env(None, os("rel"), os("/home/u")), home);
+        assert_eq!(cache_dir_from_env(os(""), os(""), os("")), None);
+        assert_eq!(cache_dir_from_env(None, None, os("relative")), None);
+        assert_eq!(cache_dir_from_env(None, os("/x"), os("/home/u")), Some(PathBuf::from("/x/kestrel")));
+        assert_eq!(cache_dir_from_env(os("k"), os("/x"), None), Some(PathBuf::from("k")));
     }
 }
