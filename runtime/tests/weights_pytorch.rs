@@ -222,6 +222,7 @@ fn hand_built_archive_loads_and_skips_unknown_globals() {
     // offset 1, strides (1, 2): [[1, 3], [2, 4]].
     assert_eq!(f32s(&src.bytes("w").unwrap()), vec![1.0, 3.0, 2.0, 4.0]);
     assert!(src.metadata()["skipped"]["cfg"].as_str().unwrap().contains("os.system"));
+    assert_eq!(src.metadata()["skipped_calls"], serde_json::json!(["os.system"]));
 }
 
 #[test]

@@ -15,8 +15,10 @@
 //! a dict holding at least one tensor; else the value under `model`, then `state_dict`, then
 //! `model_state`, if it is such a dict. Entries of the chosen dict that are not tensors are
 //! skipped and listed in [`WeightSource::metadata`] (`{"format": "zip"|"legacy", "state_dict":
-//! key or "" for the top level, "skipped": {name: kind}}`). A whole pickled `nn.Module` (not a
-//! state dict) is rejected: rebuilding it would mean running its class.
+//! key or "" for the top level, "skipped": {name: kind}, "skipped_calls": [callable…]}`; a
+//! non-empty `skipped_calls` — `os.system`, a model class — is also logged as a warning). A
+//! whole pickled `nn.Module` (not a state dict) is rejected: rebuilding it would mean running
+//! its class.
 //!
 //! Tensors keep their storage's element type (`FloatStorage` → f32, `HalfStorage` → f16,
 //! `BFloat16Storage` → bf16, `LongStorage` → i64, …). Storage offset and strides are honoured:
@@ -123,6 +125,8 @@ struct Parsed {
     format: &'static str,
     /// The unpickled lists and dicts, emptied (breaking any cycle) when this is dropped.
     _containers: pickle::Containers,
+    /// Callables the object pickle asked for that were skipped.
+    skipped_calls: std::collections::BTreeSet<String>,
 }
 
 impl PytorchFile {
@@ -170,10 +174,15 @@ impl PytorchFile {
                 }
             }
         }
+        if !parsed.skipped_calls.is_empty() {
+            let names: Vec<&str> = parsed.skipped_calls.iter().map(String::as_str).collect();
+            log::warn!("{}: the pickle asks to call {}; skipped, not run (Kestrel never runs pickled code)", path.display(), names.join(", "));
+        }
         let metadata = serde_json::json!({
             "format": parsed.format,
             "state_dict": key.unwrap_or(""),
             "skipped": skipped,
+            "skipped_calls": parsed.skipped_calls,
         });
         drop(dict);
         drop(parsed);
@@ -226,7 +235,7 @@ fn parse_zip(path: &Path, data: &[u8]) -> Result<Parsed> {
             storages.insert(key.clone(), r.clone());
         }
     }
-    Ok(Parsed { top: up.value, storages, format: "zip", _containers: up.containers })
+    Ok(Parsed { top: up.value, storages, format: "zip", _containers: up.containers, skipped_calls: up.skipped_calls })
 }
 
 /// The legacy container: five pickles then the storages back to back.
@@ -268,7 +277,7 @@ fn parse_legacy(path: &Path, data: &[u8]) -> Result<Parsed> {
         storages.insert(key.clone(), start..end);
         pos = end;
     }
-    Ok(Parsed { top: main.value, storages, format: "legacy", _containers: main.containers })
+    Ok(Parsed { top: main.value, storages, format: "legacy", _containers: main.containers, skipped_calls: main.skipped_calls })
 }
 
 /// Validates a tensor against its storage and computes where its bytes are.

@@ -16,7 +16,7 @@
 //! is dropped ([`Containers`]), so a pickle that appends a list to itself does not leak a cycle.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use crate::weights::WeightDType;
@@ -240,7 +240,13 @@ pub(super) struct Unpickled {
     pub(super) storages: HashMap<Rc<str>, WeightDType>,
     /// The lists and dicts of `value`, emptied when this is dropped.
     pub(super) containers: Containers,
+    /// Callables the pickle asked to call or instantiate that were skipped, not run (at most
+    /// [`MAX_SKIPPED_CALLS`] names, e.g. `os.system`).
+    pub(super) skipped_calls: BTreeSet<String>,
 }
+
+/// How many skipped callables are named.
+const MAX_SKIPPED_CALLS: usize = 16;
 
 /// Values that copying opcodes may materialise per byte of pickle (see [`Machine::charge`]).
 const COPY_BUDGET_PER_BYTE: usize = 2;
@@ -256,11 +262,18 @@ pub(super) fn unpickle(data: &[u8], pids: PidStyle) -> Result<Unpickled, PickleE
         pids,
         storages: HashMap::new(),
         containers: Containers::default(),
+        skipped_calls: BTreeSet::new(),
         budget: data.len().saturating_mul(COPY_BUDGET_PER_BYTE).saturating_add(64),
     };
     // On an error the machine (stack, memo, containers) is dropped, emptying every container.
     let value = m.run()?;
-    Ok(Unpickled { value, consumed: m.pos, storages: std::mem::take(&mut m.storages), containers: std::mem::take(&mut m.containers) })
+    Ok(Unpickled {
+        value,
+        consumed: m.pos,
+        storages: std::mem::take(&mut m.storages),
+        containers: std::mem::take(&mut m.containers),
+        skipped_calls: std::mem::take(&mut m.skipped_calls),
+    })
 }
 
 /// The pickle virtual machine's state.
@@ -283,6 +296,8 @@ struct Machine<'a> {
     containers: Containers,
     /// Values that copying opcodes may still materialise.
     budget: usize,
+    /// Callables skipped instead of called (see [`Unpickled::skipped_calls`]).
+    skipped_calls: BTreeSet<String>,
 }
 
 impl Machine<'_> {
@@ -614,6 +629,7 @@ impl Machine<'_> {
     /// `REDUCE`: applies an allow-listed constructor; anything else gives an opaque value.
     fn call(&mut self, f: Value, args: Value) -> Result<Value, PickleError> {
         let Value::Global(g) = f else {
+            self.note_skipped_call(&f);
             return Ok(Value::Opaque(format!("result of calling {}", f.kind()).into()));
         };
         let args: &[Value] = match &args {
@@ -656,8 +672,22 @@ impl Machine<'_> {
     fn instantiate(&mut self, cls: Value) -> Value {
         match cls {
             Value::Global(Global::OrderedDict) => Value::Dict(self.container()),
-            Value::Opaque(n) => Value::Opaque(n),
+            Value::Opaque(n) => {
+                self.note_skipped_call(&Value::Opaque(n.clone()));
+                Value::Opaque(n)
+            }
             other => Value::Opaque(format!("instance of {}", other.kind()).into()),
+        }
+    }
+
+    /// Records a callable that was skipped instead of called: an unknown global by its
+    /// `module.name`, anything else by its kind.
+    fn note_skipped_call(&mut self, f: &Value) {
+        if self.skipped_calls.len() < MAX_SKIPPED_CALLS {
+            self.skipped_calls.insert(match f {
+                Value::Opaque(n) => n.to_string(),
+                other => other.kind(),
+            });
         }
     }
 
