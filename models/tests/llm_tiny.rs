@@ -232,3 +232,33 @@ fn sharded_hf_checkpoints_load() {
     eprintln!("llama_gqa from two shards: max |Δlogit| {d:e}");
     assert!(d <= 1e-3, "sharded checkpoint: max |Δlogit| {d} > 1e-3");
 }
+
+/// Warnings the library logs, captured for the test that checks one.
+struct Captured(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Captured {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            self.0.lock().expect("log lock").push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static CAPTURED: Captured = Captured(std::sync::Mutex::new(Vec::new()));
+
+#[test]
+fn a_context_beyond_the_trained_length_warns() {
+    log::set_logger(&CAPTURED).expect("the only logger of this test binary");
+    log::set_max_level(log::LevelFilter::Warn);
+    let warned = |context: usize| {
+        let _dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, context);
+        let needle = format!("context of {context} positions exceeds the 64");
+        CAPTURED.0.lock().expect("log lock").iter().any(|m| m.contains(&needle))
+    };
+    assert!(!warned(64), "the trained length itself must not warn");
+    assert!(warned(65));
+}

@@ -1,7 +1,7 @@
 //! `kestrel classify`: ImageNet classification of one image with a SLAB model (an official
 //! checkpoint, folded at load, or a converted Kestrel file).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kestrel::{Context, ContextOptions};
@@ -44,23 +44,30 @@ pub struct ClassifyArgs {
 /// Runs `kestrel classify`.
 pub fn run(args: &ClassifyArgs) -> Result<(), Box<dyn std::error::Error>> {
     let quant = parse_quant(&args.quant)?;
+    // Inputs are checked before the (slow) model load.
+    let source = match (&args.input_npy, &args.image) {
+        (Some(path), _) => Input::Npy(path, read_finite_npy(path)?),
+        (None, Some(path)) => {
+            std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Input::Image(path)
+        }
+        (None, None) => return Err("give an image or --input-npy".into()),
+    };
     let ctx = Context::new(&ContextOptions::from_env())?;
     let model = SlabModel::open(&ctx, &args.model, args.arch.as_deref(), quant)?;
     let cfg = model.config().clone();
-    let input = match (&args.input_npy, &args.image) {
-        (Some(path), _) => {
-            let (shape, data) = read_npy_f32(path)?;
+    let input = match source {
+        Input::Npy(path, (shape, data)) => {
             let want = [1, cfg.in_chans, cfg.img_size, cfg.img_size];
             if shape != want {
                 return Err(format!("{}: shape {shape:?}, {} needs {want:?}", path.display(), cfg.arch).into());
             }
             data
         }
-        (None, Some(path)) => {
+        Input::Image(path) => {
             let pre = PreprocessConfig { crop_size: cfg.img_size, ..PreprocessConfig::imagenet_default() };
             preprocess_file(path, &pre, &DecodeLimits::default())?.data
         }
-        (None, None) => return Err("give an image or --input-npy".into()),
     };
     // The first pass compiles (or loads from the cache) every pipeline; time the second.
     model.logits(&input)?;
@@ -83,4 +90,19 @@ pub fn run(args: &ClassifyArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!("{} ({}) in {ms:.1} ms", cfg.arch, quant.name());
     }
     Ok(())
+}
+
+/// What is classified: a read `.npy` tensor (shape, values) or an image still to decode.
+enum Input<'a> {
+    Npy(&'a Path, (Vec<usize>, Vec<f32>)),
+    Image(&'a Path),
+}
+
+/// An f32 `.npy` tensor whose values are all finite (a NaN input would give NaN probabilities).
+fn read_finite_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), Box<dyn std::error::Error>> {
+    let (shape, data) = read_npy_f32(path)?;
+    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+        return Err(format!("{}: element {i} is {}; the input must be finite", path.display(), data[i]).into());
+    }
+    Ok((shape, data))
 }

@@ -108,6 +108,9 @@ pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Err
         seed,
     };
     sampler.validate()?;
+    if args.stop.iter().any(String::is_empty) {
+        return Err("--stop: an empty stop string is not allowed (it would match everywhere)".into());
+    }
     let ctx = Context::new(&ContextOptions::from_env())?;
     let started = Instant::now();
     let opts = LoadOptions { quant, fold_repbn: true, fuse_projections: !args.separate_projections };

@@ -89,9 +89,25 @@ impl Subject {
     }
 }
 
+/// Fails early, before any profiling, when the trace cannot be written at `path`: its folder
+/// does not exist or the path is a directory.
+fn check_trace_path(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("--trace {}: the folder {} does not exist", path.display(), dir.display()).into());
+    }
+    if path.is_dir() {
+        return Err(format!("--trace {}: is a directory", path.display()).into());
+    }
+    Ok(())
+}
+
 /// Runs `kestrel profile`.
 pub fn run(args: &ProfileArgs) -> Result<(), Box<dyn std::error::Error>> {
     let quant = parse_quant(&args.quant)?;
+    if let Some(path) = &args.trace {
+        check_trace_path(path)?;
+    }
     let ctx = Context::new(&ContextOptions::from_env())?;
     let mut subjects = args.models.iter().map(|m| Subject::new(&ctx, m, args.arch.as_deref(), quant)).collect::<Result<Vec<_>, _>>()?;
     let iters = args.iters.max(1);

@@ -103,6 +103,12 @@ impl Decoder {
         if context == 0 {
             return Err(ModelError::Config("the context must hold at least one position".into()));
         }
+        if context > config.context_length {
+            log::warn!(
+                "a context of {context} positions exceeds the {} the model was trained for; output past that is unreliable",
+                config.context_length
+            );
+        }
         let kv_dtype = opts.kv_dtype.unwrap_or(if ctx.caps().f16 { DType::F16 } else { DType::F32 });
         let caches = (0..config.layers).map(|_| KvCache::new(ctx, config.kv_heads, config.head_dim, context, kv_dtype)).collect::<kestrel::Result<Vec<_>>>()?;
         let rope = RopeOptions { theta: config.rope.theta, rotary_dim: config.rope.rotary_dim, layout: weights.rope_layout, scaling: config.rope.scaling };
