@@ -3,7 +3,7 @@
 
 use kestrel::weights::{self, WeightSource};
 
-/// Opens `data` with [`weights::open_bytes`] (format detected from the magic bytes, as
+/// Opens `data` with [`weights::open_bytes`] (format detected from the file's structure, as
 /// `weights::open` does) and, if it opens, lists its metadata and tensors, then requests every
 /// tensor's bytes and its f32 conversion. Errors are expected; only panics, overflows,
 /// out-of-bounds accesses, runaway allocations and hangs are findings.
