@@ -3,9 +3,13 @@
 //! the committed tiny SentencePiece GGUF and `.model` always; streaming decode; malformed inputs.
 //! Reference ids: tests/fixtures/tokenizer_reference.json (make_tokenizer_fixture.py).
 
+#[path = "../../runtime/tests/common/real_weights.rs"]
+mod real_weights;
+
 use std::path::{Path, PathBuf};
 
 use kestrel::weights;
+use real_weights::real_weight;
 use kestrel_models::ModelError;
 use kestrel_models::llm::tokenizer::Tokenizer;
 use serde_json::{Value, json};
@@ -17,21 +21,6 @@ fn fixture(name: &str) -> PathBuf {
 fn reference() -> Value {
     let text = std::fs::read_to_string(fixture("tokenizer_reference.json")).expect("read reference");
     serde_json::from_str(&text).expect("parse reference")
-}
-
-/// A file of the real test weights: `$KESTREL_TEST_WEIGHTS`, else `target/test-weights` (where
-/// `scripts/fetch-test-weights.sh` puts them). `None`, with a note, when it is absent.
-fn test_weight(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("KESTREL_TEST_WEIGHTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-weights"));
-    let path = dir.join(name);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} not found (run scripts/fetch-test-weights.sh)", path.display());
-        None
-    }
 }
 
 fn gguf_tokenizer(path: &Path) -> Tokenizer {
@@ -73,7 +62,7 @@ fn check_cases(tok: &Tokenizer, section: &Value, ids_key: &str) {
 
 #[test]
 fn smollm2_gguf_matches_transformers() {
-    let Some(path) = test_weight("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = real_weight("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
     let tok = gguf_tokenizer(&path);
     let r = &reference()["smollm2"];
     assert_eq!(tok.vocab_size(), 49152);
@@ -103,7 +92,7 @@ fn smollm2_gguf_matches_transformers() {
 
 #[test]
 fn smollm2_stream_holds_back_split_characters() {
-    let Some(path) = test_weight("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = real_weight("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
     let tok = gguf_tokenizer(&path);
     // The crab's four UTF-8 bytes span several byte-level tokens: nothing is emitted until the
     // last one, then the whole character.
@@ -212,7 +201,7 @@ fn sentencepiece_model_file_matches_sentencepiece() {
 
 #[test]
 fn minilm_tokenizer_json_matches_transformers() {
-    let Some(path) = test_weight("tokenizer.json") else { return };
+    let Some(path) = real_weight("tokenizer.json") else { return };
     let tok = Tokenizer::from_file(&path, None).expect("load tokenizer.json");
     let r = &reference()["minilm"];
     assert_eq!(tok.vocab_size() as u64, r["vocab_size"].as_u64().expect("size"));

@@ -7,11 +7,14 @@
 //! and f16 storage is compared with the f16 rounding of the source.
 
 mod common;
+#[path = "common/real_weights.rs"]
+mod real_weights;
 
 use std::path::{Path, PathBuf};
 
 use half::f16;
 use kestrel::error::KestrelError;
+use real_weights::real_weight;
 use kestrel::quant::{PackedWeights, QuantScheme};
 use kestrel::weights::convert::{ConvertOptions, convert, sha256_file};
 use kestrel::weights::kestrel_file::{FileQuant, KestrelFile};
@@ -217,20 +220,12 @@ fn non_finite_weights_are_errors_naming_the_tensor() {
     }
 }
 
-/// Converts the real SmolLM2 Q4_1 GGUF to w4 when `KESTREL_TEST_WEIGHTS` names the directory
-/// written by `scripts/fetch-test-weights.sh` (skipped otherwise): every 2-D `weight` is
-/// re-quantised from the exact dequantised Q4_1 values.
+/// Converts the real SmolLM2 Q4_1 GGUF of `scripts/fetch-test-weights.sh` to w4 (see
+/// [`real_weight`] for when it is skipped): every 2-D `weight` is re-quantised from the exact
+/// dequantised Q4_1 values.
 #[test]
 fn real_smollm2_gguf_to_w4() {
-    let Some(dir) = std::env::var_os("KESTREL_TEST_WEIGHTS") else {
-        eprintln!("skipped: set KESTREL_TEST_WEIGHTS to the directory of scripts/fetch-test-weights.sh");
-        return;
-    };
-    let path = Path::new(&dir).join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        eprintln!("skipped: {} not found", path.display());
-        return;
-    }
+    let Some(path) = real_weight("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
     let src = weights::open(&path).expect("open gguf");
     let out = temp_dir("smollm2").join("smollm2.w4.kestrel");
     let opts = ConvertOptions { quant: FileQuant::W4, architecture: None, config: None };

@@ -2,9 +2,13 @@
 //! dequantised values compared bit for bit with `gguf.quants.dequantize`), metadata of every
 //! value type, and malformed files (each must be a `KestrelError::Weights`, never a panic).
 
+#[path = "common/real_weights.rs"]
+mod real_weights;
+
 use std::path::{Path, PathBuf};
 
 use kestrel::error::KestrelError;
+use real_weights::real_weight;
 use kestrel::weights::{self, WeightDType, WeightSource, gguf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -245,19 +249,11 @@ fn empty_tensor_with_huge_dimensions_opens() {
     assert_eq!(weights::tensor_f32(src.as_ref(), "e").map(|v| v.len()).ok(), Some(0));
 }
 
-/// Inspects the real SmolLM2 file when `KESTREL_TEST_WEIGHTS` names the directory written by
-/// `scripts/fetch-test-weights.sh`; skipped otherwise.
+/// Inspects the real SmolLM2 file of `scripts/fetch-test-weights.sh` (see [`real_weight`] for
+/// when it is skipped).
 #[test]
 fn real_smollm2_gguf() {
-    let Some(dir) = std::env::var_os("KESTREL_TEST_WEIGHTS") else {
-        eprintln!("skipped: set KESTREL_TEST_WEIGHTS to the directory of scripts/fetch-test-weights.sh");
-        return;
-    };
-    let path = Path::new(&dir).join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        eprintln!("skipped: {} not found", path.display());
-        return;
-    }
+    let Some(path) = real_weight("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
     let src = weights::open(&path).expect("open SmolLM2");
     assert_eq!(src.format(), "gguf");
     let m = src.metadata();

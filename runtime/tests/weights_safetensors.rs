@@ -2,10 +2,14 @@
 //! format detection by `weights::open`, and malformed files (each must be a
 //! `KestrelError::Weights`, never a panic).
 
-use std::path::{Path, PathBuf};
+#[path = "common/real_weights.rs"]
+mod real_weights;
+
+use std::path::PathBuf;
 
 use half::{bf16, f16};
 use kestrel::error::KestrelError;
+use real_weights::real_weight;
 use kestrel::weights::{self, WeightDType};
 
 /// Writes `bytes` to a fresh temporary file and returns its path.
@@ -183,19 +187,11 @@ fn malformed_files_are_rejected() {
     assert_rejected("duplicate.safetensors", &file(dup, &[1]));
 }
 
-/// Inspects the real all-MiniLM-L6-v2 file when `KESTREL_TEST_WEIGHTS` names the directory
-/// written by `scripts/fetch-test-weights.sh`; skipped otherwise.
+/// Inspects the real all-MiniLM-L6-v2 file of `scripts/fetch-test-weights.sh` (see
+/// [`real_weight`] for when it is skipped).
 #[test]
 fn real_minilm_safetensors() {
-    let Some(dir) = std::env::var_os("KESTREL_TEST_WEIGHTS") else {
-        eprintln!("skipped: set KESTREL_TEST_WEIGHTS to the directory of scripts/fetch-test-weights.sh");
-        return;
-    };
-    let path = Path::new(&dir).join("model.safetensors");
-    if !path.exists() {
-        eprintln!("skipped: {} not found", path.display());
-        return;
-    }
+    let Some(path) = real_weight("model.safetensors") else { return };
     let src = weights::open(&path).expect("open MiniLM");
     assert_eq!(src.format(), "safetensors");
     assert_eq!(src.tensors().len(), 104);

@@ -2,6 +2,9 @@
 //! reference logits, and the optional real SmolLM2 GGUF.
 #![allow(dead_code)]
 
+#[path = "../../../runtime/tests/common/real_weights.rs"]
+mod real_weights;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -9,6 +12,7 @@ use kestrel::{Context, ContextOptions, DType};
 use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
 use kestrel_models::llm::load::{LoadedModel, load};
 use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
+use real_weights::real_weight;
 use serde_json::Value;
 
 /// The device with every fast path it offers.
@@ -86,21 +90,8 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// The directory of the real test weights: `KESTREL_TEST_WEIGHTS`, else `target/test-weights`.
-pub fn test_weights() -> PathBuf {
-    match std::env::var_os("KESTREL_TEST_WEIGHTS") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-weights"),
-    }
-}
-
-/// The SmolLM2 GGUF, or `None` (with a note) when it has not been fetched.
+/// The SmolLM2 GGUF, or `None` (with a note) when it has not been fetched (see
+/// [`real_weight`]).
 pub fn smollm2() -> Option<PathBuf> {
-    let path = test_weights().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} is absent (run scripts/fetch-test-weights.sh)", path.display());
-        None
-    }
+    real_weight("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
