@@ -211,7 +211,9 @@ fn sharded_hf_checkpoints_load() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::copy(src_dir.join("config.json"), dir.join("config.json")).expect("copy config");
     let src = kestrel::weights::open(&src_dir.join("model.safetensors")).expect("open");
-    let mut shards: [Vec<(String, Vec<usize>, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
+    /// (name, shape, f32 bytes) of each tensor in one shard.
+    type Shard = Vec<(String, Vec<usize>, Vec<u8>)>;
+    let mut shards: [Shard; 2] = [Vec::new(), Vec::new()];
     let mut map = serde_json::Map::new();
     for (i, t) in src.tensors().iter().enumerate() {
         assert_eq!(t.dtype, kestrel::weights::WeightDType::F32, "{}", t.name);

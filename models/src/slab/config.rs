@@ -143,6 +143,8 @@ impl SlabConfig {
     }
 }
 
+/// One row of the model table: each argument is a column of it.
+#[allow(clippy::too_many_arguments)]
 fn cfg(arch: &str, family: Family, mixer: Mixer, patch: usize, dims: &[usize], depths: &[usize], heads: &[usize], mlp: &[usize]) -> SlabConfig {
     SlabConfig {
         arch: arch.to_string(),

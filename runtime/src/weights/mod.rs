@@ -220,7 +220,7 @@ pub(crate) fn map_file(path: &Path) -> Result<FileBytes> {
     Ok(FileBytes::Mapped(map))
 }
 
-/// Opens a weight file, choosing the format from its structure ([`detect`]): GGUF, a PyTorch
+/// Opens a weight file, choosing the format from its structure (not from one byte): GGUF, a PyTorch
 /// zip or legacy-pickle checkpoint, or safetensors — a Kestrel model file when its metadata has
 /// the `kestrel` key (then validated as one, see [`kestrel_file`]). A `*.index.json` file is a
 /// sharded checkpoint's index: its shards are opened and served as one source ([`sharded`]).
