@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::caps::Capabilities;
 use crate::error::{KestrelError, Result};
+use crate::memory::MemoryMeter;
 use crate::pipeline::PipelineCache;
 use crate::pool::BufferPool;
 
@@ -203,6 +204,7 @@ pub struct Context {
     limits: wgpu::Limits,
     pipelines: PipelineCache,
     pool: BufferPool,
+    memory: Arc<MemoryMeter>,
     gpu_errors: Arc<Mutex<Vec<String>>>,
 }
 
@@ -287,6 +289,7 @@ impl Context {
             caps.subgroups,
             caps.timestamp
         );
+        let memory = Arc::new(MemoryMeter::default());
         Ok(Arc::new(Context {
             adapter_info,
             device,
@@ -294,7 +297,8 @@ impl Context {
             caps,
             limits,
             pipelines,
-            pool: BufferPool::new(features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS)),
+            pool: BufferPool::new(features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS), memory.clone()),
+            memory,
             gpu_errors,
         }))
     }
@@ -337,6 +341,23 @@ impl Context {
     /// The buffer pool.
     pub fn pool(&self) -> &BufferPool {
         &self.pool
+    }
+
+    /// GPU memory Kestrel holds on this device: pooled buffers and weight textures.
+    pub fn memory(&self) -> &Arc<MemoryMeter> {
+        &self.memory
+    }
+
+    /// The most GPU memory (buffers + textures) held at once since the context was made or the
+    /// peak was last reset ([`MemoryMeter::reset_peak`]).
+    pub fn peak_gpu_bytes(&self) -> u64 {
+        self.memory.peak()
+    }
+
+    /// Frees every pooled buffer no tensor is using (call it on a memory warning). Weights and
+    /// live tensors are kept; later passes allocate their intermediates afresh.
+    pub fn trim(&self) {
+        self.pool.trim();
     }
 
     /// Persists the driver pipeline cache (where supported) so the next run compiles faster.

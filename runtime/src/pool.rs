@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::memory::MemoryMeter;
+
 /// What a pooled buffer is used for; buffers of different kinds are never mixed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BufferKind {
@@ -52,6 +54,8 @@ pub struct BufferPool {
     /// Storage buffers are created host-mappable (`MAP_WRITE`), so new tensors can be filled
     /// in place instead of through a staging copy (see [`BufferPool::get_filled`]).
     mappable_storage: bool,
+    /// Counts every buffer the pool holds, on loan or free, until [`BufferPool::trim`].
+    meter: Arc<MemoryMeter>,
 }
 
 /// A buffer on loan from the pool; it goes back when dropped.
@@ -103,8 +107,8 @@ pub fn size_class(bytes: u64) -> u64 {
 impl BufferPool {
     /// An empty pool; `mappable_storage` makes storage buffers host-mappable, which needs the
     /// device feature `MAPPABLE_PRIMARY_BUFFERS`.
-    pub(crate) fn new(mappable_storage: bool) -> BufferPool {
-        BufferPool { inner: Arc::default(), mappable_storage }
+    pub(crate) fn new(mappable_storage: bool, meter: Arc<MemoryMeter>) -> BufferPool {
+        BufferPool { inner: Arc::default(), mappable_storage, meter }
     }
 
     /// Whether storage buffers are host-mappable, i.e. [`BufferPool::get_filled`] writes in place.
@@ -134,6 +138,7 @@ impl BufferPool {
             found
         };
         let buffer = reused.unwrap_or_else(|| {
+            self.meter.add(class);
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kestrel-pool"),
                 size: class,
@@ -156,6 +161,7 @@ impl BufferPool {
         }
         let class = size_class(bytes);
         self.lock().stats.allocations += 1;
+        self.meter.add(class);
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kestrel-pool"),
             size: class,
@@ -174,6 +180,7 @@ impl BufferPool {
         };
         buffer.unmap();
         if !filled {
+            self.meter.sub(class);
             return None;
         }
         Some(Arc::new(PooledBuffer { buffer, class, kind: BufferKind::Storage, pool: self.clone() }))
@@ -184,10 +191,12 @@ impl BufferPool {
         self.lock().stats
     }
 
-    /// Releases every free buffer back to the driver.
+    /// Releases every free buffer back to the driver (apps call it on a memory warning; the
+    /// next pass allocates afresh).
     pub fn trim(&self) {
         let mut inner = self.lock();
         inner.free.clear();
+        self.meter.sub(inner.stats.free_bytes);
         inner.stats.free_bytes = 0;
     }
 }

@@ -19,6 +19,7 @@ use crate::caps::Capabilities;
 use crate::context::Context;
 use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
+use crate::memory::MemoryMeter;
 use crate::tensor::{Tensor, read_staging};
 
 /// Texels per texture row (a power of two, so the shaders' `%` and `/` are a mask and a shift;
@@ -56,9 +57,33 @@ fn extent(texels: usize) -> (usize, usize) {
     if texels <= TEXTURE_WIDTH { (texels, 1) } else { (TEXTURE_WIDTH, texels.div_ceil(TEXTURE_WIDTH)) }
 }
 
+/// A texture counted by its context's [`MemoryMeter`] while it exists.
+#[derive(Debug)]
+struct HeldTexture {
+    texture: wgpu::Texture,
+    bytes: u64,
+    meter: Arc<MemoryMeter>,
+}
+
+impl std::ops::Deref for HeldTexture {
+    type Target = wgpu::Texture;
+
+    fn deref(&self) -> &wgpu::Texture {
+        &self.texture
+    }
+}
+
+impl Drop for HeldTexture {
+    fn drop(&mut self) {
+        self.meter.sub(self.bytes);
+    }
+}
+
 /// A `width × height` texture of `kind` texels that kernels read and copies fill or read.
-fn create(ctx: &Context, kind: TexelKind, width: usize, height: usize) -> wgpu::Texture {
-    ctx.device().create_texture(&wgpu::TextureDescriptor {
+fn create(ctx: &Context, kind: TexelKind, width: usize, height: usize) -> HeldTexture {
+    let bytes = (width * height * kind.words() * 4) as u64;
+    ctx.memory().add(bytes);
+    let texture = ctx.device().create_texture(&wgpu::TextureDescriptor {
         label: Some("kestrel-weight-texture"),
         size: wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
         mip_level_count: 1,
@@ -67,14 +92,15 @@ fn create(ctx: &Context, kind: TexelKind, width: usize, height: usize) -> wgpu::
         format: kind.format(),
         usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::COPY_SRC,
         view_formats: &[],
-    })
+    });
+    HeldTexture { texture, bytes, meter: ctx.memory().clone() }
 }
 
 /// u32 words in a read-only 2-D texture (see the [module docs](self)).
 #[derive(Clone, Debug)]
 pub struct WordTexture {
     ctx: Arc<Context>,
-    texture: Arc<wgpu::Texture>,
+    texture: Arc<HeldTexture>,
     view: Arc<wgpu::TextureView>,
     kind: TexelKind,
     words: usize,

@@ -156,3 +156,33 @@ fn uploads_fill_host_mappable_buffers_in_place_on_cpu_vulkan() {
         assert_eq!(back, h.iter().map(|v| v.to_f32()).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn the_memory_meter_counts_buffers_and_textures_until_trimmed() {
+    use kestrel::pool::size_class;
+    use kestrel::texture::{TEXTURE_WIDTH, TexelKind, WordTexture};
+    // A context of its own: the other tests of this binary allocate concurrently.
+    let ctx = Context::new(&ContextOptions::from_env()).unwrap();
+    let m = ctx.memory().clone();
+    assert_eq!((m.held(), m.peak()), (0, 0));
+    let n = 300_000;
+    let t = Tensor::empty(&ctx, &[n], kestrel::DType::F32).unwrap();
+    let buffer = size_class(4 * n as u64);
+    assert_eq!((m.held(), m.peak()), (buffer, buffer));
+    drop(t);
+    assert_eq!(m.held(), buffer, "a freed buffer stays pooled, and held");
+    let again = Tensor::empty(&ctx, &[n], kestrel::DType::F32).unwrap();
+    assert_eq!((m.held(), ctx.peak_gpu_bytes()), (buffer, buffer), "the pooled buffer is reused");
+    drop(again);
+    ctx.trim();
+    assert_eq!((m.held(), ctx.peak_gpu_bytes()), (0, buffer), "trim releases it; the peak stays");
+    m.reset_peak();
+    assert_eq!(m.peak(), 0);
+    // Two rows of Vec4 texels: 2 · 4096 texels of 16 bytes.
+    let words = 4 * TEXTURE_WIDTH + 4;
+    let tex = WordTexture::from_le_bytes(&ctx, &vec![0u8; words * 4], TexelKind::Vec4).unwrap();
+    let texture = (2 * TEXTURE_WIDTH * 16) as u64;
+    assert_eq!(m.held(), texture);
+    drop(tex);
+    assert_eq!((m.held(), m.peak()), (0, texture));
+}

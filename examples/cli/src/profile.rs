@@ -128,13 +128,15 @@ pub fn run(args: &ProfileArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     ctx.save_pipeline_cache();
+    // Before the matmul benchmark, whose matrices are not the models'.
+    let peak = ctx.peak_gpu_bytes();
     let best_matmul = if args.vs_matmul { Some(best_matmul_gflops(&ctx)?) } else { None };
     if let (Some(path), Some(p)) = (&args.trace, subjects.first().and_then(|s| s.profiles.first())) {
         std::fs::write(path, serde_json::to_vec(&chrome_trace(p))?).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     for s in &mut subjects {
         s.latencies.sort_by(f64::total_cmp);
-        report(&ctx, s, quant, iters, best_matmul, args.json)?;
+        report(&ctx, s, quant, iters, peak, best_matmul, args.json)?;
     }
     if let (Some(path), false) = (&args.trace, args.json) {
         println!("trace written to {}", path.display());
@@ -142,8 +144,9 @@ pub fn run(args: &ProfileArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Prints one model's table (or JSON object).
-fn report(ctx: &Arc<Context>, s: &Subject, quant: FileQuant, iters: usize, best_matmul: Option<f64>, as_json: bool) -> Result<(), Box<dyn std::error::Error>> {
+/// Prints one model's table (or JSON object); `peak` is the process's peak GPU memory (every
+/// model of the run).
+fn report(ctx: &Arc<Context>, s: &Subject, quant: FileQuant, iters: usize, peak: u64, best_matmul: Option<f64>, as_json: bool) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = s.model.config();
     let rows = op_table(&s.profiles);
     let flops: u64 = s.profiles.first().map(|p| p.dispatches.iter().map(|d| d.flops).sum()).unwrap_or(0);
@@ -158,7 +161,7 @@ fn report(ctx: &Arc<Context>, s: &Subject, quant: FileQuant, iters: usize, best_
             "iters": iters, "dispatches": dispatches, "gflop": flops as f64 / 1e9,
             "latency_ms": {"p50": p50, "p90": p90}, "gpu_ms": gpu_ms, "gflops": model_gflops,
             "best_matmul_gflops": best_matmul, "fraction_of_matmul": best_matmul.map(|b| model_gflops / b),
-            "timing": s.profiles.first().map(|p| p.source), "ops": rows,
+            "timing": s.profiles.first().map(|p| p.source), "peak_gpu_bytes": peak, "ops": rows,
         });
         println!("{out}");
         return Ok(());
@@ -170,6 +173,7 @@ fn report(ctx: &Arc<Context>, s: &Subject, quant: FileQuant, iters: usize, best_
         println!("{:<18} {:<34} {:>5} {:>10.3} {:>9.3} {:>5.1}% {:>9.2}", r.op, shape, r.calls, r.total_ms, r.mean_ms, r.share * 100.0, r.gflops);
     }
     println!("{dispatches} dispatches, {:.3} GFLOP, GPU sum {gpu_ms:.2} ms", flops as f64 / 1e9);
+    println!("peak GPU memory {:.1} MB (buffers + textures; every model of this run)", peak as f64 / 1e6);
     println!("end-to-end latency over {iters} runs: p50 {p50:.2} ms, p90 {p90:.2} ms ({model_gflops:.2} GFLOP/s)");
     if let Some(b) = best_matmul {
         println!("best matmul in this run: {b:.2} GFLOP/s; model reaches {:.0}% of it", 100.0 * model_gflops / b);
