@@ -1,8 +1,9 @@
 //! # Kestrel models
 //!
-//! Model definitions built only on the [`kestrel`] runtime API: SLAB vision transformers, LLM
-//! decoders and the pipelines around them.
+//! Model definitions built only on the [`kestrel`] runtime API: SLAB vision transformers, CLIP,
+//! LLM decoders and the pipelines around them.
 
+pub mod clip;
 pub mod error;
 pub mod llm;
 pub mod npy;

@@ -2,7 +2,8 @@
 //! exchanged with Python).
 //!
 //! Reads format versions 1.0, 2.0 and 3.0 with `descr` `<f4` / `>f4` / `<f8` / `>f8` / `<f2` /
-//! `>f2`, converted to `f32`; writes version 1.0 `<f4`. Everything read is checked before use:
+//! `>f2`, converted to `f32`, and integer arrays (`i4`, `i8`, `u4`; token ids) as `u32`;
+//! writes version 1.0 `<f4`. Everything read is checked before use:
 //! magic and version, header length (at most [`MAX_HEADER_LEN`]), the header dictionary
 //! (exactly `descr`, `fortran_order`, `shape`), the shape's element and byte counts for
 //! overflow, and the data length against the shape — a malformed file is a typed
@@ -27,15 +28,22 @@ enum Elem {
     F16,
     F32,
     F64,
+    I32,
+    U32,
+    I64,
 }
 
 impl Elem {
     fn size(self) -> usize {
         match self {
             Self::F16 => 2,
-            Self::F32 => 4,
-            Self::F64 => 8,
+            Self::F32 | Self::I32 | Self::U32 => 4,
+            Self::F64 | Self::I64 => 8,
         }
+    }
+
+    fn is_float(self) -> bool {
+        matches!(self, Self::F16 | Self::F32 | Self::F64)
     }
 }
 
@@ -62,7 +70,47 @@ pub fn parse_npy_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
     parse(bytes, "<memory>")
 }
 
+/// Reads the `.npy` file at `path` holding integers (`i4`, `i8` or `u4`, e.g. token ids) as
+/// `u32`: returns `(shape, values in C order)`. A negative value or one above `u32::MAX` is
+/// an error.
+pub fn read_npy_u32(path: &Path) -> Result<(Vec<usize>, Vec<u32>)> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: name.clone(), source })?;
+    let (header, data) = parse_raw(&bytes, &name)?;
+    if header.elem.is_float() {
+        return Err(bad(&name, "holds floats; integers (i4, i8 or u4) wanted"));
+    }
+    let size = header.elem.size();
+    let values = data
+        .chunks_exact(size)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut b = [0u8; 8];
+            b[..size].copy_from_slice(c);
+            if !header.little {
+                b[..size].reverse();
+            }
+            let v = match header.elem {
+                Elem::I32 => i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                Elem::U32 => i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                _ => i64::from_le_bytes(b),
+            };
+            u32::try_from(v).map_err(|_| bad(&name, format!("value {v} at index {i} is not a u32")))
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    Ok((header.shape, values))
+}
+
 fn parse(bytes: &[u8], path: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let (header, data) = parse_raw(bytes, path)?;
+    if !header.elem.is_float() {
+        return Err(bad(path, "holds integers; floats (f2, f4 or f8) wanted"));
+    }
+    Ok((header.shape, decode(data, header.elem, header.little)))
+}
+
+/// The checked header and the data bytes.
+fn parse_raw<'a>(bytes: &'a [u8], path: &str) -> Result<(Header, &'a [u8])> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(bad(path, "not a .npy file (bad magic)"));
     }
@@ -98,8 +146,7 @@ fn parse(bytes: &[u8], path: &str) -> Result<(Vec<usize>, Vec<f32>)> {
             format!("shape {:?} needs {nbytes} data bytes, file has {}", header.shape, data.len()),
         ));
     }
-    let values = decode(data, header.elem, header.little);
-    Ok((header.shape, values))
+    Ok((header, data))
 }
 
 fn decode(data: &[u8], elem: Elem, little: bool) -> Vec<f32> {
@@ -114,7 +161,7 @@ fn decode(data: &[u8], elem: Elem, little: bool) -> Vec<f32> {
             match elem {
                 Elem::F16 => half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
                 Elem::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                Elem::F64 => f64::from_le_bytes(b) as f32,
+                _ => f64::from_le_bytes(b) as f32,
             }
         })
         .collect()
@@ -237,7 +284,13 @@ fn parse_header(text: &str) -> std::result::Result<Header, String> {
         ">f4" => (false, Elem::F32),
         "<f8" => (true, Elem::F64),
         ">f8" => (false, Elem::F64),
-        d => return Err(format!("unsupported dtype {d:?} (f2, f4 or f8 wanted)")),
+        "<i4" => (true, Elem::I32),
+        ">i4" => (false, Elem::I32),
+        "<u4" => (true, Elem::U32),
+        ">u4" => (false, Elem::U32),
+        "<i8" => (true, Elem::I64),
+        ">i8" => (false, Elem::I64),
+        d => return Err(format!("unsupported dtype {d:?} (f2, f4, f8, i4, u4 or i8 wanted)")),
     };
     Ok(Header { elem, little, shape })
 }

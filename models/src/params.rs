@@ -152,6 +152,15 @@ fn missing(file: &str, name: &str, shape: &[usize], got: Option<&[usize]>) -> Mo
     ModelError::Checkpoint { file: file.to_string(), detail }
 }
 
+/// The linear layer `{prefix}.weight` (+ `{prefix}.bias` when present) from `p`'s f32 values,
+/// stored as `quant` asks.
+fn linear_from_f32(p: &dyn ParamSource, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: FileQuant) -> Result<Linear> {
+    let w = p.f32(&format!("{prefix}.weight"), &[out, inp])?;
+    let bias_name = format!("{prefix}.bias");
+    let b = if p.has(&bias_name) { Some(p.f32(&bias_name, &[out])?) } else { None };
+    Ok(Linear::from_f32(ctx, &w, b.as_deref(), out, inp, quant)?)
+}
+
 impl ParamSource for HostParams {
     fn file(&self) -> &str {
         &self.file
@@ -170,10 +179,7 @@ impl ParamSource for HostParams {
     }
 
     fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: FileQuant) -> Result<Linear> {
-        let w = self.f32(&format!("{prefix}.weight"), &[out, inp])?;
-        let bias_name = format!("{prefix}.bias");
-        let b = if self.has(&bias_name) { Some(self.f32(&bias_name, &[out])?) } else { None };
-        Ok(Linear::from_f32(ctx, &w, b.as_deref(), out, inp, quant)?)
+        linear_from_f32(self, ctx, prefix, out, inp, quant)
     }
 }
 
@@ -214,6 +220,41 @@ impl ParamSource for KestrelFile {
             None
         };
         Ok(Linear::new(weight, bias)?)
+    }
+}
+
+/// A checkpoint read as it is stored (no folding), every name looked up under `prefix`: e.g.
+/// a CLIP vision tower at `vision_model.` of a `CLIPModel`, or at `vision_tower.vision_model.`
+/// of a LLaVA checkpoint. Reads are shape- and finiteness-checked ([`read_checked`]).
+pub struct Checkpoint<'a> {
+    src: &'a dyn WeightSource,
+    prefix: String,
+    file: String,
+}
+
+impl<'a> Checkpoint<'a> {
+    /// The tensors of `src` whose names start with `prefix` (the prefix left out of the names
+    /// the model asks for).
+    pub fn new(src: &'a dyn WeightSource, prefix: impl Into<String>) -> Checkpoint<'a> {
+        Checkpoint { src, prefix: prefix.into(), file: src.path().display().to_string() }
+    }
+}
+
+impl ParamSource for Checkpoint<'_> {
+    fn file(&self) -> &str {
+        &self.file
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.src.info(&format!("{}{name}", self.prefix)).is_some()
+    }
+
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        read_checked(self.src, &format!("{}{name}", self.prefix), shape)
+    }
+
+    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: FileQuant) -> Result<Linear> {
+        linear_from_f32(self, ctx, prefix, out, inp, quant)
     }
 }
 

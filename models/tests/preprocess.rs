@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use kestrel_models::ModelError;
 use kestrel_models::npy::read_npy_f32;
 use kestrel_models::vision::{
-    DecodeLimits, IMAGENET_NUM_CLASSES, Interpolation, PreprocessConfig, Rgb8Image, decode_image,
+    CropRounding, DecodeLimits, IMAGENET_NUM_CLASSES, Interpolation, PreprocessConfig, Rgb8Image, decode_image,
     imagenet_label, imagenet_short_label, load_image, normalize, preprocess, preprocess_file,
     resize_and_crop, resized_size,
 };
@@ -43,6 +43,7 @@ fn cases() -> Vec<Case> {
                     interpolation: Interpolation::from_name(f[4]).expect("interpolation"),
                     mean: [num(5) as f32, num(6) as f32, num(7) as f32],
                     std: [num(8) as f32, num(9) as f32, num(10) as f32],
+                    crop_rounding: CropRounding::HalfToEven,
                 },
             }
         })

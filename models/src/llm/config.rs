@@ -97,7 +97,7 @@ fn config_err(detail: impl Into<String>) -> ModelError {
 }
 
 /// An unsigned integer at `key`, if present.
-fn opt_usize(obj: &Value, key: &str) -> Result<Option<usize>> {
+pub(crate) fn opt_usize(obj: &Value, key: &str) -> Result<Option<usize>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()).map(Some).ok_or_else(|| config_err(format!("`{key}` is {v}, not a count"))),
@@ -110,7 +110,7 @@ fn req_usize(obj: &Value, key: &str) -> Result<usize> {
 }
 
 /// A number at `key`, if present.
-fn opt_f32(obj: &Value, key: &str) -> Result<Option<f32>> {
+pub(crate) fn opt_f32(obj: &Value, key: &str) -> Result<Option<f32>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         // GGUF metadata spells non-finite floats as these strings (see `gguf::float_json`).
@@ -134,7 +134,7 @@ fn opt_bool(obj: &Value, key: &str) -> Result<Option<bool>> {
 }
 
 /// A string at `key`, if present.
-fn opt_str<'a>(obj: &'a Value, key: &str) -> Result<Option<&'a str>> {
+pub(crate) fn opt_str<'a>(obj: &'a Value, key: &str) -> Result<Option<&'a str>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_str().map(Some).ok_or_else(|| config_err(format!("`{key}` is {v}, not a string"))),

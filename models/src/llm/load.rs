@@ -58,13 +58,13 @@ pub fn load(ctx: &Arc<Context>, path: &Path, opts: &LoadOptions, progress: &mut 
 }
 
 /// Reads a JSON file.
-fn read_json(path: &Path) -> Result<Value> {
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
     serde_json::from_str(&text).map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))
 }
 
 /// `tokenizer.json` (with `tokenizer_config.json` when present) in `dir`, if there is one.
-fn dir_tokenizer(dir: &Path) -> Result<Option<Tokenizer>> {
+pub(crate) fn dir_tokenizer(dir: &Path) -> Result<Option<Tokenizer>> {
     let json = dir.join("tokenizer.json");
     if !json.is_file() {
         return Ok(None);
@@ -80,7 +80,7 @@ fn parent(path: &Path) -> PathBuf {
 
 /// The weight files of a Hugging Face directory, in order of preference (sharded checkpoints
 /// through their index).
-const WEIGHT_FILES: [&str; 4] = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"];
+pub(crate) const WEIGHT_FILES: [&str; 4] = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"];
 
 fn resolve(path: &Path) -> Result<Resolved> {
     if path.is_dir() {

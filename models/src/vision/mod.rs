@@ -12,7 +12,7 @@ pub use decode::{DecodeLimits, decode_image, load_image};
 pub use rgb::Rgb8Image;
 pub use labels::{IMAGENET_NUM_CLASSES, imagenet_label, imagenet_short_label};
 pub use preprocess::{
-    IMAGENET_MEAN, IMAGENET_STD, ImageTensor, PreprocessConfig, normalize, preprocess, preprocess_file,
+    CropRounding, IMAGENET_MEAN, IMAGENET_STD, ImageTensor, PreprocessConfig, normalize, preprocess, preprocess_file,
     resize_and_crop, resized_size,
 };
 pub use resample::Interpolation;

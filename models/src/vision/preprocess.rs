@@ -22,6 +22,15 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// The ImageNet standard deviation per RGB channel (timm's `IMAGENET_DEFAULT_STD`).
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// How the offset of a centre crop that fits is rounded when the margin is odd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CropRounding {
+    /// torchvision's `CenterCrop` (timm): `round(margin / 2)`, half to even.
+    HalfToEven,
+    /// transformers' image processors (`CLIPImageProcessor`): `margin // 2`.
+    Floor,
+}
+
 /// Parameters of the evaluation transform (the fields of a timm data config).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PreprocessConfig {
@@ -36,6 +45,8 @@ pub struct PreprocessConfig {
     pub mean: [f32; 3],
     /// Per-channel standard deviation divided by after the mean.
     pub std: [f32; 3],
+    /// Rounding of the crop offset.
+    pub crop_rounding: CropRounding,
 }
 
 impl PreprocessConfig {
@@ -47,6 +58,7 @@ impl PreprocessConfig {
             interpolation: Interpolation::Bicubic,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
+            crop_rounding: CropRounding::HalfToEven,
         }
     }
 
@@ -107,17 +119,17 @@ pub fn resized_size(width: usize, height: usize, side: usize) -> (usize, usize) 
     if width <= height { (side, new_long) } else { (new_long, side) }
 }
 
-/// Offset of a `crop`-sample centre crop of an axis of `len` samples, as torchvision's
-/// `CenterCrop`: `round((len - crop) / 2)` with Python's half-to-even rounding when the crop
-/// fits; otherwise minus the left/top zero padding `(crop - len) // 2`.
-fn crop_offset(len: usize, crop: usize) -> isize {
+/// Offset of a `crop`-sample centre crop of an axis of `len` samples: when the crop fits,
+/// `(len - crop) / 2` rounded as `rounding` says (torchvision's `CenterCrop`: Python's
+/// half-to-even `round`); otherwise minus the left/top zero padding `(crop - len) // 2`.
+fn crop_offset(len: usize, crop: usize, rounding: CropRounding) -> isize {
     if crop > len {
         return -(((crop - len) / 2) as isize);
     }
     let d = len - crop;
     let half = d / 2;
     // d odd: d / 2 is exactly x.5, which rounds to the even neighbour.
-    let rounded = if d % 2 == 1 && half % 2 == 1 { half + 1 } else { half };
+    let rounded = if rounding == CropRounding::HalfToEven && d % 2 == 1 && half % 2 == 1 { half + 1 } else { half };
     rounded as isize
 }
 
@@ -144,8 +156,8 @@ pub fn resize_and_crop(image: &Rgb8Image, config: &PreprocessConfig) -> Result<R
             image.height()
         )));
     }
-    let (out_x, src_x) = visible(crop_offset(new_w, crop), crop, new_w);
-    let (out_y, src_y) = visible(crop_offset(new_h, crop), crop, new_h);
+    let (out_x, src_x) = visible(crop_offset(new_w, crop, config.crop_rounding), crop, new_w);
+    let (out_y, src_y) = visible(crop_offset(new_h, crop, config.crop_rounding), crop, new_h);
     let window = resize_window(image, new_w, new_h, src_x, src_y, config.interpolation);
 
     let mut canvas = vec![0u8; crop * crop * 3];
