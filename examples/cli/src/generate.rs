@@ -73,7 +73,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     chat: bool,
     /// Print one JSON object at the end instead of streaming:
-    /// {"text", "tokens", "prompt_tokens", "prefill_tok_s", "decode_tok_s"}.
+    /// {"text", "tokens", "prompt_tokens", "prefill_tok_s", "decode_tok_s", "peak_gpu_bytes", …}.
     #[arg(long)]
     json: bool,
     /// After generating, time this many extra decode steps dispatch by dispatch and print the
@@ -193,6 +193,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
             "decode_tok_s": g.decode_tok_s,
             "weight_bytes": weight_bytes,
             "decode_weight_gbps": weight_bytes as f64 * g.decode_tok_s / 1e9,
+            "peak_gpu_bytes": s.decoder.gpu().peak_gpu_bytes(),
         });
         println!("{obj}");
     } else {

@@ -120,6 +120,11 @@ impl Decoder {
         &self.config
     }
 
+    /// The GPU context the decoder runs on.
+    pub fn gpu(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
     /// The weights.
     pub fn weights(&self) -> &DecoderWeights {
         &self.weights
