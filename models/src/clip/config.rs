@@ -65,7 +65,10 @@ impl EncoderConfig {
     pub fn validate(&self) -> Result<()> {
         let err = |d: String| Err(ModelError::Config(d));
         if self.hidden == 0 || self.intermediate == 0 || self.layers == 0 || self.heads == 0 {
-            return err(format!("sizes must be positive: hidden {}, intermediate {}, layers {}, heads {}", self.hidden, self.intermediate, self.layers, self.heads));
+            return err(format!(
+                "sizes must be positive: hidden {}, intermediate {}, layers {}, heads {}",
+                self.hidden, self.intermediate, self.layers, self.heads
+            ));
         }
         if !self.hidden.is_multiple_of(self.heads) {
             return err(format!("{} heads do not divide hidden_size {}", self.heads, self.hidden));
@@ -94,7 +97,14 @@ pub struct VisionConfig {
 impl VisionConfig {
     /// A `CLIPVisionConfig` object (transformers' defaults: ViT-B/32).
     pub fn from_json(v: &Value) -> Result<VisionConfig> {
-        let defaults = EncoderConfig { hidden: 768, intermediate: 3072, layers: 12, heads: 12, layer_norm_eps: 1e-5, activation: Activation::QuickGelu };
+        let defaults = EncoderConfig {
+            hidden: 768,
+            intermediate: 3072,
+            layers: 12,
+            heads: 12,
+            layer_norm_eps: 1e-5,
+            activation: Activation::QuickGelu,
+        };
         let cfg = VisionConfig {
             encoder: EncoderConfig::from_json(v, defaults)?,
             image_size: opt_usize(v, "image_size")?.unwrap_or(224),
@@ -109,7 +119,14 @@ impl VisionConfig {
     /// channels, 16 heads, MLP 4096, 577 tokens.
     pub fn clip_vit_l_14_336() -> VisionConfig {
         VisionConfig {
-            encoder: EncoderConfig { hidden: 1024, intermediate: 4096, layers: 24, heads: 16, layer_norm_eps: 1e-5, activation: Activation::QuickGelu },
+            encoder: EncoderConfig {
+                hidden: 1024,
+                intermediate: 4096,
+                layers: 24,
+                heads: 16,
+                layer_norm_eps: 1e-5,
+                activation: Activation::QuickGelu,
+            },
             image_size: 336,
             patch_size: 14,
             channels: 3,
@@ -166,7 +183,14 @@ pub struct TextConfig {
 impl TextConfig {
     /// A `CLIPTextConfig` object (transformers' defaults: the ViT-B/32 text tower).
     pub fn from_json(v: &Value) -> Result<TextConfig> {
-        let defaults = EncoderConfig { hidden: 512, intermediate: 2048, layers: 12, heads: 8, layer_norm_eps: 1e-5, activation: Activation::QuickGelu };
+        let defaults = EncoderConfig {
+            hidden: 512,
+            intermediate: 2048,
+            layers: 12,
+            heads: 8,
+            layer_norm_eps: 1e-5,
+            activation: Activation::QuickGelu,
+        };
         let eos = match opt_usize(v, "eos_token_id")?.unwrap_or(49407) {
             2 => Pooling::ArgmaxId,
             id => Pooling::FirstEos(u32::try_from(id).map_err(|_| ModelError::Config(format!("eos_token_id {id} is out of range")))?),
@@ -178,7 +202,10 @@ impl TextConfig {
             pooling: eos,
         };
         if cfg.vocab_size == 0 || cfg.max_positions == 0 {
-            return Err(ModelError::Config(format!("vocab_size {} / max_position_embeddings {} must be positive", cfg.vocab_size, cfg.max_positions)));
+            return Err(ModelError::Config(format!(
+                "vocab_size {} / max_position_embeddings {} must be positive",
+                cfg.vocab_size, cfg.max_positions
+            )));
         }
         Ok(cfg)
     }
@@ -214,9 +241,15 @@ impl ClipConfig {
                 text: Some(TextConfig::from_json(sub("text_config"))?),
                 projection_dim: projection(v)?,
             }),
-            Some("clip_vision_model") => Ok(ClipConfig { vision: Some(VisionConfig::from_json(v)?), text: None, projection_dim: projection(v)? }),
-            Some("clip_text_model") => Ok(ClipConfig { vision: None, text: Some(TextConfig::from_json(v)?), projection_dim: projection(v)? }),
-            Some(other) => Err(ModelError::Config(format!("model_type {other:?} is not a CLIP model (clip, clip_vision_model, clip_text_model)"))),
+            Some("clip_vision_model") => {
+                Ok(ClipConfig { vision: Some(VisionConfig::from_json(v)?), text: None, projection_dim: projection(v)? })
+            }
+            Some("clip_text_model") => {
+                Ok(ClipConfig { vision: None, text: Some(TextConfig::from_json(v)?), projection_dim: projection(v)? })
+            }
+            Some(other) => {
+                Err(ModelError::Config(format!("model_type {other:?} is not a CLIP model (clip, clip_vision_model, clip_text_model)")))
+            }
             None => Err(ModelError::Config("config.json has no model_type".into())),
         }
     }

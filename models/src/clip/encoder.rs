@@ -41,7 +41,14 @@ impl LayerNorm {
 
 /// The linear `[Σ out, inp]` whose rows are those of the linears at `prefixes` (each `[out,
 /// inp]` with a bias), stored as `quant` asks.
-fn stacked_linear(ctx: &Arc<Context>, p: &dyn ParamSource, prefixes: &[String], out: usize, inp: usize, quant: FileQuant) -> Result<Linear> {
+fn stacked_linear(
+    ctx: &Arc<Context>,
+    p: &dyn ParamSource,
+    prefixes: &[String],
+    out: usize,
+    inp: usize,
+    quant: FileQuant,
+) -> Result<Linear> {
     let mut weight = Vec::with_capacity(prefixes.len() * out * inp);
     let mut bias = Vec::with_capacity(prefixes.len() * out);
     for prefix in prefixes {

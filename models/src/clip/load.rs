@@ -15,11 +15,11 @@ use kestrel::nn::Linear;
 use kestrel::weights::WeightSource;
 use kestrel::weights::kestrel_file::FileQuant;
 
+use super::ClipModel;
 use super::config::ClipConfig;
 use super::preprocess::load_config;
 use super::text::TextTower;
 use super::vision::VisionTower;
-use super::ClipModel;
 use crate::error::{ModelError, Result};
 use crate::llm::load::{WEIGHT_FILES, dir_tokenizer, read_json};
 use crate::params::{Checkpoint, ParamSource};
@@ -45,7 +45,8 @@ impl ClipModel {
     /// Loads the CLIP model in directory `dir` (or the directory of the weight file `dir`),
     /// linears stored as `quant` asks.
     pub fn load(ctx: &Arc<Context>, dir: &Path, quant: FileQuant) -> Result<ClipModel> {
-        let dir: PathBuf = if dir.is_file() { dir.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) } else { dir.to_path_buf() };
+        let dir: PathBuf =
+            if dir.is_file() { dir.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) } else { dir.to_path_buf() };
         if !dir.is_dir() {
             return Err(ModelError::Config(format!("{}: not a model directory", dir.display())));
         }
@@ -54,9 +55,11 @@ impl ClipModel {
             return Err(ModelError::Config(format!("{}: no config.json", dir.display())));
         }
         let config = ClipConfig::from_json(&read_json(&config_path)?)?;
-        let weights = WEIGHT_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file()).ok_or_else(|| {
-            ModelError::Config(format!("{}: none of {} is there", dir.display(), WEIGHT_FILES.join(", ")))
-        })?;
+        let weights = WEIGHT_FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| ModelError::Config(format!("{}: none of {} is there", dir.display(), WEIGHT_FILES.join(", "))))?;
         let src = kestrel::weights::open(&weights)?;
         let src = src.as_ref();
         let top = Checkpoint::new(src, "");
@@ -75,7 +78,11 @@ impl ClipModel {
         let (text, text_projection, tokenizer) = match &config.text {
             Some(cfg) => {
                 let tower = Checkpoint::new(src, tower_prefix(src, "text_model", "embeddings.token_embedding.weight"));
-                (Some(TextTower::load(ctx, cfg, &tower, quant)?), projection(ctx, &top, "text_projection", p, cfg.encoder.hidden, quant)?, dir_tokenizer(&dir)?)
+                (
+                    Some(TextTower::load(ctx, cfg, &tower, quant)?),
+                    projection(ctx, &top, "text_projection", p, cfg.encoder.hidden, quant)?,
+                    dir_tokenizer(&dir)?,
+                )
             }
             None => (None, None, None),
         };

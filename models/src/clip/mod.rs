@@ -133,7 +133,10 @@ impl ClipModel {
     /// warning.
     pub fn tokenize(&self, prompts: &[String]) -> Result<TextBatch> {
         let tower = self.text_tower()?;
-        let tok = self.tokenizer.as_ref().ok_or_else(|| ModelError::Input("the model directory has no tokenizer.json (give token ids instead)".into()))?;
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| ModelError::Input("the model directory has no tokenizer.json (give token ids instead)".into()))?;
         let max = tower.config().max_positions;
         let rows = prompts
             .iter()
@@ -176,7 +179,10 @@ impl ClipModel {
             image_embeds.iter().map(|_| Vec::new()).collect()
         } else {
             let scale = self.logit_scale.ok_or_else(|| ModelError::Input("the checkpoint has no logit_scale".into()))?.exp();
-            image_embeds.iter().map(|i| text_embeds.iter().map(|t| scale * i.iter().zip(t).map(|(a, b)| a * b).sum::<f32>()).collect()).collect()
+            image_embeds
+                .iter()
+                .map(|i| text_embeds.iter().map(|t| scale * i.iter().zip(t).map(|(a, b)| a * b).sum::<f32>()).collect())
+                .collect()
         };
         Ok(ClipOutput { image_embeds, text_embeds, logits_per_image })
     }

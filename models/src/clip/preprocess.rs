@@ -2,7 +2,7 @@
 //! resized to `size.shortest_edge` (Pillow's bicubic; the longer side `int(edge · long /
 //! short)`), a centre crop of `crop_size` at offset `margin // 2`, `/ 255`, OpenAI's mean/std.
 //! Read from `preprocessor_config.json` when the model directory has one, else the defaults for
-//! the tower's image size. Built on [`crate::vision::preprocess`].
+//! the tower's image size. Built on [`crate::vision::preprocess()`].
 
 use std::path::Path;
 
@@ -17,7 +17,7 @@ use crate::vision::{CropRounding, Interpolation, PreprocessConfig};
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 
 /// OpenAI CLIP's per-channel standard deviation (transformers' `OPENAI_CLIP_STD`).
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// The transform for a tower of `image_size` pixels: shortest side and crop `image_size`,
 /// bicubic, CLIP mean/std.
