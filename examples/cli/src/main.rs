@@ -4,6 +4,7 @@ mod bench;
 mod bench_load;
 mod chat;
 mod classify;
+mod clip;
 mod convert;
 mod generate;
 mod info;
@@ -36,6 +37,8 @@ enum Command {
     BenchLoad(bench_load::BenchLoadArgs),
     /// Classify an image with a SLAB model (official checkpoint or Kestrel file).
     Classify(classify::ClassifyArgs),
+    /// CLIP image and text embeddings and image-text logits (Hugging Face CLIP directory).
+    Clip(clip::ClipArgs),
     /// Profile a SLAB model: per-op GPU times, end-to-end latency, a Chrome/Perfetto trace.
     Profile(profile::ProfileArgs),
     /// Generate text with a LLaMA-family model (GGUF, Hugging Face directory or Kestrel file).
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::BenchLoad(args) => bench_load::run(&args),
         Command::Profile(args) => profile::run(&args),
         Command::Classify(args) => classify::run(&args),
+        Command::Clip(args) => clip::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Chat(args) => chat::run(&args),
     };
