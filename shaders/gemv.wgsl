@@ -284,12 +284,12 @@ struct Acc {
     hi: vec4<f32>,
 }
 
-#if SUBGROUP
-// One slot per subgroup; 256 invocations / minimum subgroup size 4.
-var<workgroup> partial: array<Acc, 64>;
-#else
-var<workgroup> partial: array<Acc, 256>;
-#endif
+const WG: u32 = 256u;
+
+#include subgroup_ids
+
+// One slot per invocation (the tree, and SUBGROUP on untiled subgroups) or per subgroup.
+var<workgroup> partial: array<Acc, WG>;
 
 // Element offsets of rows first..first+7, clamped to the last row so every load is in
 // bounds (the duplicates are discarded at the write).
@@ -328,41 +328,63 @@ fn rows_dot(first: u32, lane: u32) -> Acc {
 fn gemv(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
+    @builtin(local_invocation_index) local: u32,
 #if SUBGROUP
-    @builtin(subgroup_size) sg_size: u32,
     @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(num_subgroups) sg_count: u32,
 #endif
 ) {
-    let first = (wg.y * nwg.x + wg.x) * ROWS + (lid / LANES) * RPI;
-    let lane = lid % LANES;
+    set_ids(local);
+#if SUBGROUP
+    // Row groups are made of whole subgroups: the invocation's index in subgroup order
+    // (subgroup id, then lane), where the subgroups tile the workgroup and fit a row group
+    // (never straddle two); else its local index, and the reduction below uses no subgroup op.
+    // No relation between subgroups and local indices is assumed (subgroup_ids.wgsl).
+#if UNTILED
+    let tiled = false;
+#else
+    let tiled = sg_size * sg_count == WG && LANES % sg_size == 0u;
+#endif
+    let v = select(lid, sg_id * sg_size + sg_lane, tiled);
+#else
+    let v = lid;
+#endif
+    let first = (wg.y * nwg.x + wg.x) * ROWS + (v / LANES) * RPI;
+    let lane = v % LANES;
     var sum = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
     if (first < p.n) {
         sum = rows_dot(first, lane);
     }
 #if SUBGROUP
     let s = Acc(subgroupAdd(sum.lo), subgroupAdd(sum.hi));
-    if (sg_lane == 0u) {
-        partial[lid / sg_size] = s;
+    // Slots per row group: one per subgroup (lane 0 stores its subgroup's sum) or one per
+    // invocation.
+    let per = select(LANES, LANES / sg_size, tiled);
+    if (!tiled) {
+        partial[lid] = sum;
+    } else if (sg_lane == 0u) {
+        partial[sg_id] = s;
     }
     workgroupBarrier();
     if (lane == 0u && first < p.n) {
-        let slot = lid / sg_size;
+        let slot = (v / LANES) * per;
         var total = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
-        for (var i = 0u; i < LANES / sg_size; i = i + 1u) {
+        for (var i = 0u; i < per; i = i + 1u) {
             total = Acc(total.lo + partial[slot + i].lo, total.hi + partial[slot + i].hi);
         }
 #else
-    partial[lid] = sum;
+    partial[v] = sum;
     for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
         workgroupBarrier();
         if (lane < stride) {
-            let o = partial[lid + stride];
-            partial[lid] = Acc(partial[lid].lo + o.lo, partial[lid].hi + o.hi);
+            let o = partial[v + stride];
+            partial[v] = Acc(partial[v].lo + o.lo, partial[v].hi + o.hi);
         }
     }
     if (lane == 0u && first < p.n) {
-        let total = partial[lid];
+        let total = partial[v];
 #endif
         for (var r = 0u; r < RPI; r = r + 1u) {
             let row = first + r;

@@ -397,51 +397,66 @@ fn rows_dot(first: u32, lane: u32) -> Acc {
 
 const ROWS: u32 = RPI * GROUPS;
 
-#if SUBGROUP
-// One slot per subgroup; WG invocations / minimum subgroup size 4.
-var<workgroup> partial: array<Acc, WG / 4u>;
-#else
+#include subgroup_ids
+
+// One slot per invocation (the tree, and SUBGROUP on untiled subgroups) or per subgroup.
 var<workgroup> partial: array<Acc, WG>;
-#endif
 
 @compute @workgroup_size({{WG}})
 fn qgemv(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
+    @builtin(local_invocation_index) local: u32,
 #if SUBGROUP
-    @builtin(subgroup_size) sg_size: u32,
     @builtin(subgroup_invocation_id) sg_lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(num_subgroups) sg_count: u32,
 #endif
 ) {
-    let first = (wg.y * nwg.x + wg.x) * ROWS + (lid / LANES) * RPI;
-    let lane = lid % LANES;
+    set_ids(local);
+#if SUBGROUP
+    // Row groups are made of whole subgroups, as in gemv.wgsl's `gemv` (whose comment explains).
+#if UNTILED
+    let tiled = false;
+#else
+    let tiled = sg_size * sg_count == WG && LANES % sg_size == 0u;
+#endif
+    let v = select(lid, sg_id * sg_size + sg_lane, tiled);
+#else
+    let v = lid;
+#endif
+    let first = (wg.y * nwg.x + wg.x) * ROWS + (v / LANES) * RPI;
+    let lane = v % LANES;
     var sum = acc_zero();
     if (first < p.n) {
         sum = rows_dot(first, lane);
     }
 #if SUBGROUP
     let s = acc_sg(sum);
-    if (sg_lane == 0u) {
-        partial[lid / sg_size] = s;
+    let per = select(LANES, LANES / sg_size, tiled);
+    if (!tiled) {
+        partial[lid] = sum;
+    } else if (sg_lane == 0u) {
+        partial[sg_id] = s;
     }
     workgroupBarrier();
     if (lane == 0u && first < p.n) {
-        let slot = lid / sg_size;
+        let slot = (v / LANES) * per;
         var total = acc_zero();
-        for (var i = 0u; i < LANES / sg_size; i = i + 1u) {
+        for (var i = 0u; i < per; i = i + 1u) {
             total = acc_add(total, partial[slot + i]);
         }
 #else
-    partial[lid] = sum;
+    partial[v] = sum;
     for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
         workgroupBarrier();
         if (lane < stride) {
-            partial[lid] = acc_add(partial[lid], partial[lid + stride]);
+            partial[v] = acc_add(partial[v], partial[v + stride]);
         }
     }
     if (lane == 0u && first < p.n) {
-        let total = partial[lid];
+        let total = partial[v];
 #endif
         for (var r = 0u; r < RPI; r = r + 1u) {
             let row = first + r;

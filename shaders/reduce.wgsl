@@ -140,14 +140,10 @@ const NONE: u32 = 0xffffffffu;
 
 #include subgroup_ids
 
-#if SUBGROUPS
-// One slot per subgroup; subgroups have at least 4 invocations.
-var<workgroup> red_key: array<u32, 64>;
-var<workgroup> red_idx: array<u32, 64>;
-#else
+// One slot per invocation (the tree) or per subgroup (indexed by subgroup id; WG slots hold
+// any number of subgroups).
 var<workgroup> red_key: array<u32, WG>;
 var<workgroup> red_idx: array<u32, WG>;
-#endif
 
 // An order-preserving u32 key of an f32 (−0 and +0 share a key).
 fn key_of(v: f32) -> u32 {
@@ -169,14 +165,17 @@ fn wg_argmax(key: u32, idx: u32) -> vec2<u32> {
 #if SUBGROUPS
     let km = subgroupMax(key);
     let im = subgroupMin(select(NONE, idx, key == km));
-    if (sg_lane == 0u) {
+    if (sg_leader) {
         red_key[sg_id] = km;
         red_idx[sg_id] = im;
     }
     workgroupBarrier();
     var bk = 0u;
     var bi = NONE;
-    for (var s = sg_lane; s < sg_count; s += sg_size) {
+    // Tiled subgroups: the lanes of each subgroup split the slots; otherwise every invocation
+    // reads every slot (max and min of equal values are those values).
+    let tiled = sg_tiled();
+    for (var s = select(0u, sg_lane, tiled); s < sg_count; s += select(1u, sg_size, tiled)) {
         if (before(red_key[s], red_idx[s], bk, bi)) {
             bk = red_key[s];
             bi = red_idx[s];

@@ -42,6 +42,35 @@ pub struct ContextOptions {
     /// Where the driver pipeline cache is persisted; `None` uses `KESTREL_CACHE_DIR`, then
     /// `$XDG_CACHE_HOME/kestrel`, then `$HOME/.cache/kestrel`.
     pub cache_dir: Option<PathBuf>,
+    /// Kernel tests only: make the kernels behave as on a device with another subgroup layout
+    /// (see [`SubgroupLayoutTest`]).
+    pub subgroup_layout_test: Option<SubgroupLayoutTest>,
+}
+
+/// Subgroup layouts a kernel test can imitate on any device, through a define that every
+/// kernel is compiled with. The subgroup reductions must be correct under each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubgroupLayoutTest {
+    /// `PERMUTE_LID`: kernels that read their local invocation index through
+    /// `shaders/include/subgroup_ids.wgsl` see it bit-reversed within the workgroup, which is
+    /// what a device whose subgroups are not contiguous blocks of local indices looks like
+    /// (the Vulkan spec relates the two in no way): a reduction that takes `lid / sg_size` for
+    /// a subgroup's id or `lid % LANES` for a lane then sums the wrong invocations.
+    PermutedLocalIndex,
+    /// `UNTILED`: the subgroup reductions take their path for subgroups that do not tile the
+    /// workgroup (partial subgroups, or subgroups wider than a GEMV row group), which no known
+    /// device takes.
+    Untiled,
+}
+
+impl SubgroupLayoutTest {
+    /// The define this layout is imitated with.
+    pub fn define(self) -> &'static str {
+        match self {
+            SubgroupLayoutTest::PermutedLocalIndex => "PERMUTE_LID",
+            SubgroupLayoutTest::Untiled => "UNTILED",
+        }
+    }
 }
 
 impl ContextOptions {
@@ -279,7 +308,8 @@ impl Context {
         let cache_file = opts.resolved_cache_dir().and_then(|dir| {
             wgpu::util::pipeline_cache_key(&adapter_info).map(|key| dir.join(key))
         });
-        let pipelines = PipelineCache::new(&device, &caps, cache_file);
+        let extra = opts.subgroup_layout_test.map(|t| vec![t.define()]).unwrap_or_default();
+        let pipelines = PipelineCache::new(&device, &caps, cache_file, extra);
         log::info!(
             "kestrel: adapter {} ({}, {:?}), f16={} subgroups={} timestamps={}",
             adapter_info.name,

@@ -26,7 +26,7 @@ pub mod texture;
 pub mod weights;
 
 pub use caps::Capabilities;
-pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
+pub use context::{AdapterSummary, Context, ContextOptions, SubgroupLayoutTest, list_adapters};
 pub use dtype::DType;
 pub use error::{KestrelError, Result};
 pub use exec::Recorder;

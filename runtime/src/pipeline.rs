@@ -38,10 +38,12 @@ pub struct PipelineCache {
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     driver_cache: Option<wgpu::PipelineCache>,
     cache_file: Option<PathBuf>,
+    /// Flags set in every kernel's defines (kernel tests: [`crate::SubgroupLayoutTest`]).
+    extra: Vec<&'static str>,
 }
 
 impl PipelineCache {
-    pub(crate) fn new(device: &wgpu::Device, caps: &Capabilities, cache_file: Option<PathBuf>) -> Self {
+    pub(crate) fn new(device: &wgpu::Device, caps: &Capabilities, cache_file: Option<PathBuf>, extra: Vec<&'static str>) -> Self {
         let driver_cache = if caps.pipeline_cache {
             let data = cache_file.as_ref().and_then(|p| std::fs::read(p).ok());
             // SAFETY: the data was written by `PipelineCache::get_data` for an adapter with the
@@ -57,7 +59,7 @@ impl PipelineCache {
         } else {
             None
         };
-        PipelineCache { kernels: Mutex::new(HashMap::new()), driver_cache, cache_file }
+        PipelineCache { kernels: Mutex::new(HashMap::new()), driver_cache, cache_file, extra }
     }
 
     /// Returns the kernel for `key`, compiling it on first use.
@@ -89,7 +91,8 @@ impl PipelineCache {
 
     fn compile(&self, device: &wgpu::Device, key: &KernelKey) -> Result<Kernel> {
         let src = shader::source(key.family)?;
-        let wgsl = shader::preprocess(key.family, &src, &key.defines)?;
+        let defines = self.extra.iter().fold(key.defines.clone(), |d, name| d.flag(name, true));
+        let wgsl = shader::preprocess(key.family, &src, &defines)?;
         let name = format!("{}:{}[{}]", key.family, key.entry, key.defines.key());
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {

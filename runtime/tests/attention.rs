@@ -219,7 +219,7 @@ fn prefill_matches_reference() {
 fn decode_matches_reference() {
     // past 577 covers 3 chunks of 256 (GPU kernel set: split + combine pass), 1100 covers 2
     // chunks of 1024 (CPU kernel set).
-    for (cfg, ctx) in all() {
+    for (cfg, ctx) in common::all_with_subgroup_layouts() {
         let mut seed = 500;
         for past in [0, 1, 200, 577, 1100] {
             for (n_heads, n_kv) in HEADS {

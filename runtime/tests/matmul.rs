@@ -165,7 +165,7 @@ fn matmul_epilogues_gelu_and_accumulate() {
 
 #[test]
 fn gemv_variants_match_reference() {
-    for (cfg, ctx) in all_with_cpu_plain() {
+    for (cfg, ctx) in all_with_cpu_plain().into_iter().chain(common::subgroup_layouts()) {
         for &(n, k) in &[(1usize, 1usize), (7, 7), (33, 33), (197, 577), (577, 197), (130, 2048)] {
             for dt in [DType::F32, DType::F16] {
                 let x = rand_vec(k, k as u64);

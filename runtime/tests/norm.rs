@@ -36,7 +36,7 @@ fn upload(ctx: &std::sync::Arc<kestrel::Context>, shape: &[usize], data: &[f32])
 
 #[test]
 fn layer_norm_matches_reference() {
-    for (cfg, ctx) in all() {
+    for (cfg, ctx) in common::all_with_subgroup_layouts() {
         for (i, shape) in SHAPES.iter().enumerate() {
             let n: usize = shape.iter().product();
             let c = *shape.last().unwrap();
@@ -81,7 +81,7 @@ fn layer_norm_variance_is_stable_under_a_large_offset() {
 
 #[test]
 fn rms_norm_matches_reference() {
-    for (cfg, ctx) in all() {
+    for (cfg, ctx) in common::all_with_subgroup_layouts() {
         for (i, shape) in SHAPES.iter().enumerate() {
             let n: usize = shape.iter().product();
             let c = *shape.last().unwrap();

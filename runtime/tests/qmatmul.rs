@@ -88,7 +88,7 @@ fn gemv_variants(ctx: &Context) -> Vec<GemvVariant> {
 
 #[test]
 fn qgemv_every_scheme_awkward_shapes() {
-    for (cfg, ctx) in all() {
+    for (cfg, ctx) in common::all_with_subgroup_layouts() {
         for scheme in QuantScheme::ALL {
             for &(n, k) in gemv_shapes(scheme) {
                 {

@@ -96,7 +96,7 @@ const ROWS: &[&[usize]] = &[&[1, 1], &[7, 7], &[33, 197], &[197, 33], &[3, 577],
 #[test]
 fn argmax_returns_the_first_maximum() {
     // Exact: indices must match.
-    for (cfg, ctx) in all() {
+    for (cfg, ctx) in common::all_with_subgroup_layouts() {
         for (i, shape) in ROWS.iter().enumerate() {
             let n = *shape.last().unwrap();
             let numel: usize = shape.iter().product();
@@ -115,7 +115,7 @@ fn argmax_returns_the_first_maximum() {
 fn top_k_is_sorted_with_ties_by_index() {
     // Exact: values are copied, indices must match.
     let ks = [1, 7, 5, 33, 64, 100, 33, 64, 1];
-    for (cfg, ctx) in all() {
+    for (cfg, ctx) in common::all_with_subgroup_layouts() {
         for (i, (shape, &k)) in ROWS.iter().zip(&ks).enumerate() {
             let n = *shape.last().unwrap();
             let numel: usize = shape.iter().product();

@@ -2,6 +2,7 @@
 //! validates with naga (with f16 and subgroup capabilities allowed).
 
 use kestrel::ops::all_variants;
+use kestrel::SubgroupLayoutTest;
 use kestrel::shader::{Defines, FAMILIES, preprocess, source, validate};
 
 #[test]
@@ -16,6 +17,31 @@ fn every_variant_validates() {
         }
         assert!(wgsl.contains(&format!("fn {}(", key.entry)), "{}: entry {} missing", key.family, key.entry);
         assert!(!wgsl.contains("enable subgroups"), "{}: WGSL must not say `enable subgroups;`", key.family);
+    }
+}
+
+/// The defines of the imitated subgroup layouts (`SubgroupLayoutTest`) validate wherever they
+/// change a variant's source; they change every subgroup reduction's.
+#[test]
+fn subgroup_layout_defines_validate() {
+    for test in [SubgroupLayoutTest::PermutedLocalIndex, SubgroupLayoutTest::Untiled] {
+        let mut changed = std::collections::BTreeSet::new();
+        for key in &all_variants() {
+            let src = source(key.family).unwrap();
+            let plain = preprocess(key.family, &src, &key.defines).unwrap();
+            let defines = key.defines.clone().flag(test.define(), true);
+            let wgsl = preprocess(key.family, &src, &defines).unwrap();
+            if wgsl == plain {
+                continue;
+            }
+            if let Err(e) = validate(key.family, &defines, &wgsl) {
+                panic!("{e}");
+            }
+            changed.insert((key.family, key.entry));
+        }
+        for entry in [("gemv", "gemv"), ("qmatmul", "qgemv"), ("norm", "layer_norm"), ("norm", "rms_norm"), ("softmax", "softmax"), ("reduce", "argmax"), ("reduce", "top_k"), ("attention", "attn_decode")] {
+            assert!(changed.contains(&entry), "{test:?} does not reach {entry:?}");
+        }
     }
 }
 

@@ -51,7 +51,7 @@ fn check(ctx: &Arc<Context>, cfg: &str, shape: &[usize], x: &[f32], causal: bool
 
 #[test]
 fn plain_and_scaled_softmax_match_reference() {
-    for (cfg, ctx) in all() {
+    for (cfg, ctx) in common::all_with_subgroup_layouts() {
         for (i, shape) in SHAPES.iter().enumerate() {
             let x: Vec<f32> = rand_vec(shape.iter().product(), 10 + i as u64).iter().map(|v| v * 4.0).collect();
             check(&ctx, cfg, shape, &x, false, None, 1.0, RTOL);

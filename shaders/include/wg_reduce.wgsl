@@ -1,8 +1,8 @@
 // Max or sum of one f32 per invocation over the workgroup. Needs `const WG: u32` (the
 // workgroup size, a power of two) and `const F32_MAX: f32` (the largest finite f32, the
-// identity of max) in the including file; SUBGROUPS selects subgroupMax/Add
-// plus one shared slot per subgroup (correct for any subgroup size), otherwise a
-// shared-memory tree.
+// identity of max) in the including file; SUBGROUPS selects subgroupMax/Add plus one shared
+// slot per subgroup, indexed by subgroup id (correct for any subgroup size and any placement
+// of the subgroups over the local indices), otherwise a shared-memory tree.
 
 #include subgroup_ids
 
@@ -19,20 +19,24 @@ fn wg_reduce(v: f32, is_max: bool) -> f32 {
     } else {
         s = subgroupAdd(v);
     }
-    if (sg_lane == 0u) {
+    if (sg_leader) {
         red[sg_id] = s;
     }
     workgroupBarrier();
+    // Tiled subgroups: the lanes of each subgroup split the slots and combine them; otherwise
+    // (a lane may be missing from its subgroup) every invocation reads every slot.
+    let tiled = sg_tiled();
     var t = select(0.0, -F32_MAX, is_max);
-    for (var i = sg_lane; i < sg_count; i += sg_size) {
+    for (var i = select(0u, sg_lane, tiled); i < sg_count; i += select(1u, sg_size, tiled)) {
         t = select(t + red[i], max(t, red[i]), is_max);
     }
-    var total: f32;
+    var c: f32;
     if (is_max) {
-        total = subgroupMax(t);
+        c = subgroupMax(t);
     } else {
-        total = subgroupAdd(t);
+        c = subgroupAdd(t);
     }
+    let total = select(t, c, tiled);
 #else
     red[lid] = v;
     workgroupBarrier();

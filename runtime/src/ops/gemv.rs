@@ -61,10 +61,11 @@ struct Params {
     pad: [u32; 2],
 }
 
-/// True when the subgroup variant is valid on this device: subgroups exist and never straddle
-/// a row group (sizes from 4 to [`lanes`]).
+/// True when the subgroup variant pays on this device: subgroups exist and fit a row group
+/// (at most [`lanes`] wide). The kernel is correct for any subgroup size and layout (wider or
+/// partial subgroups take a slower path without subgroup operations), so this only picks speed.
 pub fn subgroup_ok(caps: &Capabilities) -> bool {
-    caps.subgroups && caps.subgroup_min_size >= 4 && caps.subgroup_max_size as usize <= lanes(caps)
+    caps.subgroups && caps.subgroup_max_size as usize <= lanes(caps)
 }
 
 #[allow(clippy::too_many_arguments)]

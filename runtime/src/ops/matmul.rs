@@ -451,9 +451,11 @@ fn product(rec: &mut Recorder, a: &Tensor, b: Operand, opts: &MatmulOptions, gel
 }
 
 /// Whether the CPU-adapter kernels (`matmul_rows`, `sla_*_rows`, …) may share data across
-/// their 8-invocation workgroups with subgroupBroadcast: the workgroup fits in one subgroup.
+/// their 8-invocation workgroups with subgroupBroadcast: the workgroup is exactly one subgroup
+/// (every subgroup has 8 invocations), so its lanes are 0..7. In a wider subgroup the 8
+/// invocations would be a partial subgroup whose lane numbers nothing fixes.
 pub(crate) fn rows_subgroup(caps: &crate::caps::Capabilities) -> bool {
-    caps.subgroups && caps.subgroup_min_size >= 8
+    caps.subgroups && caps.subgroup_min_size == 8 && caps.subgroup_max_size == 8
 }
 
 fn grid_2d(n: usize, m: usize, (tm, tn): (usize, usize), caps: &crate::caps::Capabilities) -> Result<[u32; 3]> {

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use kestrel::{Context, ContextOptions};
+use kestrel::{Context, ContextOptions, SubgroupLayoutTest};
 
 /// The shapes every kernel is tried at: 1, odd primes, tile-size neighbours, ViT token counts.
 pub const AWKWARD: &[usize] = &[1, 7, 33, 197, 577];
@@ -77,6 +77,39 @@ pub fn cpu_plain() -> Arc<Context> {
     static C: OnceLock<Arc<Context>> = OnceLock::new();
     C.get_or_init(|| make(ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() }))
         .clone()
+}
+
+/// The GPU kernel set as on a device whose subgroups are scattered over the local invocation
+/// indices ([`SubgroupLayoutTest::PermutedLocalIndex`]): a subgroup reduction that assumes
+/// contiguous subgroups gives wrong sums here.
+pub fn permuted_local_index() -> Arc<Context> {
+    static C: OnceLock<Arc<Context>> = OnceLock::new();
+    C.get_or_init(|| layout_context(SubgroupLayoutTest::PermutedLocalIndex)).clone()
+}
+
+/// The GPU kernel set with the subgroup reductions on their path for subgroups that do not
+/// tile the workgroup ([`SubgroupLayoutTest::Untiled`]).
+pub fn untiled_subgroups() -> Arc<Context> {
+    static C: OnceLock<Arc<Context>> = OnceLock::new();
+    C.get_or_init(|| layout_context(SubgroupLayoutTest::Untiled)).clone()
+}
+
+fn layout_context(test: SubgroupLayoutTest) -> Arc<Context> {
+    make(ContextOptions { gpu_kernels: true, subgroup_layout_test: Some(test), ..ContextOptions::from_env() })
+}
+
+/// [`all`] plus the imitated subgroup layouts, for the families with subgroup reductions
+/// (GEMV, norms, softmax, argmax / top-k, decode attention). Where the device has no
+/// subgroups the layouts only permute the local indices of the workgroup-reduction kernels.
+pub fn all_with_subgroup_layouts() -> Vec<(&'static str, Arc<Context>)> {
+    let mut v = all();
+    v.extend(subgroup_layouts());
+    v
+}
+
+/// The imitated subgroup layouts alone: [`permuted_local_index`], [`untiled_subgroups`].
+pub fn subgroup_layouts() -> Vec<(&'static str, Arc<Context>)> {
+    vec![("permuted-lid", permuted_local_index()), ("untiled-subgroups", untiled_subgroups())]
 }
 
 /// [`all`] plus [`cpu_plain`], for the families with a CPU-adapter kernel set.
