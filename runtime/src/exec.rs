@@ -3,17 +3,28 @@
 //! Ops append [`Dispatch`]es to a [`Recorder`]; nothing touches the GPU queue until
 //! [`Recorder::submit`]. Kernel parameters of the whole pass are packed into one uniform buffer.
 //! Binding 0 of every kernel is its parameter struct; storage (and texture) bindings follow from 1.
+//!
+//! **Liveness.** The recorder keeps one reference to every buffer the pass binds. Once no
+//! tensor refers to such a buffer any more, its last use in the pass has been recorded, and
+//! [`Recorder::output`] hands it to a later op of the same pass as a new output: the pass needs
+//! weights plus its largest live set, not the sum of its intermediates. This is safe because the
+//! dispatches of one submission run in order with the barriers wgpu inserts between a buffer's
+//! read and its next write, and because such a buffer never reaches the context's pool (where a
+//! host upload, which runs before the whole submission, could take it) until the pass is
+//! submitted.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::context::Context;
+use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::pipeline::{Kernel, KernelKey};
-use crate::pool::{BufferKind, PooledBuffer};
+use crate::pool::{BufferKind, PooledBuffer, size_class};
 use crate::profile::{DispatchTiming, Profile, TimingSource};
 use crate::shader::Defines;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, padded_bytes};
 use crate::texture::WordTexture;
 
 /// One binding of a kernel: a byte window of a buffer (a storage binding) or a texture.
@@ -69,8 +80,16 @@ pub struct Dispatch {
     pub bytes: u64,
 }
 
+/// A binding as recorded: the buffer itself (the pass's reference is in [`Recorder::held`]).
+enum Bound {
+    Buffer { buffer: wgpu::Buffer, offset: u64, size: u64 },
+    Texture(Arc<wgpu::TextureView>),
+}
+
 struct Recorded {
+    /// The dispatch, its `bindings` moved into `bound`.
     dispatch: Dispatch,
+    bound: Vec<Bound>,
     param_offset: u64,
     param_size: u64,
 }
@@ -81,6 +100,14 @@ pub struct Recorder {
     cmds: Vec<Recorded>,
     params: Vec<u8>,
     profile: bool,
+    /// One reference to every buffer the pass has bound and no later op has taken over.
+    held: Vec<Arc<PooledBuffer>>,
+    /// Identities (addresses) of the buffers in `held`.
+    held_ids: HashSet<usize>,
+    /// Buffers of this pass that no tensor uses any more, by size class: outputs of later ops.
+    spare: HashMap<u64, Vec<Arc<PooledBuffer>>>,
+    /// Outputs served from `spare`.
+    reused: usize,
 }
 
 /// Splits `groups` workgroups into an `[x, y, 1]` grid within the per-dimension limit.
@@ -100,7 +127,16 @@ pub fn grid(groups: u64, max_per_dim: u32) -> Result<[u32; 3]> {
 impl Recorder {
     /// A recorder without profiling.
     pub fn new(ctx: &Arc<Context>) -> Recorder {
-        Recorder { ctx: ctx.clone(), cmds: Vec::new(), params: Vec::new(), profile: false }
+        Recorder {
+            ctx: ctx.clone(),
+            cmds: Vec::new(),
+            params: Vec::new(),
+            profile: false,
+            held: Vec::new(),
+            held_ids: HashSet::new(),
+            spare: HashMap::new(),
+            reused: 0,
+        }
     }
 
     /// A recorder that times every dispatch: GPU timestamps inside one compute pass, or one
@@ -125,13 +161,46 @@ impl Recorder {
         self.cmds.is_empty()
     }
 
+    /// Outputs of this pass that took over the buffer of an intermediate no longer in use.
+    pub fn reused_buffers(&self) -> usize {
+        self.reused
+    }
+
+    /// A new uninitialised tensor for an op's output: the buffer of an intermediate of this pass
+    /// that no tensor refers to any more (see the [module docs](self)), else one from the pool.
+    pub fn output(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let class = size_class(padded_bytes(&self.ctx, shape, dtype)?);
+        self.retire_unused();
+        match self.spare.get_mut(&class).and_then(Vec::pop) {
+            Some(buf) => {
+                self.reused += 1;
+                Ok(Tensor::from_pooled(&self.ctx, shape, dtype, buf))
+            }
+            None => Tensor::empty(&self.ctx, shape, dtype),
+        }
+    }
+
+    /// Moves the buffers that only this recorder still refers to into `spare`.
+    fn retire_unused(&mut self) {
+        let mut i = 0;
+        while i < self.held.len() {
+            if Arc::strong_count(&self.held[i]) == 1 {
+                let buf = self.held.swap_remove(i);
+                self.held_ids.remove(&(Arc::as_ptr(&buf) as usize));
+                self.spare.entry(buf.size()).or_default().push(buf);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Fetches (compiling once) a kernel variant.
     pub fn kernel(&self, family: &'static str, entry: &'static str, defines: Defines) -> Result<Arc<Kernel>> {
         self.ctx.pipelines().get(self.ctx.device(), &KernelKey { family, entry, defines })
     }
 
     /// Records one dispatch.
-    pub fn dispatch(&mut self, d: Dispatch) -> Result<()> {
+    pub fn dispatch(&mut self, mut d: Dispatch) -> Result<()> {
         let caps = self.ctx.caps();
         for b in &d.bindings {
             let Resource::Buffer { offset, size, .. } = b.resource else { continue };
@@ -151,8 +220,23 @@ impl Recorder {
         self.params.resize(param_offset as usize, 0);
         self.params.extend_from_slice(&d.params);
         self.params.resize((param_offset + param_size) as usize, 0);
-        self.cmds.push(Recorded { dispatch: d, param_offset, param_size });
+        let bound = std::mem::take(&mut d.bindings).into_iter().map(|b| self.bind(b)).collect();
+        self.cmds.push(Recorded { dispatch: d, bound, param_offset, param_size });
         Ok(())
+    }
+
+    /// Keeps the pass's reference to a binding's buffer and returns what the encoder needs.
+    fn bind(&mut self, b: Binding) -> Bound {
+        match b.resource {
+            Resource::Buffer { buf, offset, size } => {
+                let buffer = buf.buffer().clone();
+                if self.held_ids.insert(Arc::as_ptr(&buf) as usize) {
+                    self.held.push(buf);
+                }
+                Bound::Buffer { buffer, offset, size }
+            }
+            Resource::Texture(view) => Bound::Texture(view),
+        }
     }
 
     /// Encodes everything into one command encoder and submits it; returns without waiting.
@@ -214,14 +298,14 @@ impl Recorder {
                         size: wgpu::BufferSize::new(c.param_size),
                     }),
                 }];
-                for (i, b) in c.dispatch.bindings.iter().enumerate() {
-                    let resource = match &b.resource {
-                        Resource::Buffer { buf, offset, size } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: buf.buffer(),
+                for (i, b) in c.bound.iter().enumerate() {
+                    let resource = match b {
+                        Bound::Buffer { buffer, offset, size } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer,
                             offset: *offset,
                             size: wgpu::BufferSize::new(*size),
                         }),
-                        Resource::Texture(view) => wgpu::BindingResource::TextureView(view),
+                        Bound::Texture(view) => wgpu::BindingResource::TextureView(view),
                     };
                     entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
                 }

@@ -24,7 +24,7 @@ impl std::fmt::Debug for Tensor {
 
 /// Bytes of a tensor's buffer: its data padded to 16 bytes so kernels may use vec4 loads
 /// (they mask the tail); an error when the buffer would exceed the device's largest.
-fn padded_bytes(ctx: &Context, shape: &[usize], dtype: DType) -> Result<u64> {
+pub(crate) fn padded_bytes(ctx: &Context, shape: &[usize], dtype: DType) -> Result<u64> {
     let limit = ctx.caps().max_buffer_size;
     let bytes = (numel(shape) as u64)
         .checked_mul(dtype.size() as u64)
@@ -47,6 +47,11 @@ impl Tensor {
         let padded = padded_bytes(ctx, shape, dtype)?;
         let buf = ctx.pool().get(ctx.device(), padded, BufferKind::Storage);
         Ok(Tensor { shape: shape.to_vec(), dtype, buf, ctx: ctx.clone() })
+    }
+
+    /// A tensor over a buffer already taken from the pool (at least [`padded_bytes`] long).
+    pub(crate) fn from_pooled(ctx: &Arc<Context>, shape: &[usize], dtype: DType, buf: Arc<PooledBuffer>) -> Tensor {
+        Tensor { shape: shape.to_vec(), dtype, buf, ctx: ctx.clone() }
     }
 
     fn from_bytes(ctx: &Arc<Context>, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {

@@ -186,3 +186,27 @@ fn the_memory_meter_counts_buffers_and_textures_until_trimmed() {
     drop(tex);
     assert_eq!((m.held(), m.peak()), (0, texture));
 }
+
+#[test]
+fn a_pass_reuses_the_buffers_of_dropped_intermediates() {
+    // A context of its own, so that its memory meter sees only this test.
+    let ctx = Context::new(&ContextOptions::from_env()).unwrap();
+    let n = 100_000;
+    let data = common::rand_vec(n, 7);
+    let x = Tensor::from_f32(&ctx, &[n], &data).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    // h ← 2h + 1 eight times; each step's input is dropped once the next output is recorded.
+    let step = Unary::Scale { alpha: 2.0, beta: 1.0 };
+    let mut h = elementwise::unary(&mut rec, &x, step).unwrap();
+    for _ in 0..7 {
+        h = elementwise::unary(&mut rec, &h, step).unwrap();
+    }
+    // Outputs 3..8 each take the buffer of the intermediate two steps back.
+    assert_eq!(rec.reused_buffers(), 6);
+    rec.finish().unwrap();
+    let want: Vec<f32> = data.iter().map(|&v| (0..8).fold(v, |a, _| 2.0 * a + 1.0)).collect();
+    assert_eq!(h.to_vec_f32().unwrap(), want);
+    // x, and three intermediates at most (in use, just dropped, being written), not eight.
+    let buffer = kestrel::pool::size_class(4 * n as u64);
+    assert!(ctx.peak_gpu_bytes() <= 4 * buffer, "peak {} for buffers of {buffer}", ctx.peak_gpu_bytes());
+}

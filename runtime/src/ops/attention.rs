@@ -159,7 +159,7 @@ pub fn rope(rec: &mut Recorder, x: &Tensor, start_pos: usize, opts: &RopeOptions
         op: OP,
         detail: format!("positions up to {start_pos} + {t} exceed 32 bits"),
     })?;
-    let out = Tensor::empty(rec.context(), x.shape(), DType::F32)?;
+    let out = rec.output(x.shape(), DType::F32)?;
     if x.numel() == 0 {
         return Ok(out);
     }
@@ -280,7 +280,7 @@ fn rope_kv_dispatch(rec: &mut Recorder, [q, k, v]: [&Tensor; 3], layout: QkvLayo
     let (nkv, hd) = (cache.n_kv_heads, cache.head_dim);
     check_rope_options(opts, hd)?;
     check_fits(ROPE_KV, cache, start_pos, t)?;
-    let out = Tensor::empty(rec.context(), &[t, heads, hd], DType::F32)?;
+    let out = rec.output(&[t, heads, hd], DType::F32)?;
     if t == 0 || heads == 0 {
         return Ok(out);
     }
@@ -589,7 +589,7 @@ pub fn attention(rec: &mut Recorder, q: &Tensor, cache: &KvCache, start_pos: usi
     }
     check_fits(OP, cache, start_pos, t)?;
     let caps = rec.context().caps().clone();
-    let out = Tensor::empty(rec.context(), q.shape(), DType::F32)?;
+    let out = rec.output(q.shape(), DType::F32)?;
     let kv_f16 = cache.dtype() == DType::F16;
     let native = caps.read_f16_natively();
     let group = n_heads / nkv;
@@ -641,7 +641,7 @@ pub fn attention(rec: &mut Recorder, q: &Tensor, cache: &KvCache, start_pos: usi
         splits: splits as u32,
         scale,
     };
-    let partial = if splits > 1 { Some(Tensor::empty(rec.context(), &[n_heads, splits, hd2 + 1, 2], DType::F32)?) } else { None };
+    let partial = if splits > 1 { Some(rec.output(&[n_heads, splits, hd2 + 1, 2], DType::F32)?) } else { None };
     let kernel = rec.kernel(key.family, key.entry, key.defines)?;
     rec.dispatch(Dispatch {
         kernel,

@@ -227,7 +227,7 @@ fn im2col_path(rec: &Recorder, gm: &Geometry, opts: &Conv2dOptions) -> bool {
 /// the bias (f32): token rows `[B·OH·OW, Cout]`.
 fn im2col_matmul(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opts: &Conv2dOptions, gm: &Geometry) -> Result<Tensor> {
     let (m, k) = (gm.pixels(), gm.k());
-    let col = Tensor::empty(rec.context(), &[m, k], DType::F32)?;
+    let col = rec.output(&[m, k], DType::F32)?;
     let caps = rec.context().caps().clone();
     let key = KernelKey { family: "conv2d", entry: "conv_im2col", defines: Defines::new().flag("IM2COL", true) };
     rec.dispatch(Dispatch {
@@ -262,7 +262,7 @@ pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>,
 pub fn conv2d_tokens(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opts: &Conv2dOptions) -> Result<Tensor> {
     let gm = check(rec, x, w, bias, opts)?;
     if gm.pixels() == 0 {
-        return Tensor::empty(rec.context(), &[0, gm.cout], DType::F32);
+        return rec.output(&[0, gm.cout], DType::F32);
     }
     if im2col_path(rec, &gm, opts) {
         return im2col_matmul(rec, x, w, bias, opts, &gm);
@@ -276,7 +276,7 @@ fn direct(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opt
     let Conv2dOptions { stride: (sh, sw), padding: (ph, pw), groups: g } = *opts;
     let (batch, cin, cout, oh, ow, kh, kw) = (gm.batch, gm.cin, gm.cout, gm.oh, gm.ow, gm.kh, gm.kw);
     let out_elems = batch * cout * oh * ow;
-    let out = Tensor::empty(rec.context(), &[batch, cout, oh, ow], DType::F32)?;
+    let out = rec.output(&[batch, cout, oh, ow], DType::F32)?;
     if out_elems == 0 {
         return Ok(out);
     }

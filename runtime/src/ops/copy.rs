@@ -22,7 +22,7 @@ pub fn copy(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     if x.byte_size() > caps.max_storage_binding {
         return Err(KestrelError::InvalidArgument { op: "copy", detail: "tensor larger than one storage binding".into() });
     }
-    let out = Tensor::empty(rec.context(), x.shape(), x.dtype())?;
+    let out = rec.output(x.shape(), x.dtype())?;
     // Buffers are padded to 16 bytes, so whole vec4 words never run past the allocation.
     let n4 = x.byte_size().div_ceil(16) as usize;
     if n4 == 0 {

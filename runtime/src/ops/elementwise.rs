@@ -154,7 +154,7 @@ pub fn unary(rec: &mut Recorder, x: &Tensor, op: Unary) -> Result<Tensor> {
     require_f32(op.name(), x)?;
     let n = x.numel();
     index_limit(op.name(), n)?;
-    let out = Tensor::empty(rec.context(), x.shape(), DType::F32)?;
+    let out = rec.output(x.shape(), DType::F32)?;
     let kernel = rec.kernel("elementwise", "unary", Defines::new().flag("UNARY", true).set("EXPR", op.wgsl()))?;
     let caps = rec.context().caps().clone();
     let chunk = max_window_elems(&caps, 4);
@@ -235,7 +235,7 @@ pub fn binary(rec: &mut Recorder, a: &Tensor, b: &Tensor, op: Binary) -> Result<
     }
     let n: usize = shape.iter().product();
     index_limit(op.name(), n)?;
-    let out = Tensor::empty(rec.context(), &shape, DType::F32)?;
+    let out = rec.output(&shape, DType::F32)?;
     let same = a.shape() == shape.as_slice() && b.shape() == shape.as_slice();
     let defines = Defines::new().flag("BINARY", true).flag("SAME_SHAPE", same).set("OP", op.wgsl());
     let kernel = rec.kernel("elementwise", "binary", defines)?;
@@ -331,7 +331,7 @@ pub fn silu_mul_halves(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     let half = width / 2;
     let mut shape = lead.to_vec();
     shape.push(half);
-    let out = Tensor::empty(rec.context(), &shape, DType::F32)?;
+    let out = rec.output(&shape, DType::F32)?;
     if half == 0 {
         return Ok(out);
     }
@@ -375,7 +375,7 @@ pub fn cast(rec: &mut Recorder, x: &Tensor, dtype: DType) -> Result<Tensor> {
     if x.byte_size().max((n * dtype.size()) as u64) > caps.max_storage_binding {
         return Err(KestrelError::InvalidArgument { op: "cast", detail: "tensor larger than one storage binding".into() });
     }
-    let out = Tensor::empty(rec.context(), x.shape(), dtype)?;
+    let out = rec.output(x.shape(), dtype)?;
     let kernel = rec.kernel("elementwise", entry, Defines::new().flag(flag, true))?;
     let params = Params { n: n as u32, ..Zeroable::zeroed() };
     let threads = if dtype == DType::F16 { n.div_ceil(2) } else { n };

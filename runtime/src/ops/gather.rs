@@ -63,7 +63,7 @@ pub fn embedding(rec: &mut Recorder, table: &Tensor, ids: &Tensor) -> Result<Ten
     if table.numel() > u32::MAX as usize {
         return Err(invalid(format!("{} table elements exceed 32-bit indexing", table.numel())));
     }
-    let out = Tensor::empty(rec.context(), &shape, DType::F32)?;
+    let out = rec.output(&shape, DType::F32)?;
     if n == 0 {
         return Ok(out);
     }

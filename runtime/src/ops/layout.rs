@@ -258,7 +258,7 @@ pub fn permute(rec: &mut Recorder, x: &Tensor, dims: &[usize]) -> Result<Tensor>
     }
     let shape: Vec<usize> = dims.iter().map(|&d| x.shape()[d]).collect();
     let strides = row_major(x.shape());
-    let out = Tensor::empty(rec.context(), &shape, x.dtype())?;
+    let out = rec.output(&shape, x.dtype())?;
     let plan = Plan {
         src: dims.iter().map(|&d| strides[d]).collect(),
         dst: row_major(&shape),
@@ -306,7 +306,7 @@ pub fn slice_ranges(rec: &mut Recorder, x: &Tensor, ranges: &[std::ops::Range<us
     }
     let shape: Vec<usize> = ranges.iter().map(|r| r.end - r.start).collect();
     let strides = row_major(x.shape());
-    let out = Tensor::empty(rec.context(), &shape, x.dtype())?;
+    let out = rec.output(&shape, x.dtype())?;
     let plan = Plan {
         src_off: ranges.iter().zip(&strides).map(|(r, s)| r.start * s).sum(),
         src: strides,
@@ -366,7 +366,7 @@ pub fn concat(rec: &mut Recorder, inputs: &[&Tensor], axis: usize) -> Result<Ten
         let joined = concat(rec, &wide_refs, axis)?;
         return cast(rec, &joined, DType::F16);
     }
-    let out = Tensor::empty(rec.context(), &shape, first.dtype())?;
+    let out = rec.output(&shape, first.dtype())?;
     for (t, plan) in inputs.iter().zip(&plans) {
         record(rec, "concat", t, &out, plan)?;
     }

@@ -298,7 +298,7 @@ fn product(rec: &mut Recorder, a: &Tensor, b: Operand, opts: &MatmulOptions, gel
             }
             c.clone()
         }
-        None => Tensor::empty(rec.context(), &out_shape, DType::F32)?,
+        None => rec.output(&out_shape, DType::F32)?,
     };
     let caps = rec.context().caps().clone();
     let (ea, eb) = (a.dtype().size(), b.dtype().size());
@@ -482,7 +482,7 @@ pub fn matmul_baseline(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Ten
     if a.byte_size().max(b.byte_size()).max((m * n * 4) as u64) > caps.max_storage_binding {
         return Err(KestrelError::InvalidArgument { op: "matmul_baseline", detail: "operands exceed one binding".into() });
     }
-    let out = Tensor::empty(rec.context(), &[m, n], DType::F32)?;
+    let out = rec.output(&[m, n], DType::F32)?;
     let params: [u32; 4] = [m as u32, n as u32, k as u32, 0];
     rec.dispatch(Dispatch {
         kernel: rec.kernel("matmul_baseline", "matmul_baseline", Defines::new())?,

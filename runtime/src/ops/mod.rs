@@ -55,8 +55,8 @@ pub(crate) fn window(caps: &Capabilities, start: usize, count: usize, esize: usi
 
 /// The output of a product: a new f32 tensor of `shape`, or `into` — to be accumulated into
 /// in place — once checked to be f32 of that shape and to share no buffer with `inputs`.
-pub(crate) fn accumulator(rec: &Recorder, op: &'static str, shape: &[usize], into: Option<&Tensor>, inputs: &[&Tensor]) -> Result<Tensor> {
-    let Some(c) = into else { return Tensor::empty(rec.context(), shape, DType::F32) };
+pub(crate) fn accumulator(rec: &mut Recorder, op: &'static str, shape: &[usize], into: Option<&Tensor>, inputs: &[&Tensor]) -> Result<Tensor> {
+    let Some(c) = into else { return rec.output(shape, DType::F32) };
     if c.dtype() != DType::F32 || c.shape() != shape {
         return Err(KestrelError::Shape { op, detail: format!("accumulator {:?} ({}) must be f32 {shape:?}", c.shape(), c.dtype().name()) });
     }

@@ -89,7 +89,7 @@ fn row_norm(
     }
     let caps = rec.context().caps().clone();
     let chunks = row_chunks(&caps, op, rows, &[cols])?;
-    let out = Tensor::empty(rec.context(), x.shape(), DType::F32)?;
+    let out = rec.output(x.shape(), DType::F32)?;
     let defines = norm_defines(entry_flag, caps.subgroups, params[0].is_some(), params[1].is_some(), caps.cpu);
     let kernel = rec.kernel("norm", entry, defines)?;
     for chunk in chunks {
@@ -136,7 +136,7 @@ pub fn channel_affine(rec: &mut Recorder, x: &Tensor, scale: &Tensor, shift: &Te
     check_channel(OP, "shift", shift, cols, rec)?;
     let caps = rec.context().caps().clone();
     let chunks = row_chunks(&caps, OP, rows, &[cols])?;
-    let out = Tensor::empty(rec.context(), x.shape(), DType::F32)?;
+    let out = rec.output(x.shape(), DType::F32)?;
     let kernel = rec.kernel("norm", "channel_affine", Defines::new().flag("AFFINE", true))?;
     for chunk in chunks {
         let (bx, x_base) = chunk.bind(&caps, x, cols);

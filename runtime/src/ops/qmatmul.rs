@@ -431,7 +431,7 @@ pub fn qmatmul(
         return qgemv(rec, &a.reshape(&[k])?, w, bias, GemvVariant::Auto)?.reshape(&out_shape);
     }
     let caps = rec.context().caps().clone();
-    let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let out = rec.output(&out_shape, DType::F32)?;
     let nb = w.blocks_per_row();
     let (kernel, (tm, tn)) = if caps.cpu {
         if ROWS_LOOPS_PER_BLOCK * nb + 8 > gemv::MAX_LOOP {

@@ -127,7 +127,7 @@ pub fn mean_tokens(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "mean_tokens";
     require_shape(OP, x, 3, "[B, N, C]")?;
     let (b, n, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-    let out = Tensor::empty(rec.context(), &[b, c], DType::F32)?;
+    let out = rec.output(&[b, c], DType::F32)?;
     run(rec, &Plan {
         op: OP,
         entry: "mean_tokens",
@@ -163,7 +163,7 @@ pub fn max_pool1d(rec: &mut Recorder, x: &Tensor, kernel: usize, stride: usize, 
         return invalid(format!("kernel {kernel} longer than the padded input {}", l + 2 * padding));
     }
     let out_len = (l + 2 * padding - kernel) / stride + 1;
-    let out = Tensor::empty(rec.context(), &[b, c, out_len], DType::F32)?;
+    let out = rec.output(&[b, c, out_len], DType::F32)?;
     run(rec, &Plan {
         op: OP,
         entry: "max_pool1d",
@@ -194,7 +194,7 @@ pub fn adaptive_avg_pool2d(rec: &mut Recorder, x: &Tensor, out_h: usize, out_w: 
     if !fits(out_h, h) || !fits(out_w, w) || out_h.checked_mul(out_w).is_none_or(|v| v > u32::MAX as usize) {
         return Err(KestrelError::InvalidArgument { op: OP, detail: "sizes exceed 32-bit bin arithmetic".into() });
     }
-    let out = Tensor::empty(rec.context(), &[b, c, out_h, out_w], DType::F32)?;
+    let out = rec.output(&[b, c, out_h, out_w], DType::F32)?;
     let bin = h.div_ceil(out_h) * w.div_ceil(out_w);
     run(rec, &Plan {
         op: OP,
@@ -230,7 +230,7 @@ pub fn argmax(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "argmax";
     let (rows, n) = last_dim_rows(OP, x)?;
     let shape = &x.shape()[..x.shape().len() - 1];
-    let out = Tensor::empty(rec.context(), shape, DType::U32)?;
+    let out = rec.output(shape, DType::U32)?;
     run(rec, &Plan {
         op: OP,
         entry: "argmax",
@@ -260,8 +260,8 @@ pub fn top_k(rec: &mut Recorder, x: &Tensor, k: usize) -> Result<(Tensor, Tensor
     if let Some(last) = shape.last_mut() {
         *last = k;
     }
-    let values = Tensor::empty(rec.context(), &shape, DType::F32)?;
-    let indices = Tensor::empty(rec.context(), &shape, DType::U32)?;
+    let values = rec.output(&shape, DType::F32)?;
+    let indices = rec.output(&shape, DType::U32)?;
     run(rec, &Plan {
         op: OP,
         entry: "top_k",

@@ -280,7 +280,7 @@ pub fn sla_columns(rec: &mut Recorder, q: Columns, k: Columns, v: Columns, opts:
     if let Some(last) = out_shape.last_mut() {
         *last = c;
     }
-    let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let out = rec.output(&out_shape, DType::F32)?;
 
     // Split each head's keys into chunks so the KV pass has enough workgroups: many on a GPU,
     // a few on a CPU adapter (few cores, and every chunk costs a d×d store and a reduction
@@ -336,7 +336,7 @@ pub fn sla_columns(rec: &mut Recorder, q: Columns, k: Columns, v: Columns, opts:
     let shape = format!("B{batch} N{n}({}×{}) Nk{nk} C{c} h{heads} k{ksize}", opts.height, opts.width);
 
     // Pass 1: chunk partials (the final KV blocks when there is one chunk per head).
-    let partial = Tensor::empty(rec.context(), &[bh * chunks, block], DType::F32)?;
+    let partial = rec.output(&[bh * chunks, block], DType::F32)?;
     let kv_groups = bh * chunks;
     params.groups = kv_groups as u32;
     let kernel = if cpu_kernels {
@@ -361,7 +361,7 @@ pub fn sla_columns(rec: &mut Recorder, q: Columns, k: Columns, v: Columns, opts:
     let kv = if chunks == 1 {
         partial
     } else {
-        let kv = Tensor::empty(rec.context(), &[bh, block], DType::F32)?;
+        let kv = rec.output(&[bh, block], DType::F32)?;
         let kernel = rec.kernel("sla", "sla_reduce", reduce_defines())?;
         rec.dispatch(Dispatch {
             kernel,

@@ -122,7 +122,7 @@ pub fn softmax(rec: &mut Recorder, x: &Tensor, opts: &SoftmaxOptions) -> Result<
         None => ([0; MAX_RANK], 0),
     };
     let chunks = row_chunks(&caps, OP, rows, &[cols])?;
-    let out = Tensor::empty(rec.context(), shape, DType::F32)?;
+    let out = rec.output(shape, DType::F32)?;
     let defines = Defines::new().flag("SUBGROUPS", caps.subgroups).flag("BIAS", opts.bias.is_some());
     let kernel = rec.kernel("softmax", "softmax", defines)?;
     let mut lead_shape = [1u32; MAX_RANK];

@@ -194,7 +194,7 @@ pub fn window_attention_columns(
     if let Some(last) = out_shape.last_mut() {
         *last = c;
     }
-    let out = Tensor::empty(rec.context(), &out_shape, DType::F32)?;
+    let out = rec.output(&out_shape, DType::F32)?;
 
     // GPU kernel: invocations per query, a power of two, so the slowest takes
     // ≤ keys_per_invocation keys. CPU kernel: 8 invocations of QPL queries per workgroup, where
