@@ -73,7 +73,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     chat: bool,
     /// Print one JSON object at the end instead of streaming:
-    /// {"text", "tokens", "prompt_tokens", "prefill_tok_s", "decode_tok_s", "peak_gpu_bytes", …}.
+    /// {"text", "tokens", "prompt_tokens", "prefill_tok_s", "decode_tok_s", "peak_gpu_bytes"
+    /// (generation: weights, KV cache, live set), "load_peak_gpu_bytes", …}.
     #[arg(long)]
     json: bool,
     /// After generating, time this many extra decode steps dispatch by dispatch and print the
@@ -171,6 +172,12 @@ pub fn print_piece(piece: &str) {
 /// Runs `kestrel generate`.
 pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut s = open_session(&args.model)?;
+    // Loading leaves converted and staging buffers in the pool; generation needs the weights,
+    // the KV cache and each step's live set.
+    let gpu = s.decoder.gpu().clone();
+    let load_peak = gpu.peak_gpu_bytes();
+    gpu.trim();
+    gpu.memory().reset_peak();
     let prompt = if args.chat {
         chat_prompt(&s.tokenizer, &turn(s.system.as_deref(), &args.prompt))?
     } else {
@@ -193,7 +200,8 @@ pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
             "decode_tok_s": g.decode_tok_s,
             "weight_bytes": weight_bytes,
             "decode_weight_gbps": weight_bytes as f64 * g.decode_tok_s / 1e9,
-            "peak_gpu_bytes": s.decoder.gpu().peak_gpu_bytes(),
+            "peak_gpu_bytes": gpu.peak_gpu_bytes(),
+            "load_peak_gpu_bytes": load_peak,
         });
         println!("{obj}");
     } else {
