@@ -25,6 +25,9 @@ fi
 echo "== Vulkan (lavapipe) =="
 WGPU_BACKEND=vulkan cargo test --workspace
 echo "== GL (llvmpipe): fallback paths =="
-KESTREL_SKIP_TRANSLATION=1 WGPU_BACKEND=gl cargo test --workspace
+# One test at a time: wgpu's GL backend serialises every call through one EGL context lock and
+# gives up after 6 s, which a long llvmpipe dispatch in a parallel test can exceed on a loaded
+# 2-core machine ("Could not lock adapter context").
+KESTREL_SKIP_TRANSLATION=1 WGPU_BACKEND=gl cargo test --workspace -- --test-threads=1
 echo "== Other platforms: cargo check for macOS, iOS, Windows, Android =="
 scripts/check-platforms.sh
