@@ -234,5 +234,26 @@ fn profile_decode(decoder: &mut Decoder, id: u32, steps: usize) -> Result<(), Bo
     for r in kestrel::profile::op_table(&profiles) {
         eprintln!("{:>8.3} {:>5.1}% {:>6}  {:<10} {}", r.total_ms, r.share * 100.0, r.calls, r.op, r.shape);
     }
+    let host = host_us_per_step(decoder, id, steps)?;
+    let dispatches = first.dispatches.len();
+    eprintln!("host time per decode step (record + encode + submit, GPU excluded): {host:.0} µs, {:.1} µs per dispatch", host / dispatches as f64);
     Ok(())
+}
+
+/// Mean host time of `steps` unprofiled decode steps: from the start of recording to the
+/// return of the submission, each step waited for afterwards (outside the timing).
+fn host_us_per_step(decoder: &mut Decoder, id: u32, steps: usize) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut total = 0.0;
+    let mut n = 0;
+    for _ in 0..steps {
+        if decoder.position() >= decoder.context() {
+            break;
+        }
+        let start = std::time::Instant::now();
+        let logits = decoder.decode_step(id)?;
+        total += start.elapsed().as_secs_f64() * 1e6;
+        n += 1;
+        logits.argmax()?;
+    }
+    Ok(total / n.max(1) as f64)
 }
