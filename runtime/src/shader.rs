@@ -206,7 +206,7 @@ mod tests {
         let src = "#include subgroup_ids\n#include subgroup_ids\nx";
         let with = preprocess("t", src, &Defines::new().flag("SUBGROUPS", true)).unwrap();
         let without = preprocess("t", src, &Defines::new()).unwrap();
-        assert!(with.contains("sg_lane") && !without.contains("sg_lane"));
+        assert!(with.contains("var<private> sg_lane") && !without.contains("var<private> sg_lane"));
         assert_eq!(with.matches("var<private> lid").count(), 1);
         assert!(preprocess("t", "#include no_such_file\n", &Defines::new()).is_err());
         // An inactive include is not read.
