@@ -136,15 +136,10 @@ fn parse_raw<'a>(bytes: &'a [u8], path: &str) -> Result<(Header, &'a [u8])> {
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| bad(path, format!("shape {:?} overflows", header.shape)))?;
-    let nbytes = count
-        .checked_mul(header.elem.size())
-        .ok_or_else(|| bad(path, format!("shape {:?} overflows", header.shape)))?;
+    let nbytes = count.checked_mul(header.elem.size()).ok_or_else(|| bad(path, format!("shape {:?} overflows", header.shape)))?;
     let data = &bytes[end..];
     if data.len() != nbytes {
-        return Err(bad(
-            path,
-            format!("shape {:?} needs {nbytes} data bytes, file has {}", header.shape, data.len()),
-        ));
+        return Err(bad(path, format!("shape {:?} needs {nbytes} data bytes, file has {}", header.shape, data.len())));
     }
     Ok((header, data))
 }
@@ -301,10 +296,8 @@ pub fn encode_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
     if shape.len() > MAX_DIMS {
         return Err(bad(path, format!("more than {MAX_DIMS} dimensions")));
     }
-    let count = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| bad(path, format!("shape {shape:?} overflows")))?;
+    let count =
+        shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| bad(path, format!("shape {shape:?} overflows")))?;
     if count != data.len() {
         return Err(bad(path, format!("shape {shape:?} holds {count} values, got {}", data.len())));
     }

@@ -52,7 +52,10 @@ impl HostParams {
     pub fn insert(&mut self, name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Result<()> {
         let name = name.into();
         if shape.iter().product::<usize>() != data.len() {
-            return Err(ModelError::Checkpoint { file: self.file.clone(), detail: format!("`{name}`: {} values for shape {shape:?}", data.len()) });
+            return Err(ModelError::Checkpoint {
+                file: self.file.clone(),
+                detail: format!("`{name}`: {} values for shape {shape:?}", data.len()),
+            });
         }
         let info = TensorInfo { name: name.clone(), dtype: WeightDType::F32, shape: shape.clone() };
         if self.tensors.insert(name.clone(), HostTensor { shape, data }).is_some() {
@@ -103,7 +106,11 @@ impl WeightSource for HostParams {
     fn bytes(&self, name: &str) -> kestrel::Result<Cow<'_, [u8]>> {
         match self.tensors.get(name) {
             Some(t) => Ok(Cow::Owned(t.data.iter().flat_map(|v| v.to_le_bytes()).collect())),
-            None => Err(kestrel::KestrelError::Weights { file: self.file.clone(), tensor: Some(name.to_string()), detail: "no such tensor".into() }),
+            None => Err(kestrel::KestrelError::Weights {
+                file: self.file.clone(),
+                tensor: Some(name.to_string()),
+                detail: "no such tensor".into(),
+            }),
         }
     }
 }
@@ -114,10 +121,16 @@ impl WeightSource for HostParams {
 pub fn read_checked(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let file = src.path().display().to_string();
     let Some(info) = src.info(name) else {
-        return Err(ModelError::Checkpoint { file, detail: format!("missing tensor `{name}` (is this checkpoint of the chosen architecture?)") });
+        return Err(ModelError::Checkpoint {
+            file,
+            detail: format!("missing tensor `{name}` (is this checkpoint of the chosen architecture?)"),
+        });
     };
     if squeeze(&info.shape) != squeeze(shape) {
-        return Err(ModelError::Checkpoint { file, detail: format!("tensor `{name}` has shape {:?}, the architecture needs {shape:?}", info.shape) });
+        return Err(ModelError::Checkpoint {
+            file,
+            detail: format!("tensor `{name}` has shape {:?}, the architecture needs {shape:?}", info.shape),
+        });
     }
     let data = tensor_f32(src, name)?;
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {

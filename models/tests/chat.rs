@@ -18,9 +18,7 @@ fn reference() -> Value {
 
 fn messages(v: &Value) -> Vec<ChatMessage> {
     let list = v.as_array().expect("messages");
-    list.iter()
-        .map(|m| ChatMessage::new(m["role"].as_str().expect("role"), m["content"].as_str().expect("content")))
-        .collect()
+    list.iter().map(|m| ChatMessage::new(m["role"].as_str().expect("role"), m["content"].as_str().expect("content"))).collect()
 }
 
 fn text(v: &Value) -> &str {
@@ -72,9 +70,8 @@ fn jinja_features_match_transformers() {
     for case in reference()["templates"].as_array().expect("templates") {
         let template = ChatTemplate::Jinja(text(&case["template"]).to_owned());
         let add_gen = case["add_generation_prompt"].as_bool().expect("flag");
-        let rendered = template
-            .render(&messages(&case["messages"]), add_gen, text(&case["bos_token"]), text(&case["eos_token"]))
-            .expect("render");
+        let rendered =
+            template.render(&messages(&case["messages"]), add_gen, text(&case["bos_token"]), text(&case["eos_token"])).expect("render");
         assert_eq!(rendered, text(&case["rendered"]), "{} (add_generation_prompt = {add_gen})", text(&case["name"]));
     }
 }
@@ -102,10 +99,7 @@ fn raise_exception_and_bad_templates_are_errors() {
 fn vicuna_v1_is_llavas_format() {
     let conv = [ChatMessage::user("What is in the image?"), ChatMessage::assistant("A cat."), ChatMessage::user("Color?")];
     let prompt = ChatTemplate::Vicuna1.render(&conv, true, "<s>", "</s>").expect("render");
-    assert_eq!(
-        prompt,
-        format!("{VICUNA_SYSTEM} USER: What is in the image? ASSISTANT: A cat.</s>USER: Color? ASSISTANT:")
-    );
+    assert_eq!(prompt, format!("{VICUNA_SYSTEM} USER: What is in the image? ASSISTANT: A cat.</s>USER: Color? ASSISTANT:"));
     assert!(VICUNA_SYSTEM.starts_with("A chat between a curious user and an artificial intelligence assistant. "));
     assert!(VICUNA_SYSTEM.ends_with("gives helpful, detailed, and polite answers to the user's questions."));
     // A leading system message replaces the default; an empty message is just "ROLE:".

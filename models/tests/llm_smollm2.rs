@@ -71,12 +71,21 @@ fn check_cases(quant: WeightQuant, kv: DType, tol: f32) {
             let id = logits.argmax().expect("argmax");
             got.push(id);
             if id != w {
-                assert!(margin < CLEAR, "{name} ({}): step {step}: greedy {id} ≠ reference {w} although its margin {margin} is clear", quant.name());
+                assert!(
+                    margin < CLEAR,
+                    "{name} ({}): step {step}: greedy {id} ≠ reference {w} although its margin {margin} is clear",
+                    quant.name()
+                );
                 break;
             }
             logits = dec.decode_step(id).expect("decode");
         }
-        eprintln!("{name} ({}): {} prompt tokens, top-50 max |Δlogit| {worst:.2e}, greedy {}/{GREEDY_STEPS} equal", quant.name(), prompt.len(), got.iter().zip(&want).take_while(|(a, b)| a == b).count());
+        eprintln!(
+            "{name} ({}): {} prompt tokens, top-50 max |Δlogit| {worst:.2e}, greedy {}/{GREEDY_STEPS} equal",
+            quant.name(),
+            prompt.len(),
+            got.iter().zip(&want).take_while(|(a, b)| a == b).count()
+        );
         assert!(worst <= tol, "{name} ({}): top-50 max |Δlogit| {worst} > {tol}", quant.name());
     }
 }
@@ -111,7 +120,8 @@ fn smollm2_capital_of_france_is_paris() {
     let mut dec = Decoder::new(&ctx(), m.config, m.weights, &DecoderOptions::default()).expect("decoder");
     let prompt = tok.encode("The capital of France is", true).expect("encode");
     let mut streamed = String::new();
-    let out = generate(&mut dec, &tok, &prompt, &GenerateOptions { max_tokens: 8, ..Default::default() }, &mut |s| streamed.push_str(s)).expect("generate");
+    let out = generate(&mut dec, &tok, &prompt, &GenerateOptions { max_tokens: 8, ..Default::default() }, &mut |s| streamed.push_str(s))
+        .expect("generate");
     eprintln!("greedy: {:?} ({:.1} prefill tok/s, {:.1} decode tok/s)", out.text, out.prefill_tok_s, out.decode_tok_s);
     assert_eq!(streamed, out.text);
     assert!(out.text.contains("Paris"), "{:?}", out.text);
@@ -141,7 +151,8 @@ fn smollm2_converted_to_a_kestrel_file_is_self_contained() {
     assert_eq!(tok.chat_template(), from_gguf.tokenizer.as_ref().and_then(|t| t.chat_template()));
     let mut dec = Decoder::new(&ctx(), m.config, m.weights, &DecoderOptions::default()).expect("decoder");
     let prompt = tok.encode("The capital of France is", true).expect("encode");
-    let out_text = generate(&mut dec, &tok, &prompt, &GenerateOptions { max_tokens: 4, ..Default::default() }, &mut |_| {}).expect("generate").text;
+    let out_text =
+        generate(&mut dec, &tok, &prompt, &GenerateOptions { max_tokens: 4, ..Default::default() }, &mut |_| {}).expect("generate").text;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out_text.contains("Paris"), "{out_text:?}");
 }

@@ -118,7 +118,8 @@ fn a_stack_larger_than_the_largest_buffer_stays_separate() {
     let m = load(&ctx, &llm_common::fixture("llama_gqa"), &load_opts, &mut |_, _| {}).expect("load");
     assert!(m.weights.layers.iter().all(|l| matches!((&l.qkv, &l.gate_up), (Stacked::Fused(_), Stacked::Separate(_)))));
     let r = reference("llama_gqa");
-    let mut dec = Decoder::new(&ctx, m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder");
+    let mut dec =
+        Decoder::new(&ctx, m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder");
     let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
     let d = max_abs_diff(&got, &r.logits[r.ids.len() - 1]);
     assert!(d <= 1e-3, "max |Δlogit| {d}");
@@ -167,11 +168,13 @@ fn check_kestrel_file(quant: kestrel::weights::kestrel_file::FileQuant, tol: f32
     let config = llm_common::read_json(&dir.join("config.json"));
     let out = std::env::temp_dir().join(format!("kestrel-llm-test-{}-{}.kestrel", std::process::id(), quant.name()));
     let src = kestrel::weights::open(&dir.join("model.safetensors")).expect("open");
-    convert(src.as_ref(), &out, &ConvertOptions { quant, architecture: Some("llama".into()), config: Some(config) }, |_, _| {}).expect("convert");
+    convert(src.as_ref(), &out, &ConvertOptions { quant, architecture: Some("llama".into()), config: Some(config) }, |_, _| {})
+        .expect("convert");
     let r = reference("llama_gqa");
     let mut dec = {
         let m = llm_common::load_model(&out, WeightQuant::Native, true);
-        Decoder::new(&llm_common::ctx(), m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder")
+        Decoder::new(&llm_common::ctx(), m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) })
+            .expect("decoder")
     };
     let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
     let _ = std::fs::remove_file(&out);
@@ -193,7 +196,10 @@ fn write_f32_safetensors(path: &std::path::Path, tensors: &[(String, Vec<usize>,
     let mut header = serde_json::Map::new();
     let mut data = Vec::new();
     for (name, shape, bytes) in tensors {
-        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}));
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}),
+        );
         data.extend_from_slice(bytes);
     }
     let header = serde_json::Value::Object(header).to_string();
@@ -224,10 +230,12 @@ fn sharded_hf_checkpoints_load() {
     for (i, shard) in shards.iter().enumerate() {
         write_f32_safetensors(&dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)), shard);
     }
-    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).expect("index");
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string())
+        .expect("index");
     let r = reference("llama_gqa");
     let m = llm_common::load_model(&dir, WeightQuant::F32, true);
-    let mut dec = Decoder::new(&llm_common::ctx(), m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) }).expect("decoder");
+    let mut dec = Decoder::new(&llm_common::ctx(), m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) })
+        .expect("decoder");
     let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
     let _ = std::fs::remove_dir_all(&dir);
     let d = max_abs_diff(&got, &r.logits[r.ids.len() - 1]);

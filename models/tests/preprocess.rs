@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use kestrel_models::ModelError;
 use kestrel_models::npy::read_npy_f32;
 use kestrel_models::vision::{
-    CropRounding, DecodeLimits, IMAGENET_NUM_CLASSES, Interpolation, PreprocessConfig, Rgb8Image, decode_image,
-    imagenet_label, imagenet_short_label, load_image, normalize, preprocess, preprocess_file,
-    resize_and_crop, resized_size,
+    CropRounding, DecodeLimits, IMAGENET_NUM_CLASSES, Interpolation, PreprocessConfig, Rgb8Image, decode_image, imagenet_label,
+    imagenet_short_label, load_image, normalize, preprocess, preprocess_file, resize_and_crop, resized_size,
 };
 
 fn fixtures() -> PathBuf {
@@ -67,8 +66,7 @@ fn matches_timm_eval_transform() {
         let crop = resize_and_crop(&image, &case.config).expect("resize");
         let want_crop = load_image(&dir.join(format!("{}.expected.png", case.name)), &limits).expect("expected");
         assert_eq!((crop.width(), crop.height()), (want_crop.width(), want_crop.height()), "{}", case.name);
-        let byte_diffs: Vec<u8> =
-            crop.as_bytes().iter().zip(want_crop.as_bytes()).map(|(a, b)| a.abs_diff(*b)).collect();
+        let byte_diffs: Vec<u8> = crop.as_bytes().iter().zip(want_crop.as_bytes()).map(|(a, b)| a.abs_diff(*b)).collect();
         let max_byte = byte_diffs.iter().copied().max().unwrap_or(0);
         let n_diff = byte_diffs.iter().filter(|&&d| d != 0).count();
 
@@ -77,8 +75,7 @@ fn matches_timm_eval_transform() {
         assert_eq!(got.shape, case.config.output_shape());
         assert_eq!(got.shape, want.shape);
         let diff = max_abs_diff(&got.data, &want.data);
-        let mean = got.data.iter().zip(&want.data).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>()
-            / got.data.len() as f64;
+        let mean = got.data.iter().zip(&want.data).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>() / got.data.len() as f64;
         println!(
             "{:<24} {:>4}x{:<4} -> {:?}: max |Δ| {diff:.3e}, mean |Δ| {mean:.1e}, 8-bit: {n_diff} values differ (max {max_byte})",
             case.name,
@@ -113,7 +110,16 @@ fn chelsea_matches_timm_tensor() {
 fn jpeg_decodes_like_pillow() {
     let dir = fixtures();
     let limits = DecodeLimits::default();
-    let names = ["jpeg_444_q95", "jpeg_422_q75", "jpeg_420_progressive", "jpeg_420_odd_61x37", "jpeg_422_restart", "jpeg_gray", "jpeg_cmyk", "chelsea_q85"];
+    let names = [
+        "jpeg_444_q95",
+        "jpeg_422_q75",
+        "jpeg_420_progressive",
+        "jpeg_420_odd_61x37",
+        "jpeg_422_restart",
+        "jpeg_gray",
+        "jpeg_cmyk",
+        "chelsea_q85",
+    ];
     for name in names {
         let ours = load_image(&dir.join(format!("{name}.jpg")), &limits).expect("jpeg");
         let pillow = load_image(&dir.join(format!("{name}.pil.png")), &limits).expect("pillow pixels");
@@ -248,10 +254,7 @@ fn oversized_headers_are_refused_before_allocating() {
     assert!(matches!(r, Err(ModelError::ImageTooLarge { width: 451, height: 300, .. })), "{r:?}");
     let tiny_file = DecodeLimits { max_file_bytes: 1000, ..DecodeLimits::default() };
     assert!(matches!(load_image(&fixtures().join("chelsea.png"), &tiny_file), Err(ModelError::Input(_))));
-    assert!(matches!(
-        load_image(&fixtures().join("no_such_file.png"), &DecodeLimits::default()),
-        Err(ModelError::Io { .. })
-    ));
+    assert!(matches!(load_image(&fixtures().join("no_such_file.png"), &DecodeLimits::default()), Err(ModelError::Io { .. })));
 }
 
 #[test]

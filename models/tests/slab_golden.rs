@@ -105,7 +105,8 @@ fn config_of(v: &Value) -> SlabConfig {
             cfg.depths = list("depths").unwrap();
             cfg.heads = list("heads").unwrap();
             cfg.mlp_ratios = list("mlp_ratios").unwrap();
-            cfg.sr_ratios = v["architecture"]["stages"].as_array().unwrap().iter().map(|st| st["sr_ratio"].as_u64().unwrap() as usize).collect();
+            cfg.sr_ratios =
+                v["architecture"]["stages"].as_array().unwrap().iter().map(|st| st["sr_ratio"].as_u64().unwrap() as usize).collect();
         }
     }
     if cfg.mlp_ratios.is_empty() {
@@ -217,7 +218,8 @@ fn synthetic_checkpoint(arch: &str, seed: u64) -> HostParams {
     for (i, line) in list.lines().enumerate() {
         let mut cols = line.split('\t');
         let (name, shape) = (cols.next().unwrap(), cols.next().unwrap());
-        let shape: Vec<usize> = shape.trim_matches(['[', ']']).split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+        let shape: Vec<usize> =
+            shape.trim_matches(['[', ']']).split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
         let n = shape.iter().product();
         let values = match rule(name, &shape).unwrap_or_else(|| panic!("no rule for {name}")) {
             SynthRule::Uniform { lo, hi } => uniform_values(seed, i as u64, lo, hi, n),

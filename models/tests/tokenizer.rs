@@ -9,9 +9,9 @@ mod real_weights;
 use std::path::{Path, PathBuf};
 
 use kestrel::weights;
-use real_weights::real_weight;
 use kestrel_models::ModelError;
 use kestrel_models::llm::tokenizer::Tokenizer;
+use real_weights::real_weight;
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> PathBuf {

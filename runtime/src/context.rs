@@ -105,10 +105,7 @@ impl ContextOptions {
     }
 
     fn resolved_filter(&self) -> Option<String> {
-        self.adapter_filter
-            .clone()
-            .or_else(|| std::env::var("KESTREL_ADAPTER").ok())
-            .filter(|s| !s.is_empty())
+        self.adapter_filter.clone().or_else(|| std::env::var("KESTREL_ADAPTER").ok()).filter(|s| !s.is_empty())
     }
 
     fn resolved_cache_dir(&self) -> Option<PathBuf> {
@@ -260,11 +257,7 @@ impl Context {
             .join(", ");
         let adapter = adapters
             .into_iter()
-            .filter(|a| {
-                filter
-                    .as_ref()
-                    .is_none_or(|f| a.get_info().name.to_lowercase().contains(&f.to_lowercase()))
-            })
+            .filter(|a| filter.as_ref().is_none_or(|f| a.get_info().name.to_lowercase().contains(&f.to_lowercase())))
             .min_by_key(|a| adapter_rank(&a.get_info()))
             .ok_or_else(|| KestrelError::NoAdapter {
                 backends: format!("{backends:?}"),
@@ -305,9 +298,7 @@ impl Context {
         if let Some(over) = opts.max_binding_override {
             caps.max_storage_binding = caps.max_storage_binding.min(over.max(caps.storage_offset_alignment as u64 * 4));
         }
-        let cache_file = opts.resolved_cache_dir().and_then(|dir| {
-            wgpu::util::pipeline_cache_key(&adapter_info).map(|key| dir.join(key))
-        });
+        let cache_file = opts.resolved_cache_dir().and_then(|dir| wgpu::util::pipeline_cache_key(&adapter_info).map(|key| dir.join(key)));
         let extra = opts.subgroup_layout_test.map(|t| vec![t.define()]).unwrap_or_default();
         let pipelines = PipelineCache::new(&device, &caps, cache_file, extra);
         log::info!(
@@ -397,9 +388,7 @@ impl Context {
 
     /// Blocks until all submitted work is done, then reports any GPU error raised meanwhile.
     pub fn sync(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| KestrelError::Gpu(e.to_string()))?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| KestrelError::Gpu(e.to_string()))?;
         self.take_gpu_error()
     }
 

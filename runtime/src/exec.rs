@@ -309,11 +309,7 @@ impl Recorder {
                     };
                     entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
                 }
-                device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &c.dispatch.kernel.layout,
-                    entries: &entries,
-                })
+                device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &c.dispatch.kernel.layout, entries: &entries })
             })
             .collect();
 
@@ -449,9 +445,7 @@ impl Queries {
             let _ = tx.send(r);
         });
         ctx.sync()?;
-        rx.recv()
-            .map_err(|e| KestrelError::Readback(e.to_string()))?
-            .map_err(|e| KestrelError::Readback(e.to_string()))?;
+        rx.recv().map_err(|e| KestrelError::Readback(e.to_string()))?.map_err(|e| KestrelError::Readback(e.to_string()))?;
         let view = self.staging.get_mapped_range(..).map_err(|e| KestrelError::Readback(e.to_string()))?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&view);
         drop(view);

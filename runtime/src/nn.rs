@@ -7,8 +7,8 @@ use crate::context::Context;
 use crate::error::{KestrelError, Result};
 use crate::exec::Recorder;
 use crate::ops::elementwise::{Unary, add, unary};
-use crate::ops::matmul::{MatmulOptions, matmul, matmul_accumulate, matmul_gelu};
 use crate::ops::gemv::GemvVariant;
+use crate::ops::matmul::{MatmulOptions, matmul, matmul_accumulate, matmul_gelu};
 use crate::ops::qmatmul::{qgemv_accumulate, qmatmul};
 use crate::quant::{BLOCK, QuantTensor, check_weight_shape};
 use crate::tensor::Tensor;
@@ -65,13 +65,22 @@ impl Linear {
     /// A layer from host f32 values (`weight` `[out, in]` row-major, `bias` `[out]`), stored
     /// as `quant` says: f32, f16, or int8/int4 (with f32 fallback for layers that
     /// [`quantisable`] rejects). The bias always stays f32.
-    pub fn from_f32(ctx: &Arc<Context>, weight: &[f32], bias: Option<&[f32]>, out_features: usize, in_features: usize, quant: FileQuant) -> Result<Linear> {
+    pub fn from_f32(
+        ctx: &Arc<Context>,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        out_features: usize,
+        in_features: usize,
+        quant: FileQuant,
+    ) -> Result<Linear> {
         let shape = [out_features, in_features];
         if out_features.checked_mul(in_features) != Some(weight.len()) || out_features == 0 {
             return Err(KestrelError::Shape { op: "linear", detail: format!("weight of {} values is not {shape:?}", weight.len()) });
         }
         let weight = match (quant, quant.scheme()) {
-            (_, Some(scheme)) if quantisable(quant, out_features, in_features) => LinearWeight::Quant(QuantTensor::quantize(ctx, scheme, weight, &shape)?),
+            (_, Some(scheme)) if quantisable(quant, out_features, in_features) => {
+                LinearWeight::Quant(QuantTensor::quantize(ctx, scheme, weight, &shape)?)
+            }
             (FileQuant::F16, _) => LinearWeight::Dense(Tensor::from_f32_as_f16(ctx, &shape, weight)?),
             _ => LinearWeight::Dense(Tensor::from_f32(ctx, &shape, weight)?),
         };

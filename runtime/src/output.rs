@@ -96,9 +96,11 @@ impl PendingFile {
         // An ordinary file's mode (0666 less the umask), not a temporary file's private 0600.
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        let temp = builder
-            .tempfile_in(dir)
-            .map_err(|source| OutputError::Io { action: "create a temporary file in", path: dir.to_path_buf(), source })?;
+        let temp = builder.tempfile_in(dir).map_err(|source| OutputError::Io {
+            action: "create a temporary file in",
+            path: dir.to_path_buf(),
+            source,
+        })?;
         Ok(PendingFile { target: target.to_path_buf(), temp })
     }
 

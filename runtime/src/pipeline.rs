@@ -95,27 +95,18 @@ impl PipelineCache {
         let wgsl = shader::preprocess(key.family, &src, &defines)?;
         let name = format!("{}:{}[{}]", key.family, key.entry, key.defines.key());
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&name),
-            source: wgpu::ShaderSource::Wgsl(wgsl.into()),
-        });
+        let module =
+            device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&name), source: wgpu::ShaderSource::Wgsl(wgsl.into()) });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&name),
             layout: None,
             module: &module,
             entry_point: Some(key.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[],
-                zero_initialize_workgroup_memory: false,
-            },
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &[], zero_initialize_workgroup_memory: false },
             cache: self.driver_cache.as_ref(),
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(KestrelError::Shader {
-                family: key.family.to_string(),
-                variant: key.defines.key(),
-                message: e.to_string(),
-            });
+            return Err(KestrelError::Shader { family: key.family.to_string(), variant: key.defines.key(), message: e.to_string() });
         }
         let layout = pipeline.get_bind_group_layout(0);
         Ok(Kernel { pipeline, layout, name })

@@ -71,14 +71,8 @@ pub enum QuantScheme {
 
 impl QuantScheme {
     /// Every scheme.
-    pub const ALL: [QuantScheme; 6] = [
-        QuantScheme::W8,
-        QuantScheme::W4,
-        QuantScheme::W4Asym,
-        QuantScheme::Q4_0,
-        QuantScheme::Q4_1,
-        QuantScheme::Q8_0,
-    ];
+    pub const ALL: [QuantScheme; 6] =
+        [QuantScheme::W8, QuantScheme::W4, QuantScheme::W4Asym, QuantScheme::Q4_0, QuantScheme::Q4_1, QuantScheme::Q8_0];
 
     /// Lower-case name (`w8`, `w4`, `w4a`, `q4_0`, `q4_1`, `q8_0`).
     pub const fn name(self) -> &'static str {
@@ -112,10 +106,7 @@ impl QuantScheme {
 
     /// GGUF schemes need K to be a multiple of [`BLOCK`].
     pub const fn needs_whole_blocks(self) -> bool {
-        matches!(
-            self,
-            QuantScheme::Q4_0 | QuantScheme::Q4_1 | QuantScheme::Q8_0
-        )
+        matches!(self, QuantScheme::Q4_0 | QuantScheme::Q4_1 | QuantScheme::Q8_0)
     }
 
     /// One f32 scale per row (`W8`) instead of per-block f16 scales.
@@ -180,23 +171,12 @@ fn check_shape(op: &'static str, scheme: QuantScheme, shape: &[usize]) -> Result
         return Err(shape_err(op, format!("weight {shape:?} must be [N, K]")));
     };
     if n == 0 || k == 0 || n > u32::MAX as usize / 16 || k > u32::MAX as usize / 16 {
-        return Err(shape_err(
-            op,
-            format!("weight {shape:?} is empty or too large"),
-        ));
+        return Err(shape_err(op, format!("weight {shape:?} is empty or too large")));
     }
     if scheme.needs_whole_blocks() && k % BLOCK != 0 {
-        return Err(shape_err(
-            op,
-            format!(
-                "{} needs K a multiple of {BLOCK}, got weight {shape:?}",
-                scheme.name()
-            ),
-        ));
+        return Err(shape_err(op, format!("{} needs K a multiple of {BLOCK}, got weight {shape:?}", scheme.name())));
     }
-    if n.checked_mul(k.div_ceil(BLOCK) * scheme.block_words() * 4)
-        .is_none()
-    {
+    if n.checked_mul(k.div_ceil(BLOCK) * scheme.block_words() * 4).is_none() {
         return Err(shape_err(op, format!("weight {shape:?} overflows")));
     }
     Ok((n, k))
@@ -218,10 +198,7 @@ pub fn check_weight_shape(scheme: QuantScheme, shape: &[usize]) -> Result<(usize
 fn f16_bits(x: f32) -> Result<(u32, f32)> {
     let h = f16::from_f32(x);
     if !h.is_finite() {
-        return Err(KestrelError::InvalidArgument {
-            op: "quantize",
-            detail: format!("scale {x} overflows f16"),
-        });
+        return Err(KestrelError::InvalidArgument { op: "quantize", detail: format!("scale {x} overflows f16") });
     }
     Ok((u32::from(h.to_bits()), h.to_f32()))
 }
@@ -265,16 +242,10 @@ impl PackedWeights {
     pub fn quantize(scheme: QuantScheme, w: &[f32], shape: &[usize]) -> Result<PackedWeights> {
         let (n, k) = check_shape("quantize", scheme, shape)?;
         if w.len() != n * k {
-            return Err(KestrelError::DataLength {
-                expected: n * k,
-                got: w.len(),
-            });
+            return Err(KestrelError::DataLength { expected: n * k, got: w.len() });
         }
         if w.iter().any(|x| !x.is_finite()) {
-            return Err(KestrelError::InvalidArgument {
-                op: "quantize",
-                detail: "weights must be finite".into(),
-            });
+            return Err(KestrelError::InvalidArgument { op: "quantize", detail: "weights must be finite".into() });
         }
         let nb = k.div_ceil(BLOCK);
         let (bits, bw) = (scheme.bits(), scheme.block_words());
@@ -282,11 +253,7 @@ impl PackedWeights {
         let mut scales = vec![0u32; scheme.scale_words(n, nb)];
         for r in 0..n {
             let row = &w[r * k..(r + 1) * k];
-            let row_d = if scheme.row_scale() {
-                row.iter().fold(0f32, |a, x| a.max(x.abs())) / 127.0
-            } else {
-                0.0
-            };
+            let row_d = if scheme.row_scale() { row.iter().fold(0f32, |a, x| a.max(x.abs())) / 127.0 } else { 0.0 };
             if scheme.row_scale() {
                 scales[r] = row_d.to_bits();
             }
@@ -298,45 +265,27 @@ impl PackedWeights {
                     QuantScheme::W8 => {
                         let id = if row_d > 0.0 { 1.0 / row_d } else { 0.0 };
                         for (j, &x) in blk.iter().enumerate() {
-                            put(
-                                words,
-                                bits,
-                                j,
-                                (x * id).round().clamp(-127.0, 127.0) as i32 as u32,
-                            );
+                            put(words, bits, j, (x * id).round().clamp(-127.0, 127.0) as i32 as u32);
                         }
                     }
                     QuantScheme::Q8_0 => {
-                        let (hb, d) =
-                            f16_bits(blk.iter().fold(0f32, |a, x| a.max(x.abs())) / 127.0)?;
+                        let (hb, d) = f16_bits(blk.iter().fold(0f32, |a, x| a.max(x.abs())) / 127.0)?;
                         put_half(&mut scales, si, hb);
                         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
                         for (j, &x) in blk.iter().enumerate() {
-                            put(
-                                words,
-                                bits,
-                                j,
-                                (x * id).round().clamp(-127.0, 127.0) as i32 as u32,
-                            );
+                            put(words, bits, j, (x * id).round().clamp(-127.0, 127.0) as i32 as u32);
                         }
                     }
                     QuantScheme::W4 | QuantScheme::Q4_0 => {
                         // The signed value of largest magnitude maps to −8 exactly.
-                        let v = blk
-                            .iter()
-                            .fold(0f32, |a, &x| if x.abs() > a.abs() { x } else { a });
+                        let v = blk.iter().fold(0f32, |a, &x| if x.abs() > a.abs() { x } else { a });
                         let (hb, d) = f16_bits(v / -8.0)?;
                         put_half(&mut scales, si, hb);
                         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                         for j in 0..BLOCK {
                             // Padding past K stores 8, i.e. the value 0.
                             let x = blk.get(j).copied().unwrap_or(0.0);
-                            put(
-                                words,
-                                bits,
-                                j,
-                                (x * id + 8.5).floor().clamp(0.0, 15.0) as u32,
-                            );
+                            put(words, bits, j, (x * id + 8.5).floor().clamp(0.0, 15.0) as u32);
                         }
                     }
                     QuantScheme::W4Asym | QuantScheme::Q4_1 => {
@@ -347,31 +296,21 @@ impl PackedWeights {
                         scales[si] = db | (mb << 16);
                         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
                         for (j, &x) in blk.iter().enumerate() {
-                            put(
-                                words,
-                                bits,
-                                j,
-                                ((x - m) * id + 0.5).floor().clamp(0.0, 15.0) as u32,
-                            );
+                            put(words, bits, j, ((x - m) * id + 0.5).floor().clamp(0.0, 15.0) as u32);
                         }
                     }
                 }
             }
         }
-        Ok(PackedWeights {
-            scheme,
-            n,
-            k,
-            values,
-            scales,
-        })
+        Ok(PackedWeights { scheme, n, k, values, scales })
     }
 
     /// Stacks the rows of `parts` (one scheme, one K) into `[N₁ + N₂ + …, K]`: the weight of a
     /// fused projection (q|k|v, gate|up) whose output is the parts' outputs side by side.
     /// Errors: no parts, or parts of different schemes or K.
     pub fn concat_rows(parts: &[PackedWeights]) -> Result<PackedWeights> {
-        let first = parts.first().ok_or_else(|| KestrelError::InvalidArgument { op: "concat_rows", detail: "no weights to stack".into() })?;
+        let first =
+            parts.first().ok_or_else(|| KestrelError::InvalidArgument { op: "concat_rows", detail: "no weights to stack".into() })?;
         if let Some(p) = parts.iter().find(|p| p.scheme != first.scheme || p.k != first.k) {
             return Err(KestrelError::InvalidArgument {
                 op: "concat_rows",
@@ -379,7 +318,9 @@ impl PackedWeights {
             });
         }
         let (scheme, k, nb) = (first.scheme, first.k, first.blocks_per_row());
-        if let Some(p) = parts.iter().find(|p| p.values.len() != p.n * nb * scheme.block_words() || p.scales.len() != scheme.scale_words(p.n, nb)) {
+        if let Some(p) =
+            parts.iter().find(|p| p.values.len() != p.n * nb * scheme.block_words() || p.scales.len() != scheme.scale_words(p.n, nb))
+        {
             return Err(KestrelError::InvalidArgument {
                 op: "concat_rows",
                 detail: format!("{} value and {} scale words do not pack [{}, {k}] as {scheme:?}", p.values.len(), p.scales.len(), p.n),
@@ -429,11 +370,7 @@ impl PackedWeights {
 
     /// Repacks GGUF blocks (`dtype` Q4_0, Q4_1 or Q8_0, as stored in the file) of a weight
     /// `shape = [N, K]` (GGUF lists the dimensions innermost first, i.e. `[K, N]`).
-    pub fn from_gguf_blocks(
-        dtype: WeightDType,
-        shape: &[usize],
-        bytes: &[u8],
-    ) -> Result<PackedWeights> {
+    pub fn from_gguf_blocks(dtype: WeightDType, shape: &[usize], bytes: &[u8]) -> Result<PackedWeights> {
         let scheme = match dtype {
             WeightDType::Q4_0 => QuantScheme::Q4_0,
             WeightDType::Q4_1 => QuantScheme::Q4_1,
@@ -451,12 +388,7 @@ impl PackedWeights {
         if bytes.len() != n * nb * bsize {
             return Err(KestrelError::InvalidArgument {
                 op: "from_gguf_blocks",
-                detail: format!(
-                    "{} bytes for a {} weight {shape:?}, expected {}",
-                    bytes.len(),
-                    dtype.name(),
-                    n * nb * bsize
-                ),
+                detail: format!("{} bytes for a {} weight {shape:?}, expected {}", bytes.len(), dtype.name(), n * nb * bsize),
             });
         }
         let bw = scheme.block_words();
@@ -475,20 +407,11 @@ impl PackedWeights {
                 }
             };
             debug_assert_eq!(head + qs.len(), bsize);
-            for (w, q) in values[i * bw..(i + 1) * bw]
-                .iter_mut()
-                .zip(qs.chunks_exact(4))
-            {
+            for (w, q) in values[i * bw..(i + 1) * bw].iter_mut().zip(qs.chunks_exact(4)) {
                 *w = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
             }
         }
-        Ok(PackedWeights {
-            scheme,
-            n,
-            k,
-            values,
-            scales,
-        })
+        Ok(PackedWeights { scheme, n, k, values, scales })
     }
 
     /// The weights as GGUF blocks (the inverse of [`from_gguf_blocks`](Self::from_gguf_blocks));
@@ -507,9 +430,7 @@ impl PackedWeights {
             if self.scheme.has_min() {
                 out.extend_from_slice(&self.scales[i].to_le_bytes());
             } else {
-                out.extend_from_slice(
-                    &((self.scales[i / 2] >> (16 * (i % 2))) as u16).to_le_bytes(),
-                );
+                out.extend_from_slice(&((self.scales[i / 2] >> (16 * (i % 2))) as u16).to_le_bytes());
             }
             for w in &self.values[i * bw..(i + 1) * bw] {
                 out.extend_from_slice(&w.to_le_bytes());
@@ -572,9 +493,7 @@ impl QuantTensor {
     pub fn upload(ctx: &Arc<Context>, p: &PackedWeights) -> Result<QuantTensor> {
         check_shape("QuantTensor::upload", p.scheme, &[p.n, p.k])?;
         let nb = p.blocks_per_row();
-        if p.values.len() != p.n * nb * p.scheme.block_words()
-            || p.scales.len() != p.scheme.scale_words(p.n, nb)
-        {
+        if p.values.len() != p.n * nb * p.scheme.block_words() || p.scales.len() != p.scheme.scale_words(p.n, nb) {
             return Err(KestrelError::InvalidArgument {
                 op: "QuantTensor::upload",
                 detail: "packed buffers do not match the shape".into(),
@@ -592,13 +511,7 @@ impl QuantTensor {
     /// Uploads packed weights given as little-endian bytes of their value and scale words (e.g.
     /// borrowed from a memory-mapped Kestrel file): one upload per buffer, no host copy.
     /// Errors: a bad shape for `scheme`, or byte counts that do not match it.
-    pub fn from_le_bytes(
-        ctx: &Arc<Context>,
-        scheme: QuantScheme,
-        shape: &[usize],
-        values: &[u8],
-        scales: &[u8],
-    ) -> Result<QuantTensor> {
+    pub fn from_le_bytes(ctx: &Arc<Context>, scheme: QuantScheme, shape: &[usize], values: &[u8], scales: &[u8]) -> Result<QuantTensor> {
         let (n, k) = check_shape("QuantTensor::from_le_bytes", scheme, shape)?;
         let (vw, sw) = packed_words(scheme, n, k);
         if values.len() != vw * 4 || scales.len() != sw * 4 {
@@ -614,31 +527,17 @@ impl QuantTensor {
                 ),
             });
         }
-        Ok(QuantTensor {
-            scheme,
-            shape: [n, k],
-            storage: store(ctx, values, scales)?,
-        })
+        Ok(QuantTensor { scheme, shape: [n, k], storage: store(ctx, values, scales)? })
     }
 
     /// Quantises f32 weights `[N, K]` on the CPU and uploads them.
-    pub fn quantize(
-        ctx: &Arc<Context>,
-        scheme: QuantScheme,
-        w: &[f32],
-        shape: &[usize],
-    ) -> Result<QuantTensor> {
+    pub fn quantize(ctx: &Arc<Context>, scheme: QuantScheme, w: &[f32], shape: &[usize]) -> Result<QuantTensor> {
         QuantTensor::upload(ctx, &PackedWeights::quantize(scheme, w, shape)?)
     }
 
     /// Uploads GGUF Q4_0 / Q4_1 / Q8_0 block bytes of a weight `[N, K]`, repacked into the
     /// aligned GPU layout (see the [module docs](self) for why).
-    pub fn from_gguf_blocks(
-        ctx: &Arc<Context>,
-        dtype: WeightDType,
-        shape: &[usize],
-        bytes: &[u8],
-    ) -> Result<QuantTensor> {
+    pub fn from_gguf_blocks(ctx: &Arc<Context>, dtype: WeightDType, shape: &[usize], bytes: &[u8]) -> Result<QuantTensor> {
         QuantTensor::upload(ctx, &PackedWeights::from_gguf_blocks(dtype, shape, bytes)?)
     }
 
@@ -676,13 +575,7 @@ impl QuantTensor {
             QuantStorage::Buffers { values, scales } => (values.to_vec_u32()?, scales.to_vec_u32()?),
             QuantStorage::Textures { values, scales } => (values.to_vec_u32()?, scales.to_vec_u32()?),
         };
-        Ok(PackedWeights {
-            scheme: self.scheme,
-            n: self.shape[0],
-            k: self.shape[1],
-            values,
-            scales,
-        })
+        Ok(PackedWeights { scheme: self.scheme, n: self.shape[0], k: self.shape[1], values, scales })
     }
 
     /// The dequantised weights `[N, K]`, computed on the CPU from the GPU buffers (for tests).

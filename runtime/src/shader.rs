@@ -43,8 +43,10 @@ pub const INCLUDES: &[(&str, &str)] = &[
 /// Returns the WGSL source of a kernel family: the copy built into the binary, or, when
 /// `KESTREL_SHADER_DIR` is set (kernel development), `$KESTREL_SHADER_DIR/<family>.wgsl`.
 pub fn source(family: &str) -> Result<Cow<'static, str>> {
-    let builtin = FAMILIES.iter().find(|(name, _)| *name == family).map(|(_, src)| *src).ok_or_else(|| {
-        KestrelError::Shader { family: family.to_string(), variant: String::new(), message: "unknown kernel family".into() }
+    let builtin = FAMILIES.iter().find(|(name, _)| *name == family).map(|(_, src)| *src).ok_or_else(|| KestrelError::Shader {
+        family: family.to_string(),
+        variant: String::new(),
+        message: "unknown kernel family".into(),
     })?;
     from_dir_or(family, &format!("{family}.wgsl"), builtin)
 }
@@ -182,9 +184,7 @@ pub fn validate(family: &str, variant: &Defines, wgsl: &str) -> Result<()> {
         | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
         | naga::valid::Capabilities::SUBGROUP
         | naga::valid::Capabilities::SUBGROUP_BARRIER;
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-        .validate(&module)
-        .map_err(|e| err(e.emit_to_string(wgsl)))?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps).validate(&module).map_err(|e| err(e.emit_to_string(wgsl)))?;
     Ok(())
 }
 

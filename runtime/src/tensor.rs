@@ -26,9 +26,8 @@ impl std::fmt::Debug for Tensor {
 /// (they mask the tail); an error when the buffer would exceed the device's largest.
 pub(crate) fn padded_bytes(ctx: &Context, shape: &[usize], dtype: DType) -> Result<u64> {
     let limit = ctx.caps().max_buffer_size;
-    let bytes = (numel(shape) as u64)
-        .checked_mul(dtype.size() as u64)
-        .ok_or(KestrelError::BufferTooLarge { requested: u64::MAX, limit })?;
+    let bytes =
+        (numel(shape) as u64).checked_mul(dtype.size() as u64).ok_or(KestrelError::BufferTooLarge { requested: u64::MAX, limit })?;
     let padded = bytes.div_ceil(16) * 16;
     if crate::pool::size_class(padded) > limit {
         return Err(KestrelError::BufferTooLarge { requested: padded, limit });
@@ -226,9 +225,7 @@ pub(crate) fn read_staging(ctx: &Context, staging: &wgpu::Buffer) -> Result<Vec<
         let _ = tx.send(r);
     });
     ctx.sync()?;
-    rx.recv()
-        .map_err(|e| KestrelError::Readback(e.to_string()))?
-        .map_err(|e| KestrelError::Readback(e.to_string()))?;
+    rx.recv().map_err(|e| KestrelError::Readback(e.to_string()))?.map_err(|e| KestrelError::Readback(e.to_string()))?;
     let view = staging.get_mapped_range(..).map_err(|e| KestrelError::Readback(e.to_string()))?;
     let out = view.to_vec();
     drop(view);

@@ -133,7 +133,12 @@ impl WordTexture {
         let full_rows = bytes.len() / row_bytes;
         let write = |data: &[u8], y: usize, rows: usize| {
             ctx.queue().write_texture(
-                wgpu::TexelCopyTextureInfo { texture: &texture, mip_level: 0, origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 }, aspect: wgpu::TextureAspect::All },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
                 data,
                 wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(row_bytes as u32), rows_per_image: Some(rows as u32) },
                 wgpu::Extent3d { width: width as u32, height: rows as u32, depth_or_array_layers: 1 },
@@ -184,7 +189,11 @@ impl WordTexture {
             self.texture.as_image_copy(),
             wgpu::TexelCopyBufferInfo {
                 buffer: &staging,
-                layout: wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(padded_row as u32), rows_per_image: Some(height as u32) },
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(padded_row as u32),
+                    rows_per_image: Some(height as u32),
+                },
             },
             wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
         );
@@ -231,9 +240,18 @@ impl DenseTexture {
             enc.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
                     buffer: t.buffer(),
-                    layout: wgpu::TexelCopyBufferLayout { offset, bytes_per_row: Some(row_bytes.max(256) as u32).filter(|_| rows > 1), rows_per_image: None },
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset,
+                        bytes_per_row: Some(row_bytes.max(256) as u32).filter(|_| rows > 1),
+                        rows_per_image: None,
+                    },
                 },
-                wgpu::TexelCopyTextureInfo { texture: &texture, mip_level: 0, origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 }, aspect: wgpu::TextureAspect::All },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
                 wgpu::Extent3d { width: w as u32, height: rows as u32, depth_or_array_layers: 1 },
             );
         };
@@ -245,7 +263,13 @@ impl DenseTexture {
         }
         ctx.queue().submit([enc.finish()]);
         let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
-        let words = WordTexture { ctx: ctx.clone(), texture: Arc::new(texture), view: Arc::new(view), kind: TexelKind::Vec4, words: bytes.div_ceil(4) };
+        let words = WordTexture {
+            ctx: ctx.clone(),
+            texture: Arc::new(texture),
+            view: Arc::new(view),
+            kind: TexelKind::Vec4,
+            words: bytes.div_ceil(4),
+        };
         Some(DenseTexture { words, shape: [n, k], dtype })
     }
 
@@ -274,7 +298,12 @@ impl DenseTexture {
         let words = self.words.to_vec_u32()?;
         let n = self.shape[0] * self.shape[1];
         Ok(match self.dtype {
-            DType::F16 => words.iter().flat_map(|w| [half::f16::from_bits(*w as u16), half::f16::from_bits((*w >> 16) as u16)]).take(n).map(half::f16::to_f32).collect(),
+            DType::F16 => words
+                .iter()
+                .flat_map(|w| [half::f16::from_bits(*w as u16), half::f16::from_bits((*w >> 16) as u16)])
+                .take(n)
+                .map(half::f16::to_f32)
+                .collect(),
             _ => words.iter().take(n).map(|w| f32::from_bits(*w)).collect(),
         })
     }

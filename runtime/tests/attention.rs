@@ -7,7 +7,9 @@ mod common;
 use std::sync::Arc;
 
 use common::{all, assert_close, f16_round, rand_vec};
-use kestrel::ops::attention::{KvCache, RopeLayout, RopeOptions, RopeScaling, attention, kv_write, rope, rope_kv_write, rope_kv_write_fused};
+use kestrel::ops::attention::{
+    KvCache, RopeLayout, RopeOptions, RopeScaling, attention, kv_write, rope, rope_kv_write, rope_kv_write_fused,
+};
 use kestrel::reference::attention as reference;
 use kestrel::{Context, DType, KestrelError, Recorder, Tensor};
 
@@ -405,9 +407,11 @@ fn rope_kv_write_matches_rope_and_kv_write() {
     // f16 caches add one f16 ulp (2⁻¹¹ for |x| < 1, rotated values stay below √2 → 2⁻¹⁰).
     for (cfg, ctx) in all() {
         for dtype in [DType::F32, DType::F16] {
-            for (t, heads, nkv, hd, rotary_dim, layout) in
-                [(1, 9, 3, 64, 64, RopeLayout::RotateHalf), (7, 4, 2, 8, 4, RopeLayout::Interleaved), (3, 2, 2, 6, 6, RopeLayout::RotateHalf)]
-            {
+            for (t, heads, nkv, hd, rotary_dim, layout) in [
+                (1, 9, 3, 64, 64, RopeLayout::RotateHalf),
+                (7, 4, 2, 8, 4, RopeLayout::Interleaved),
+                (3, 2, 2, 6, 6, RopeLayout::RotateHalf),
+            ] {
                 for stacked in [false, true] {
                     let (start, cap) = (5, 16);
                     let opts = RopeOptions { theta: 10000.0, rotary_dim, layout, scaling: RopeScaling::None };
@@ -421,8 +425,9 @@ fn rope_kv_write_matches_rope_and_kv_write() {
                     kv_write(&mut rec, &cache, &old_t, &old_t, 0).unwrap();
                     let y = if stacked {
                         let (qr, kr) = (heads * hd, nkv * hd);
-                        let qkv: Vec<f32> =
-                            (0..t).flat_map(|i| [&q[i * qr..(i + 1) * qr], &k[i * kr..(i + 1) * kr], &v[i * kr..(i + 1) * kr]].concat()).collect();
+                        let qkv: Vec<f32> = (0..t)
+                            .flat_map(|i| [&q[i * qr..(i + 1) * qr], &k[i * kr..(i + 1) * kr], &v[i * kr..(i + 1) * kr]].concat())
+                            .collect();
                         let tqkv = upload(&ctx, &[t, heads + 2 * nkv, hd], &qkv);
                         rope_kv_write_fused(&mut rec, &tqkv, heads, &cache, start, &opts).unwrap()
                     } else {
@@ -470,7 +475,8 @@ fn rope_kv_write_windows_inputs_larger_than_a_binding() {
     let opts = RopeOptions { theta: 10000.0, rotary_dim: hd, layout: RopeLayout::RotateHalf, scaling: RopeScaling::None };
     let (q, k, v) = (rand_vec(t * heads * hd, 21), rand_vec(t * nkv * hd, 22), rand_vec(t * nkv * hd, 23));
     let (qr, kr) = (heads * hd, nkv * hd);
-    let qkv: Vec<f32> = (0..t).flat_map(|i| [&q[i * qr..(i + 1) * qr], &k[i * kr..(i + 1) * kr], &v[i * kr..(i + 1) * kr]].concat()).collect();
+    let qkv: Vec<f32> =
+        (0..t).flat_map(|i| [&q[i * qr..(i + 1) * qr], &k[i * kr..(i + 1) * kr], &v[i * kr..(i + 1) * kr]].concat()).collect();
     assert!(qkv.len() * 4 > 1 << 20);
     let run = |stacked: bool| {
         let cache = KvCache::new(&ctx, nkv, hd, cap, DType::F32).unwrap();

@@ -141,9 +141,7 @@ fn kernels_are_chosen_by_shape() {
 #[test]
 fn bad_arguments_are_errors() {
     let ctx = common::fast();
-    let t = |shape: &[usize], dtype: DType| {
-        Tensor::from_f32_as(&ctx, shape, &vec![0.0; shape.iter().product()], dtype).unwrap()
-    };
+    let t = |shape: &[usize], dtype: DType| Tensor::from_f32_as(&ctx, shape, &vec![0.0; shape.iter().product()], dtype).unwrap();
     let x = t(&[1, 4, 5, 5], DType::F32);
     let w = t(&[6, 4, 3, 3], DType::F32);
     let w_g2 = t(&[6, 2, 3, 3], DType::F32);

@@ -97,7 +97,9 @@ fn batch_norm(x: &mut [f64], bn: &BatchNorm, alpha: f64, inner: usize) {
 /// y = x Wᵀ + b for x [n, in], W [out, in].
 fn linear(x: &[f64], w: &[f64], b: &[f64], out: usize) -> Vec<f64> {
     let inf = w.len() / out;
-    x.chunks_exact(inf).flat_map(|row| (0..out).map(move |o| b[o] + row.iter().zip(&w[o * inf..(o + 1) * inf]).map(|(x, w)| x * w).sum::<f64>())).collect()
+    x.chunks_exact(inf)
+        .flat_map(|row| (0..out).map(move |o| b[o] + row.iter().zip(&w[o * inf..(o + 1) * inf]).map(|(x, w)| x * w).sum::<f64>()))
+        .collect()
 }
 
 /// Mean over the last axis of `[rows, inner]`.
@@ -268,15 +270,33 @@ fn folded_fixture_network_matches_pytorch() {
     assert_eq!((x.len(), want.len()), (2 * 3 * 8 * 8, 2 * 5));
 
     // Unfolded, every parameter of the file.
-    let all = Params { map: src.tensors().iter().map(|t| (t.name.clone(), wide(&t32(&*src, &t.name)))).collect(), used: RefCell::default() };
+    let all =
+        Params { map: src.tensors().iter().map(|t| (t.name.clone(), wide(&t32(&*src, &t.name)))).collect(), used: RefCell::default() };
     assert_rel(&forward(&all, &x, false), &want, "unfolded f64 forward vs PyTorch");
 
     // Folded: conv1 absorbs bn1 (preceding), fc1 absorbs bn2 (BN → mean pool → head), fc2 absorbs
     // the RepBN (following linear).
-    let conv1 = fold_into_preceding(&BatchNorm::from_source(&*src, "bn1", 1e-5).unwrap().affine().unwrap(), &t32(&*src, "conv1.weight"), Some(&t32(&*src, "conv1.bias"))).unwrap();
-    let fc1 = fold_into_pooled_head(&BatchNorm::from_source(&*src, "bn2", 1e-3).unwrap().affine().unwrap(), &t32(&*src, "fc1.weight"), Some(&t32(&*src, "fc1.bias")), 10).unwrap();
+    let conv1 = fold_into_preceding(
+        &BatchNorm::from_source(&*src, "bn1", 1e-5).unwrap().affine().unwrap(),
+        &t32(&*src, "conv1.weight"),
+        Some(&t32(&*src, "conv1.bias")),
+    )
+    .unwrap();
+    let fc1 = fold_into_pooled_head(
+        &BatchNorm::from_source(&*src, "bn2", 1e-3).unwrap().affine().unwrap(),
+        &t32(&*src, "fc1.weight"),
+        Some(&t32(&*src, "fc1.bias")),
+        10,
+    )
+    .unwrap();
     let alpha = f64::from(t32(&*src, "rep.alpha")[0]);
-    let fc2 = fold_into_following_linear(&BatchNorm::from_source(&*src, "rep.bn", 1e-5).unwrap().rep_affine(alpha).unwrap(), &t32(&*src, "fc2.weight"), Some(&t32(&*src, "fc2.bias")), 5).unwrap();
+    let fc2 = fold_into_following_linear(
+        &BatchNorm::from_source(&*src, "rep.bn", 1e-5).unwrap().rep_affine(alpha).unwrap(),
+        &t32(&*src, "fc2.weight"),
+        Some(&t32(&*src, "fc2.bias")),
+        5,
+    )
+    .unwrap();
     let mut map = HashMap::new();
     for (name, layer) in [("conv1", &conv1), ("fc1", &fc1), ("fc2", &fc2)] {
         map.insert(format!("{name}.weight"), wide(&layer.weight));
@@ -289,7 +309,8 @@ fn folded_fixture_network_matches_pytorch() {
 
     // The folded forward read exactly the four folded/plain layers, and no BN parameter.
     let used = folded.used.borrow();
-    let expect: BTreeSet<String> = ["conv1", "conv2", "fc1", "fc2"].iter().flat_map(|l| [format!("{l}.weight"), format!("{l}.bias")]).collect();
+    let expect: BTreeSet<String> =
+        ["conv1", "conv2", "fc1", "fc2"].iter().flat_map(|l| [format!("{l}.weight"), format!("{l}.bias")]).collect();
     assert_eq!(*used, expect);
     assert!(used.iter().all(|n| !n.starts_with("bn") && !n.starts_with("rep.")));
 }

@@ -39,7 +39,8 @@ fn crafted_seeds_are_read_as_intended() {
     assert_eq!(pth.metadata()["skipped_calls"], serde_json::json!(["os.system"]));
     for gguf in ["gguf/nan_rope_freq_base.gguf", "gguf/inf_rms_epsilon.gguf"] {
         let meta = open(gguf).expect(gguf).metadata();
-        let bad = meta.as_object().expect("object").iter().find(|(_, v)| v.is_string() && ["NaN", "inf"].contains(&v.as_str().unwrap_or("")));
+        let bad =
+            meta.as_object().expect("object").iter().find(|(_, v)| v.is_string() && ["NaN", "inf"].contains(&v.as_str().unwrap_or("")));
         assert!(bad.is_some(), "{gguf}: the non-finite value is not visible: {meta}");
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{all_with_cpu_plain, AWKWARD, assert_close, f16_round, rand_vec};
+use common::{AWKWARD, all_with_cpu_plain, assert_close, f16_round, rand_vec};
 use kestrel::ops::gemv::{GemvVariant, gemv};
 use kestrel::{Context, DType, Recorder, Tensor, reference};
 

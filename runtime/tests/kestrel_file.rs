@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 use half::f16;
 use kestrel::error::KestrelError;
-use real_weights::real_weight;
 use kestrel::quant::{PackedWeights, QuantScheme};
 use kestrel::weights::convert::{ConvertOptions, convert, sha256_file};
 use kestrel::weights::kestrel_file::{FileQuant, KestrelFile};
 use kestrel::weights::{self, WeightDType, WeightSource, tensor_f32};
+use real_weights::real_weight;
 use serde_json::{Map, Value, json};
 
 /// A fresh temporary directory for one test.
@@ -294,24 +294,40 @@ fn malformed_files_are_rejected() {
     assert_rejected(&dir, "truncated-header", &good[..40]);
     assert_rejected(&dir, "empty", &[]);
     assert_rejected(&dir, "wrong-version", &edit(&|m| m["version"] = json!(2)));
-    assert_rejected(&dir, "no-version", &edit(&|m| {
-        m.as_object_mut().expect("object").remove("version");
-    }));
+    assert_rejected(
+        &dir,
+        "no-version",
+        &edit(&|m| {
+            m.as_object_mut().expect("object").remove("version");
+        }),
+    );
     assert_rejected(&dir, "unknown-quant", &edit(&|m| m["quant"] = json!("w3")));
     assert_rejected(&dir, "config-not-object", &edit(&|m| m["config"] = json!([1, 2])));
-    assert_rejected(&dir, "missing-tensor", &edit(&|m| {
-        m["tensors"]["ghost.weight"] = json!({"scheme": "w4", "shape": [4, 64]});
-    }));
+    assert_rejected(
+        &dir,
+        "missing-tensor",
+        &edit(&|m| {
+            m["tensors"]["ghost.weight"] = json!({"scheme": "w4", "shape": [4, 64]});
+        }),
+    );
     assert_rejected(&dir, "shape-mismatch", &edit(&|m| m["tensors"]["layer.0.proj.weight"]["shape"] = json!([5, 200])));
     assert_rejected(&dir, "not-2d", &edit(&|m| m["tensors"]["layer.0.proj.weight"]["shape"] = json!([350])));
     assert_rejected(&dir, "wrong-scheme", &edit(&|m| m["tensors"]["layer.0.proj.weight"]["scheme"] = json!("w8")));
     assert_rejected(&dir, "unknown-scheme", &edit(&|m| m["tensors"]["layer.0.proj.weight"]["scheme"] = json!("w2")));
-    assert_rejected(&dir, "orphan-buffer", &edit(&|m| {
-        m["tensors"].as_object_mut().expect("object").remove("emb.weight");
-    }));
-    assert_rejected(&dir, "plain-and-packed", &edit(&|m| {
-        m["tensors"]["layer.0.proj.bias"] = json!({"scheme": "w4", "shape": [5, 1]});
-    }));
+    assert_rejected(
+        &dir,
+        "orphan-buffer",
+        &edit(&|m| {
+            m["tensors"].as_object_mut().expect("object").remove("emb.weight");
+        }),
+    );
+    assert_rejected(
+        &dir,
+        "plain-and-packed",
+        &edit(&|m| {
+            m["tensors"]["layer.0.proj.bias"] = json!({"scheme": "w4", "shape": [5, 1]});
+        }),
+    );
     assert_rejected(&dir, "f32-file-with-packed", &edit(&|m| m["quant"] = json!("f32")));
     // A plain tensor stored as f16 in a w4 file (same byte range, dtype and shape changed).
     let mut h16 = h.clone();
@@ -335,8 +351,5 @@ fn malformed_files_are_rejected() {
     let dup = text.replacen('{', &format!("{{{bias_entry},"), 1);
     assert_rejected(&dir, "duplicate-name", &st_bytes(&dup, &data));
     // Packed buffers are listed with an opaque u32 dtype (WeightDType has no u32).
-    assert!(matches!(
-        KestrelFile::open(&out).expect("open").info("emb.weight.qvalues").map(|t| t.dtype),
-        Some(WeightDType::Opaque(_))
-    ));
+    assert!(matches!(KestrelFile::open(&out).expect("open").info("emb.weight.qvalues").map(|t| t.dtype), Some(WeightDType::Opaque(_))));
 }

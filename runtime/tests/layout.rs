@@ -112,8 +112,7 @@ fn slice_matches_reference() {
             for (i, &(shape, axis, start, end)) in cases.iter().enumerate() {
                 let (x, host) = upload(&ctx, shape, dtype, 10 + i as u64);
                 let (y, _) = run(&ctx, |rec| layout::slice(rec, &x, axis, start, end));
-                let ranges: Vec<Range<usize>> =
-                    shape.iter().enumerate().map(|(d, &e)| if d == axis { start..end } else { 0..e }).collect();
+                let ranges: Vec<Range<usize>> = shape.iter().enumerate().map(|(d, &e)| if d == axis { start..end } else { 0..e }).collect();
                 let (want, want_shape) = cpu::slice_ranges(&host, shape, &ranges);
                 assert_eq!(y.shape(), want_shape.as_slice());
                 assert_eq!(bits(&y), want, "{cfg} {dtype:?} slice {shape:?} axis {axis} {start}..{end}");
@@ -124,11 +123,8 @@ fn slice_matches_reference() {
 
 #[test]
 fn slice_ranges_cut_every_axis() {
-    let cases: &[(&[usize], &[Range<usize>])] = &[
-        (&[7, 33, 5], &[1..6, 2..33, 1..4]),
-        (&[2, 3, 4, 5, 6], &[0..2, 1..3, 0..4, 2..5, 1..6]),
-        (&[13, 64], &[3..10, 8..40]),
-    ];
+    let cases: &[(&[usize], &[Range<usize>])] =
+        &[(&[7, 33, 5], &[1..6, 2..33, 1..4]), (&[2, 3, 4, 5, 6], &[0..2, 1..3, 0..4, 2..5, 1..6]), (&[13, 64], &[3..10, 8..40])];
     for (cfg, ctx) in all() {
         for &dtype in DTYPES {
             for (i, (shape, ranges)) in cases.iter().enumerate() {

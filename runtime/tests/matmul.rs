@@ -4,9 +4,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{all_with_cpu_plain, AWKWARD, assert_close, f16_round, rand_vec};
-use kestrel::ops::gemv::{self, GemvVariant};
+use common::{AWKWARD, all_with_cpu_plain, assert_close, f16_round, rand_vec};
 use kestrel::ops::elementwise::Unary;
+use kestrel::ops::gemv::{self, GemvVariant};
 use kestrel::ops::matmul::{MatmulOptions, matmul, matmul_accumulate, matmul_baseline, matmul_gelu};
 use kestrel::reference;
 use kestrel::{Context, DType, Recorder, Tensor};

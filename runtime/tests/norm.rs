@@ -10,18 +10,7 @@ use kestrel::{KestrelError, Recorder, Tensor};
 /// `[.., C]` shapes: a lone element, awkward row counts and channel counts (including rows longer
 /// than the workgroup — 256 invocations on GPU kernels, 32 on CPU ones — e.g. 1000 and 4099, which
 /// loop), and a rank-3 tensor.
-const SHAPES: &[&[usize]] = &[
-    &[1, 1],
-    &[7, 7],
-    &[33, 33],
-    &[3, 197],
-    &[577, 7],
-    &[5, 577],
-    &[2, 1000],
-    &[3, 4099],
-    &[2, 33, 197],
-    &[197],
-];
+const SHAPES: &[&[usize]] = &[&[1, 1], &[7, 7], &[33, 33], &[3, 197], &[577, 7], &[5, 577], &[2, 1000], &[3, 4099], &[2, 33, 197], &[197]];
 
 // f32 tolerance: each row's statistics are f32 sums of ≤ 4099 terms reduced as a tree (error
 // ~log2(C)·2⁻²⁴ relative), and the outputs are O(1) (normalised, gamma/beta in [-1, 2)); the
@@ -52,8 +41,7 @@ fn layer_norm_matches_reference() {
                 let y = norm::layer_norm(&mut rec, &tx, g.then_some(&tg), b.then_some(&tb), EPS).unwrap();
                 rec.submit().unwrap();
                 assert_eq!(y.shape(), *shape);
-                let want =
-                    reference::norm::layer_norm(&x, c, g.then_some(gamma.as_slice()), b.then_some(beta.as_slice()), EPS);
+                let want = reference::norm::layer_norm(&x, c, g.then_some(gamma.as_slice()), b.then_some(beta.as_slice()), EPS);
                 assert_close(&y.to_vec_f32().unwrap(), &want, ATOL, RTOL, &format!("{cfg} layer_norm {shape:?} gamma={g} beta={b}"));
             }
         }
@@ -110,11 +98,17 @@ fn channel_affine_matches_reference() {
             let scale = rand_vec(c, 700 + i as u64);
             let shift = rand_vec(c, 800 + i as u64);
             let mut rec = Recorder::new(&ctx);
-            let y = norm::channel_affine(&mut rec, &upload(&ctx, shape, &x), &upload(&ctx, &[c], &scale), &upload(&ctx, &[c], &shift))
-                .unwrap();
+            let y =
+                norm::channel_affine(&mut rec, &upload(&ctx, shape, &x), &upload(&ctx, &[c], &scale), &upload(&ctx, &[c], &shift)).unwrap();
             rec.submit().unwrap();
             // One f32 multiply-add per element: within 1 ulp-ish of the f64 result.
-            assert_close(&y.to_vec_f32().unwrap(), &reference::norm::channel_affine(&x, &scale, &shift), 1e-6, 1e-6, &format!("{cfg} affine {shape:?}"));
+            assert_close(
+                &y.to_vec_f32().unwrap(),
+                &reference::norm::channel_affine(&x, &scale, &shift),
+                1e-6,
+                1e-6,
+                &format!("{cfg} affine {shape:?}"),
+            );
         }
     }
 }

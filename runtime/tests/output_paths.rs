@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use kestrel::error::KestrelError;
 use kestrel::output::{OutputError, PendingFile, check_writable};
+use kestrel::weights;
 use kestrel::weights::convert::{ConvertOptions, convert};
 use kestrel::weights::kestrel_file::FileQuant;
-use kestrel::weights;
 use serde_json::json;
 
 /// A fresh, empty temporary directory for one test.

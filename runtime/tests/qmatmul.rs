@@ -24,35 +24,14 @@ const RTOL: f32 = 1e-5;
 /// GEMV shapes (N, K): every awkward size in both roles; K a multiple of 32 for GGUF schemes.
 fn gemv_shapes(s: QuantScheme) -> &'static [(usize, usize)] {
     if s.needs_whole_blocks() {
-        &[
-            (1, 32),
-            (7, 576),
-            (33, 96),
-            (197, 32),
-            (577, 576),
-            (197, 96),
-        ]
+        &[(1, 32), (7, 576), (33, 96), (197, 32), (577, 576), (197, 96)]
     } else {
-        &[
-            (1, 1),
-            (1, 577),
-            (7, 33),
-            (33, 7),
-            (197, 577),
-            (577, 197),
-            (577, 1),
-            (33, 33),
-            (7, 197),
-        ]
+        &[(1, 1), (1, 577), (7, 33), (33, 7), (197, 577), (577, 197), (577, 1), (33, 33), (7, 197)]
     }
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| f64::from(x) * f64::from(y))
-        .sum();
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
     let na: f64 = a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
@@ -60,19 +39,10 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 /// Quantises `w` with `scheme`, through GGUF block bytes for the GGUF schemes (so the import
 /// path is what the kernels read).
-fn upload(
-    ctx: &Arc<Context>,
-    scheme: QuantScheme,
-    w: &[f32],
-    n: usize,
-    k: usize,
-) -> (QuantTensor, Vec<f32>) {
+fn upload(ctx: &Arc<Context>, scheme: QuantScheme, w: &[f32], n: usize, k: usize) -> (QuantTensor, Vec<f32>) {
     let packed = PackedWeights::quantize(scheme, w, &[n, k]).unwrap();
     let t = match scheme.gguf() {
-        Some(dt) => {
-            QuantTensor::from_gguf_blocks(ctx, dt, &[n, k], &packed.to_gguf_blocks().unwrap())
-                .unwrap()
-        }
+        Some(dt) => QuantTensor::from_gguf_blocks(ctx, dt, &[n, k], &packed.to_gguf_blocks().unwrap()).unwrap(),
         None => QuantTensor::upload(ctx, &packed).unwrap(),
     };
     (t, packed.dequantize())
@@ -99,13 +69,7 @@ fn qgemv_every_scheme_awkward_shapes() {
                     let (tw, deq) = upload(&ctx, scheme, &w, n, k);
                     let tx = Tensor::from_f32(&ctx, &[1, k], &x).unwrap();
                     let tb = Tensor::from_f32(&ctx, &[n], &bias).unwrap();
-                    let want = reference::qmatmul::qmatmul(
-                        &x,
-                        k,
-                        &deq,
-                        n,
-                        use_bias.then_some(bias.as_slice()),
-                    );
+                    let want = reference::qmatmul::qmatmul(&x, k, &deq, n, use_bias.then_some(bias.as_slice()));
                     for v in gemv_variants(&ctx) {
                         let mut rec = Recorder::new(&ctx);
                         let y = qgemv(&mut rec, &tx, &tw, use_bias.then_some(&tb), v).unwrap();
@@ -176,10 +140,7 @@ fn qmatmul_rows_loop_limit_is_an_error() {
         let w = QuantTensor::quantize(&ctx, QuantScheme::W8, &vec![0.5; k], &[1, k]).unwrap();
         let a = Tensor::from_f32(&ctx, &[2, k], &vec![0.0; 2 * k]).unwrap();
         let mut rec = Recorder::new(&ctx);
-        assert!(matches!(
-            qmatmul(&mut rec, &a, &w, None),
-            Err(KestrelError::InvalidArgument { .. })
-        ));
+        assert!(matches!(qmatmul(&mut rec, &a, &w, None), Err(KestrelError::InvalidArgument { .. })));
         assert!(rec.is_empty());
     }
 }
@@ -208,13 +169,7 @@ fn qmatmul_every_scheme_awkward_shapes() {
                     let c = qmatmul(&mut rec, &ta, &tw, use_bias.then_some(&tb)).unwrap();
                     rec.submit().unwrap();
                     assert_eq!(c.shape(), &[m, n]);
-                    let want = reference::qmatmul::qmatmul(
-                        &a,
-                        k,
-                        &deq,
-                        n,
-                        use_bias.then_some(bias.as_slice()),
-                    );
+                    let want = reference::qmatmul::qmatmul(&a, k, &deq, n, use_bias.then_some(bias.as_slice()));
                     let what = format!("{cfg} qmatmul {} m{m} n{n} k{k}", scheme.name());
                     assert_close(&c.to_vec_f32().unwrap(), &want, ATOL, RTOL, &what);
                 }
@@ -235,13 +190,7 @@ fn qmatmul_batched_a() {
         let c = qmatmul(&mut rec, &ta, &tw, None).unwrap();
         rec.submit().unwrap();
         assert_eq!(c.shape(), &[2, 3, n]);
-        assert_close(
-            &c.to_vec_f32().unwrap(),
-            &reference::qmatmul::qmatmul(&a, k, &deq, n, None),
-            ATOL,
-            RTOL,
-            cfg,
-        );
+        assert_close(&c.to_vec_f32().unwrap(), &reference::qmatmul::qmatmul(&a, k, &deq, n, None), ATOL, RTOL, cfg);
     }
 }
 
@@ -265,11 +214,7 @@ fn close_to_the_f32_product() {
             rec.submit().unwrap();
             let cm = cosine(&c.to_vec_f32().unwrap(), &exact);
             let cv = cosine(&y.to_vec_f32().unwrap(), &exact[..n]);
-            assert!(
-                cm >= min_cos && cv >= min_cos,
-                "{cfg} {}: cosine {cm} / {cv} < {min_cos}",
-                scheme.name()
-            );
+            assert!(cm >= min_cos && cv >= min_cos, "{cfg} {}: cosine {cm} / {cv} < {min_cos}", scheme.name());
         }
     }
 }
@@ -278,15 +223,8 @@ fn close_to_the_f32_product() {
 fn windows_split_large_weights() {
     // 1 MiB bindings: W8 [1100, 1024] holds 1.07 MiB of values, W4 [2100, 1024] 1.03 MiB; A
     // [300, 1024] f32 (1.2 MiB) and C force M windows too.
-    for ctx in [
-        common::small_bindings(),
-        common::small_bindings_gpu_kernels(),
-    ] {
-        for (scheme, n) in [
-            (QuantScheme::W8, 1100),
-            (QuantScheme::W4, 2100),
-            (QuantScheme::Q4_1, 2100),
-        ] {
+    for ctx in [common::small_bindings(), common::small_bindings_gpu_kernels()] {
+        for (scheme, n) in [(QuantScheme::W8, 1100), (QuantScheme::W4, 2100), (QuantScheme::Q4_1, 2100)] {
             let k = 1024;
             let w = rand_vec(n * k, 3);
             let (tw, deq) = upload(&ctx, scheme, &w, n, k);
@@ -301,13 +239,7 @@ fn windows_split_large_weights() {
                 rec.submit().unwrap();
                 let want = reference::qmatmul::qmatmul(&a, k, &deq, n, Some(&bias));
                 // K = 1024: twice the K of the tolerance argument above.
-                assert_close(
-                    &c.to_vec_f32().unwrap(),
-                    &want,
-                    2.0 * ATOL,
-                    RTOL,
-                    &format!("windowed {} m{m}", scheme.name()),
-                );
+                assert_close(&c.to_vec_f32().unwrap(), &want, 2.0 * ATOL, RTOL, &format!("windowed {} m{m}", scheme.name()));
             }
         }
     }
@@ -334,26 +266,13 @@ fn gguf_blocks_are_read_as_stored() {
     let mut q4_1 = half::f16::from_f32(0.25).to_le_bytes().to_vec();
     q4_1.extend_from_slice(&half::f16::from_f32(-1.0).to_le_bytes());
     q4_1.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
-    let want: Vec<f32> = (0..16)
-        .map(|j| j as f32 * 0.25 - 1.0)
-        .chain((0..16).map(|j| (15 - j) as f32 * 0.25 - 1.0))
-        .collect();
-    assert_eq!(
-        PackedWeights::from_gguf_blocks(WeightDType::Q4_1, &[1, 32], &q4_1)
-            .unwrap()
-            .dequantize(),
-        want
-    );
+    let want: Vec<f32> = (0..16).map(|j| j as f32 * 0.25 - 1.0).chain((0..16).map(|j| (15 - j) as f32 * 0.25 - 1.0)).collect();
+    assert_eq!(PackedWeights::from_gguf_blocks(WeightDType::Q4_1, &[1, 32], &q4_1).unwrap().dequantize(), want);
     // Q8_0: d = 2, q = j − 16 (as i8).
     let mut q8_0 = half::f16::from_f32(2.0).to_le_bytes().to_vec();
     q8_0.extend((0..32i8).map(|j| (j - 16) as u8));
     let want: Vec<f32> = (0..32).map(|j| (j - 16) as f32 * 2.0).collect();
-    assert_eq!(
-        PackedWeights::from_gguf_blocks(WeightDType::Q8_0, &[1, 32], &q8_0)
-            .unwrap()
-            .dequantize(),
-        want
-    );
+    assert_eq!(PackedWeights::from_gguf_blocks(WeightDType::Q8_0, &[1, 32], &q8_0).unwrap().dequantize(), want);
     // And the GPU copy dequantises to the same values.
     let ctx = common::fast();
     let t = QuantTensor::from_gguf_blocks(&ctx, WeightDType::Q8_0, &[1, 32], &q8_0).unwrap();
@@ -377,21 +296,13 @@ fn quantisers_round_to_nearest_level() {
             _ => 1.0 / 15.0 + 16.0 / 2048.0,
         };
         for (i, (&a, &b)) in w.iter().zip(&deq).enumerate() {
-            assert!(
-                (a - b).abs() <= bound,
-                "{}: element {i}: {a} -> {b}",
-                scheme.name()
-            );
+            assert!((a - b).abs() <= bound, "{}: element {i}: {a} -> {b}", scheme.name());
         }
     }
     // All-zero rows quantise to zeros.
     for scheme in QuantScheme::ALL {
         let p = PackedWeights::quantize(scheme, &[0.0; 64], &[2, 32]).unwrap();
-        assert!(
-            p.dequantize().iter().all(|&x| x == 0.0),
-            "{}",
-            scheme.name()
-        );
+        assert!(p.dequantize().iter().all(|&x| x == 0.0), "{}", scheme.name());
     }
 }
 
@@ -403,8 +314,11 @@ fn stacked_rows_dequantise_to_the_stacked_parts() {
     let k = 96;
     let ctx = common::fast();
     for scheme in QuantScheme::ALL {
-        let parts: Vec<PackedWeights> =
-            [3, 1, 5].iter().enumerate().map(|(i, &n)| PackedWeights::quantize(scheme, &rand_vec(n * k, 60 + i as u64), &[n, k]).unwrap()).collect();
+        let parts: Vec<PackedWeights> = [3, 1, 5]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| PackedWeights::quantize(scheme, &rand_vec(n * k, 60 + i as u64), &[n, k]).unwrap())
+            .collect();
         let stacked = PackedWeights::concat_rows(&parts).unwrap();
         assert_eq!((stacked.n, stacked.k), (9, k));
         let want: Vec<f32> = parts.iter().flat_map(PackedWeights::dequantize).collect();
@@ -418,7 +332,10 @@ fn stacked_rows_dequantise_to_the_stacked_parts() {
         let want_y = reference::qmatmul::qmatmul(&x, k, &want, 9, None);
         assert_close(&y.to_vec_f32().unwrap(), &want_y, ATOL, RTOL, &format!("{} stacked GEMV", scheme.name()));
     }
-    let (w8, w4) = (PackedWeights::quantize(QuantScheme::W8, &[0.5; 64], &[2, 32]).unwrap(), PackedWeights::quantize(QuantScheme::W4, &[0.5; 64], &[2, 32]).unwrap());
+    let (w8, w4) = (
+        PackedWeights::quantize(QuantScheme::W8, &[0.5; 64], &[2, 32]).unwrap(),
+        PackedWeights::quantize(QuantScheme::W4, &[0.5; 64], &[2, 32]).unwrap(),
+    );
     assert!(matches!(PackedWeights::concat_rows(&[w8.clone(), w4]), Err(KestrelError::InvalidArgument { .. })), "mixed schemes");
     let mut short = w8.clone();
     short.scales.pop();
@@ -432,18 +349,10 @@ fn bad_inputs_are_errors() {
     // GGUF schemes need K a multiple of 32: a typed shape error.
     for scheme in [QuantScheme::Q4_0, QuantScheme::Q4_1, QuantScheme::Q8_0] {
         let r = PackedWeights::quantize(scheme, &[0.5; 33 * 2], &[2, 33]);
-        assert!(
-            matches!(r, Err(KestrelError::Shape { .. })),
-            "{}: {r:?}",
-            scheme.name()
-        );
+        assert!(matches!(r, Err(KestrelError::Shape { .. })), "{}: {r:?}", scheme.name());
         let dt = scheme.gguf().unwrap();
         let r = QuantTensor::from_gguf_blocks(&ctx, dt, &[1, 33], &[0; 40]);
-        assert!(
-            matches!(r, Err(KestrelError::Shape { .. })),
-            "{}",
-            scheme.name()
-        );
+        assert!(matches!(r, Err(KestrelError::Shape { .. })), "{}", scheme.name());
         // Wrong byte count.
         assert!(QuantTensor::from_gguf_blocks(&ctx, dt, &[2, 32], &[0; 20]).is_err());
     }
@@ -453,12 +362,7 @@ fn bad_inputs_are_errors() {
     assert!(PackedWeights::quantize(QuantScheme::W4, &[1.0; 0], &[0, 4]).is_err());
     assert!(PackedWeights::quantize(QuantScheme::W8, &[f32::NAN; 4], &[1, 4]).is_err());
     assert!(PackedWeights::quantize(QuantScheme::Q8_0, &[1e9; 32], &[1, 32]).is_err());
-    assert!(
-        PackedWeights::to_gguf_blocks(
-            &PackedWeights::quantize(QuantScheme::W8, &[1.0; 4], &[1, 4]).unwrap()
-        )
-        .is_err()
-    );
+    assert!(PackedWeights::to_gguf_blocks(&PackedWeights::quantize(QuantScheme::W8, &[1.0; 4], &[1, 4]).unwrap()).is_err());
 
     let w = QuantTensor::quantize(&ctx, QuantScheme::W4, &rand_vec(6 * 40, 1), &[6, 40]).unwrap();
     let mut rec = Recorder::new(&ctx);
@@ -467,34 +371,13 @@ fn bad_inputs_are_errors() {
     let x16 = Tensor::from_f32_as(&ctx, &[40], &[0.0; 40], kestrel::DType::F16).unwrap();
     let bias_bad = Tensor::from_f32(&ctx, &[5], &[0.0; 5]).unwrap();
     let x = Tensor::from_f32(&ctx, &[40], &[0.0; 40]).unwrap();
-    assert!(matches!(
-        qgemv(&mut rec, &x_bad, &w, None, GemvVariant::Auto),
-        Err(KestrelError::Shape { .. })
-    ));
-    assert!(matches!(
-        qgemv(&mut rec, &x2, &w, None, GemvVariant::Auto),
-        Err(KestrelError::Shape { .. })
-    ));
-    assert!(matches!(
-        qgemv(&mut rec, &x16, &w, None, GemvVariant::Auto),
-        Err(KestrelError::UnsupportedDtype { .. })
-    ));
-    assert!(matches!(
-        qgemv(&mut rec, &x, &w, Some(&bias_bad), GemvVariant::Auto),
-        Err(KestrelError::Shape { .. })
-    ));
-    assert!(matches!(
-        qmatmul(&mut rec, &x_bad, &w, None),
-        Err(KestrelError::Shape { .. })
-    ));
-    assert!(matches!(
-        qmatmul(&mut rec, &x16, &w, None),
-        Err(KestrelError::UnsupportedDtype { .. })
-    ));
-    assert!(matches!(
-        qmatmul(&mut rec, &x2, &w, Some(&bias_bad)),
-        Err(KestrelError::Shape { .. })
-    ));
+    assert!(matches!(qgemv(&mut rec, &x_bad, &w, None, GemvVariant::Auto), Err(KestrelError::Shape { .. })));
+    assert!(matches!(qgemv(&mut rec, &x2, &w, None, GemvVariant::Auto), Err(KestrelError::Shape { .. })));
+    assert!(matches!(qgemv(&mut rec, &x16, &w, None, GemvVariant::Auto), Err(KestrelError::UnsupportedDtype { .. })));
+    assert!(matches!(qgemv(&mut rec, &x, &w, Some(&bias_bad), GemvVariant::Auto), Err(KestrelError::Shape { .. })));
+    assert!(matches!(qmatmul(&mut rec, &x_bad, &w, None), Err(KestrelError::Shape { .. })));
+    assert!(matches!(qmatmul(&mut rec, &x16, &w, None), Err(KestrelError::UnsupportedDtype { .. })));
+    assert!(matches!(qmatmul(&mut rec, &x2, &w, Some(&bias_bad)), Err(KestrelError::Shape { .. })));
     assert!(rec.is_empty());
 
     let fb = common::fallback();
@@ -519,7 +402,9 @@ fn texture_storage_round_trips() {
 #[test]
 fn qgemv_accumulates_in_place() {
     for (cfg, ctx) in all() {
-        for (scheme, n, k) in [(QuantScheme::Q4_1, 197, 96), (QuantScheme::W8, 33, 197), (QuantScheme::Q8_0, 577, 64), (QuantScheme::W4, 64, 64)] {
+        for (scheme, n, k) in
+            [(QuantScheme::Q4_1, 197, 96), (QuantScheme::W8, 33, 197), (QuantScheme::Q8_0, 577, 64), (QuantScheme::W4, 64, 64)]
+        {
             let w = rand_vec(n * k, 21);
             let x = rand_vec(k, 22);
             let r = rand_vec(n, 23);

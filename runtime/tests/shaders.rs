@@ -1,8 +1,8 @@
 //! Every WGSL file parses, and every kernel variant an op can select preprocesses and
 //! validates with naga (with f16 and subgroup capabilities allowed).
 
-use kestrel::ops::all_variants;
 use kestrel::SubgroupLayoutTest;
+use kestrel::ops::all_variants;
 use kestrel::shader::{Defines, FAMILIES, preprocess, source, validate};
 
 #[test]
@@ -39,7 +39,16 @@ fn subgroup_layout_defines_validate() {
             }
             changed.insert((key.family, key.entry));
         }
-        for entry in [("gemv", "gemv"), ("qmatmul", "qgemv"), ("norm", "layer_norm"), ("norm", "rms_norm"), ("softmax", "softmax"), ("reduce", "argmax"), ("reduce", "top_k"), ("attention", "attn_decode")] {
+        for entry in [
+            ("gemv", "gemv"),
+            ("qmatmul", "qgemv"),
+            ("norm", "layer_norm"),
+            ("norm", "rms_norm"),
+            ("softmax", "softmax"),
+            ("reduce", "argmax"),
+            ("reduce", "top_k"),
+            ("attention", "attn_decode"),
+        ] {
             assert!(changed.contains(&entry), "{test:?} does not reach {entry:?}");
         }
     }

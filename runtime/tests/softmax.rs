@@ -11,18 +11,8 @@ use kestrel::{Context, KestrelError, Recorder, Tensor};
 
 /// `[.., rows, cols]` shapes: awkward row and column counts, rows longer than the 256-invocation
 /// workgroup (1000, 4099: looped), more rows than columns and the reverse, rank 1 and rank 4.
-const SHAPES: &[&[usize]] = &[
-    &[1, 1],
-    &[7, 7],
-    &[33, 197],
-    &[197, 33],
-    &[3, 577],
-    &[577, 7],
-    &[2, 1000],
-    &[2, 4099],
-    &[2, 3, 7, 33],
-    &[197],
-];
+const SHAPES: &[&[usize]] =
+    &[&[1, 1], &[7, 7], &[33, 197], &[197, 33], &[3, 577], &[577, 7], &[2, 1000], &[2, 4099], &[2, 3, 7, 33], &[197]];
 
 // f32 tolerance: logits here are O(1), so exp (Vulkan: 3 + 2|x| ulp) and the f32 row sum (a
 // tree over ≤ 4099 terms) are each within a few 1e-7 relative; outputs lie in [0, 1].

@@ -8,8 +8,8 @@ mod real_weights;
 use std::path::{Path, PathBuf};
 
 use kestrel::error::KestrelError;
-use real_weights::real_weight;
 use kestrel::weights::{self, WeightDType, WeightSource, gguf};
+use real_weights::real_weight;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -50,9 +50,7 @@ fn fixture_dequantises_exactly_like_python_gguf() {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     let names: Vec<&str> = src.tensors().iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, [
-        "f32", "f16", "bf16", "f64", "i8", "i16", "i32", "i64", "q4_0", "q4_1", "q8_0", "q4_k", "q5_k", "q6_k", "q5_0"
-    ]);
+    assert_eq!(names, ["f32", "f16", "bf16", "f64", "i8", "i16", "i32", "i64", "q4_0", "q4_1", "q8_0", "q4_k", "q5_k", "q6_k", "q5_0"]);
     let mut at = 0;
     for t in src.tensors() {
         assert_eq!(t.dtype.name(), t.name, "dtype of {}", t.name);
@@ -172,8 +170,7 @@ impl G {
 
 #[test]
 fn hand_made_minimal_file_opens() {
-    let g = G::header(2, 2, 1).str("general.alignment").u32(4).u32(32)
-        .tensor("a", &[4, 2], 0, 0).tensor("b", &[32], 8, 32).data(32 + 34);
+    let g = G::header(2, 2, 1).str("general.alignment").u32(4).u32(32).tensor("a", &[4, 2], 0, 0).tensor("b", &[32], 8, 32).data(32 + 34);
     let path = temp_file("minimal.gguf", &g.0);
     let src = weights::open(&path).expect("open minimal file");
     assert_eq!(src.tensors().len(), 2);
@@ -214,9 +211,7 @@ fn malformed_headers_are_rejected() {
 
 #[test]
 fn malformed_tensor_infos_are_rejected() {
-    let one = |name: &str, dims: &[u64], ty: u32, offset: u64, data: usize| {
-        G::header(3, 1, 0).tensor(name, dims, ty, offset).data(data).0
-    };
+    let one = |name: &str, dims: &[u64], ty: u32, offset: u64, data: usize| G::header(3, 1, 0).tensor(name, dims, ty, offset).data(data).0;
     // Sanity: the unmodified file opens.
     let ok = temp_file("ok.gguf", &one("a", &[8], 0, 0, 32));
     assert!(weights::open(&ok).is_ok());

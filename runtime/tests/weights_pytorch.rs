@@ -247,7 +247,12 @@ fn malformed_archives_are_typed_errors() {
     assert_rejected("broadcast.pt", &archive(&pkl("0", 6, 0, &[1 << 40], &[0], &[]), &six()), Some("w"), "expands");
     let negative = pkl("0", 6, 0, &[2, 3], &[3, u64::MAX], &[]);
     assert_rejected("negative.pt", &archive(&negative, &six()), None, "non-integer or negative");
-    assert_rejected("compressed.pt", &zip(&[("archive/data.pkl", &pkl("0", 6, 0, &[6], &[1], &[])), ("archive/data/0", &six())], 8), None, "compressed");
+    assert_rejected(
+        "compressed.pt",
+        &zip(&[("archive/data.pkl", &pkl("0", 6, 0, &[6], &[1], &[])), ("archive/data/0", &six())], 8),
+        None,
+        "compressed",
+    );
     assert_rejected("big_endian.pt", &zip(&[("archive/data.pkl", b"\x80\x02N."), ("archive/byteorder", b"big")], 0), None, "big-endian");
     assert_rejected("no_pkl.pt", &zip(&[("archive/other", b"x")], 0), None, "data.pkl");
     // An end-of-central-directory record that claims more entries than its directory can hold.

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use half::{bf16, f16};
 use kestrel::error::KestrelError;
-use real_weights::real_weight;
 use kestrel::weights::{self, WeightDType};
+use real_weights::real_weight;
 
 /// Writes `bytes` to a fresh temporary file and returns its path.
 fn temp_file(tag: &str, bytes: &[u8]) -> PathBuf {
@@ -111,19 +111,21 @@ fn sample_file_opens_in_file_order_with_metadata() {
     let src = weights::open(&path).expect("open sample");
     assert_eq!(src.format(), "safetensors");
     assert_eq!(src.metadata(), serde_json::json!({"format": "pt", "note": "kestrel"}));
-    let listed: Vec<(&str, &str, Vec<usize>)> =
-        src.tensors().iter().map(|t| (t.name.as_str(), t.dtype.name(), t.shape.clone())).collect();
-    assert_eq!(listed, vec![
-        ("a.f32", "f32", vec![2, 3]),
-        ("f16", "f16", vec![3]),
-        ("bf16", "bf16", vec![2]),
-        ("i64", "i64", vec![2, 1]),
-        ("u8", "u8", vec![3]),
-        ("bool", "bool", vec![2]),
-        ("i8", "i8", vec![1]),
-        ("u16", "u16", vec![1]),
-        ("f64", "f64", vec![]),
-    ]);
+    let listed: Vec<(&str, &str, Vec<usize>)> = src.tensors().iter().map(|t| (t.name.as_str(), t.dtype.name(), t.shape.clone())).collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("a.f32", "f32", vec![2, 3]),
+            ("f16", "f16", vec![3]),
+            ("bf16", "bf16", vec![2]),
+            ("i64", "i64", vec![2, 1]),
+            ("u8", "u8", vec![3]),
+            ("bool", "bool", vec![2]),
+            ("i8", "i8", vec![1]),
+            ("u16", "u16", vec![1]),
+            ("f64", "f64", vec![]),
+        ]
+    );
     assert_eq!(src.bytes("a.f32").map(|b| b.len()).ok(), Some(24));
 }
 
@@ -242,7 +244,11 @@ fn bad_sharded_indexes_are_errors() {
         ("missing-shard.index.json", br#"{"weight_map": {"a.weight": "no-such-shard.safetensors"}}"#, "cannot open"),
         ("outside.index.json", br#"{"weight_map": {"a.weight": "../bad-shard-1.safetensors"}}"#, "not a file name"),
         ("not-in-shard.index.json", br#"{"weight_map": {"z.weight": "bad-shard-1.safetensors"}}"#, "does not hold"),
-        ("twice.index.json", br#"{"weight_map": {"a.weight": "bad-shard-1.safetensors", "c.weight": "bad-shard-2.safetensors"}}"#, "two shards"),
+        (
+            "twice.index.json",
+            br#"{"weight_map": {"a.weight": "bad-shard-1.safetensors", "c.weight": "bad-shard-2.safetensors"}}"#,
+            "two shards",
+        ),
     ];
     for (tag, bytes, why) in cases {
         let path = temp_file(tag, bytes);

@@ -26,7 +26,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let a = ctx.adapter();
     if !args.json {
         println!("Adapter: {} ({}, {})", a.name, a.backend, a.device_type);
-        println!("{:<16} {:<5} {:<10} {:>6} {:>6} {:>6} {:>10} {:>9} {:>8}", "op", "dtype", "variant", "m", "n", "k", "ms", "GFLOP/s", "GB/s");
+        println!(
+            "{:<16} {:<5} {:<10} {:>6} {:>6} {:>6} {:>10} {:>9} {:>8}",
+            "op", "dtype", "variant", "m", "n", "k", "ms", "GFLOP/s", "GB/s"
+        );
     }
     let opts = BenchOptions { op: args.op.clone(), runs: args.runs.max(5), quick: args.quick };
     let json = args.json;
@@ -40,7 +43,15 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             println!(
                 "{:<16} {:<5} {:<10} {:>6} {:>6} {:>6} {:>10.3} {:>9.2} {:>8.2}",
-                r.op, r.dtype, r.variant.unwrap_or("-"), r.m, r.n, r.k, r.ms_median, r.gflops, r.gbps
+                r.op,
+                r.dtype,
+                r.variant.unwrap_or("-"),
+                r.m,
+                r.n,
+                r.k,
+                r.ms_median,
+                r.gflops,
+                r.gbps
             );
         }
     })?;

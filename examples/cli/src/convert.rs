@@ -58,18 +58,12 @@ pub fn run(args: &ConvertArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let summary = match slab {
-        Some(cfg) => slab::convert::convert_checkpoint(src.as_ref(), &cfg, opts.quant, &args.out, progress).map_err(Box::<dyn std::error::Error>::from),
+        Some(cfg) => slab::convert::convert_checkpoint(src.as_ref(), &cfg, opts.quant, &args.out, progress)
+            .map_err(Box::<dyn std::error::Error>::from),
         None => convert(src.as_ref(), &args.out, &opts, progress).map_err(Box::<dyn std::error::Error>::from),
     };
     bar.finish_and_clear();
     let s = summary?;
-    println!(
-        "{}: {} tensors ({} quantised {}), {} bytes",
-        args.out.display(),
-        s.tensors,
-        s.quantised,
-        opts.quant.name(),
-        s.bytes
-    );
+    println!("{}: {} tensors ({} quantised {}), {} bytes", args.out.display(), s.tensors, s.quantised, opts.quant.name(), s.bytes);
     Ok(())
 }

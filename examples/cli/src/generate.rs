@@ -116,7 +116,8 @@ pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Err
     let started = Instant::now();
     let opts = LoadOptions { quant, fold_repbn: true, fuse_projections: !args.separate_projections };
     let model = load_with_bar(&ctx, &args.model, &opts)?;
-    let tokenizer = model.tokenizer.ok_or_else(|| format!("{}: no tokenizer found (tokenizer.json or GGUF metadata)", args.model.display()))?;
+    let tokenizer =
+        model.tokenizer.ok_or_else(|| format!("{}: no tokenizer found (tokenizer.json or GGUF metadata)", args.model.display()))?;
     let decoder = Decoder::new(&ctx, model.config, model.weights, &DecoderOptions { context: args.context, kv_dtype: None })?;
     eprintln!(
         "kestrel: {} ({}, {} layers, {} quant, {:.0} MB of linear weights) loaded in {:.1} s; context {}, {} KV cache",
@@ -134,9 +135,17 @@ pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Err
 }
 
 /// Loads the model with a progress bar over its layers.
-fn load_with_bar(ctx: &std::sync::Arc<Context>, path: &Path, opts: &LoadOptions) -> Result<kestrel_models::llm::load::LoadedModel, Box<dyn std::error::Error>> {
+fn load_with_bar(
+    ctx: &std::sync::Arc<Context>,
+    path: &Path,
+    opts: &LoadOptions,
+) -> Result<kestrel_models::llm::load::LoadedModel, Box<dyn std::error::Error>> {
     let bar = ProgressBar::new(1);
-    bar.set_style(ProgressStyle::with_template("loading {elapsed_precise} [{bar:40}] {pos}/{len}").map_err(|e| format!("progress bar: {e}"))?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("loading {elapsed_precise} [{bar:40}] {pos}/{len}")
+            .map_err(|e| format!("progress bar: {e}"))?
+            .progress_chars("=> "),
+    );
     let model = load(ctx, path, opts, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -228,15 +237,24 @@ fn profile_decode(decoder: &mut Decoder, id: u32, steps: usize) -> Result<(), Bo
         eprintln!("profile: no timings (context full, or the device cannot time dispatches)");
         return Ok(());
     };
-    let total: f64 = profiles.iter().filter_map(kestrel::Profile::gpu_total_ns).map(|v| v as f64 / 1e6).sum::<f64>() / profiles.len() as f64;
-    eprintln!("decode step profile ({:?}, {} dispatches, {total:.2} ms per step over {} steps):", first.source, first.dispatches.len(), profiles.len());
+    let total: f64 =
+        profiles.iter().filter_map(kestrel::Profile::gpu_total_ns).map(|v| v as f64 / 1e6).sum::<f64>() / profiles.len() as f64;
+    eprintln!(
+        "decode step profile ({:?}, {} dispatches, {total:.2} ms per step over {} steps):",
+        first.source,
+        first.dispatches.len(),
+        profiles.len()
+    );
     eprintln!("{:>8} {:>6} {:>6}  {:<10} shape", "ms/step", "share", "calls", "op");
     for r in kestrel::profile::op_table(&profiles) {
         eprintln!("{:>8.3} {:>5.1}% {:>6}  {:<10} {}", r.total_ms, r.share * 100.0, r.calls, r.op, r.shape);
     }
     let host = host_us_per_step(decoder, id, steps)?;
     let dispatches = first.dispatches.len();
-    eprintln!("host time per decode step (record + encode + submit, GPU excluded): {host:.0} µs, {:.1} µs per dispatch", host / dispatches as f64);
+    eprintln!(
+        "host time per decode step (record + encode + submit, GPU excluded): {host:.0} µs, {:.1} µs per dispatch",
+        host / dispatches as f64
+    );
     Ok(())
 }
 

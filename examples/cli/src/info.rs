@@ -34,10 +34,17 @@ pub fn run(args: &InfoArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("\nChosen: {} ({}, {})", chosen.name, chosen.backend, chosen.device_type);
     let c = ctx.caps();
-    println!("  f16: {}  subgroups: {} (size {}..{})  timestamps: {} (inside passes: {})  pipeline cache: {}",
-        c.f16, c.subgroups, c.subgroup_min_size, c.subgroup_max_size, c.timestamp, c.timestamp_inside_passes, c.pipeline_cache);
-    println!("  max storage binding: {} MiB  max buffer: {} MiB  workgroup storage: {} KiB  invocations/workgroup: {}",
-        c.max_storage_binding >> 20, c.max_buffer_size >> 20, c.max_workgroup_storage >> 10, c.max_invocations_per_workgroup);
+    println!(
+        "  f16: {}  subgroups: {} (size {}..{})  timestamps: {} (inside passes: {})  pipeline cache: {}",
+        c.f16, c.subgroups, c.subgroup_min_size, c.subgroup_max_size, c.timestamp, c.timestamp_inside_passes, c.pipeline_cache
+    );
+    println!(
+        "  max storage binding: {} MiB  max buffer: {} MiB  workgroup storage: {} KiB  invocations/workgroup: {}",
+        c.max_storage_binding >> 20,
+        c.max_buffer_size >> 20,
+        c.max_workgroup_storage >> 10,
+        c.max_invocations_per_workgroup
+    );
     println!("  features: {}", ctx.feature_names().join(", "));
     if let Some(p) = ctx.pipelines().cache_file() {
         println!("  pipeline cache file: {}", p.display());

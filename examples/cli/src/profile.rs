@@ -151,7 +151,15 @@ pub fn run(args: &ProfileArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Prints one model's table (or JSON object); `[load_peak, peak]` are the process's peak GPU
 /// memory while loading and while running (every model of the run).
-fn report(ctx: &Arc<Context>, s: &Subject, quant: FileQuant, iters: usize, [load_peak, peak]: [u64; 2], best_matmul: Option<f64>, as_json: bool) -> Result<(), Box<dyn std::error::Error>> {
+fn report(
+    ctx: &Arc<Context>,
+    s: &Subject,
+    quant: FileQuant,
+    iters: usize,
+    [load_peak, peak]: [u64; 2],
+    best_matmul: Option<f64>,
+    as_json: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = s.model.config();
     let rows = op_table(&s.profiles);
     let flops: u64 = s.profiles.first().map(|p| p.dispatches.iter().map(|d| d.flops).sum()).unwrap_or(0);
@@ -175,7 +183,16 @@ fn report(ctx: &Arc<Context>, s: &Subject, quant: FileQuant, iters: usize, [load
     println!("{:<18} {:<34} {:>5} {:>10} {:>9} {:>6} {:>9}", "op", "shape", "calls", "total ms", "mean ms", "share", "GFLOP/s");
     for r in &rows {
         let shape: String = r.shape.chars().take(34).collect();
-        println!("{:<18} {:<34} {:>5} {:>10.3} {:>9.3} {:>5.1}% {:>9.2}", r.op, shape, r.calls, r.total_ms, r.mean_ms, r.share * 100.0, r.gflops);
+        println!(
+            "{:<18} {:<34} {:>5} {:>10.3} {:>9.3} {:>5.1}% {:>9.2}",
+            r.op,
+            shape,
+            r.calls,
+            r.total_ms,
+            r.mean_ms,
+            r.share * 100.0,
+            r.gflops
+        );
     }
     println!("{dispatches} dispatches, {:.3} GFLOP, GPU sum {gpu_ms:.2} ms", flops as f64 / 1e9);
     println!(

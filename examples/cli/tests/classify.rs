@@ -58,7 +58,18 @@ fn classifies_an_npy_input_like_the_reference() {
     let model = model_file();
     let logits = tmp("logits.npy");
     let input = fixtures().join("slab/slab_deit_test.input.npy");
-    let o = kestrel(&["classify", "--model", model.to_str().unwrap(), "--input-npy", input.to_str().unwrap(), "--json", "--top", "3", "--dump-logits", logits.to_str().unwrap()]);
+    let o = kestrel(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--input-npy",
+        input.to_str().unwrap(),
+        "--json",
+        "--top",
+        "3",
+        "--dump-logits",
+        logits.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["top"].as_array().unwrap().len(), 3);

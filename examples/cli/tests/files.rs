@@ -60,12 +60,7 @@ fn special_outputs(dir: &Path, src: &Path) -> Vec<(&'static str, PathBuf, &'stat
     std::fs::create_dir(&sub).unwrap();
     let fifo = dir.join("fifo.kestrel");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    vec![
-        ("source", src.to_path_buf(), "source"),
-        ("symlink", link, "symlink"),
-        ("directory", sub, "directory"),
-        ("fifo", fifo, "FIFO"),
-    ]
+    vec![("source", src.to_path_buf(), "source"), ("symlink", link, "symlink"), ("directory", sub, "directory"), ("fifo", fifo, "FIFO")]
 }
 
 /// Checks that nothing in `dir` changed kind or content: the victim, the source, the FIFO,

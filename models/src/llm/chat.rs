@@ -132,9 +132,7 @@ fn render_chatml(messages: &[ChatMessage], add_generation_prompt: bool) -> Strin
 
 fn template_err(e: Error) -> ModelError {
     if e.kind() == ErrorKind::OutOfFuel {
-        return ModelError::Template(
-            "the chat template ran past its budget of template instructions (does it loop without end?)".into(),
-        );
+        return ModelError::Template("the chat template ran past its budget of template instructions (does it loop without end?)".into());
     }
     // `{:#}` adds the template line and the failing expression to minijinja's message.
     ModelError::Template(format!("{e:#}"))
@@ -156,10 +154,8 @@ fn render_jinja(source: &str, messages: &[ChatMessage], add_generation_prompt: b
     env.add_function("raise_exception", raise_exception);
     env.add_filter("tojson", pyjson::tojson);
     let template = env.template_from_str(source).map_err(template_err)?;
-    let messages: Vec<Value> = messages
-        .iter()
-        .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
-        .collect();
+    let messages: Vec<Value> =
+        messages.iter().map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() }).collect();
     let ctx = minijinja::context! {
         messages => messages,
         add_generation_prompt => add_generation_prompt,

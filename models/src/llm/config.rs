@@ -100,7 +100,9 @@ fn config_err(detail: impl Into<String>) -> ModelError {
 pub(crate) fn opt_usize(obj: &Value, key: &str) -> Result<Option<usize>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()).map(Some).ok_or_else(|| config_err(format!("`{key}` is {v}, not a count"))),
+        Some(v) => {
+            v.as_u64().and_then(|n| usize::try_from(n).ok()).map(Some).ok_or_else(|| config_err(format!("`{key}` is {v}, not a count")))
+        }
     }
 }
 
@@ -237,7 +239,8 @@ impl LlmConfig {
             None => 0,
         };
         let mut context_length = opt_usize(cfg, "max_position_embeddings")?.unwrap_or(2048);
-        let rope_params = cfg.get("rope_parameters").filter(|v| v.is_object()).or_else(|| cfg.get("rope_scaling").filter(|v| v.is_object()));
+        let rope_params =
+            cfg.get("rope_parameters").filter(|v| v.is_object()).or_else(|| cfg.get("rope_scaling").filter(|v| v.is_object()));
         let theta = match rope_params {
             Some(p) => opt_f32(p, "rope_theta")?,
             None => None,
@@ -316,7 +319,15 @@ impl LlmConfig {
     /// Checks that the sizes are consistent and within the kernels' limits.
     pub fn validate(&self) -> Result<()> {
         let bad = |d: String| Err(config_err(d));
-        for (name, v) in [("hidden size", self.hidden), ("layers", self.layers), ("heads", self.heads), ("kv heads", self.kv_heads), ("MLP width", self.ffn), ("vocabulary", self.vocab), ("context length", self.context_length)] {
+        for (name, v) in [
+            ("hidden size", self.hidden),
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("kv heads", self.kv_heads),
+            ("MLP width", self.ffn),
+            ("vocabulary", self.vocab),
+            ("context length", self.context_length),
+        ] {
             if v == 0 {
                 return bad(format!("{name} is 0"));
             }

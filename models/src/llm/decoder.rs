@@ -110,8 +110,15 @@ impl Decoder {
             );
         }
         let kv_dtype = opts.kv_dtype.unwrap_or(if ctx.caps().f16 { DType::F16 } else { DType::F32 });
-        let caches = (0..config.layers).map(|_| KvCache::new(ctx, config.kv_heads, config.head_dim, context, kv_dtype)).collect::<kestrel::Result<Vec<_>>>()?;
-        let rope = RopeOptions { theta: config.rope.theta, rotary_dim: config.rope.rotary_dim, layout: weights.rope_layout, scaling: config.rope.scaling };
+        let caches = (0..config.layers)
+            .map(|_| KvCache::new(ctx, config.kv_heads, config.head_dim, context, kv_dtype))
+            .collect::<kestrel::Result<Vec<_>>>()?;
+        let rope = RopeOptions {
+            theta: config.rope.theta,
+            rotary_dim: config.rope.rotary_dim,
+            layout: weights.rope_layout,
+            scaling: config.rope.scaling,
+        };
         Ok(Decoder { ctx: ctx.clone(), config, weights, caches, rope, pos: 0 })
     }
 

@@ -80,13 +80,16 @@ fn parent(path: &Path) -> PathBuf {
 
 /// The weight files of a Hugging Face directory, in order of preference (sharded checkpoints
 /// through their index).
-pub(crate) const WEIGHT_FILES: [&str; 4] = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"];
+pub(crate) const WEIGHT_FILES: [&str; 4] =
+    ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"];
 
 fn resolve(path: &Path) -> Result<Resolved> {
     if path.is_dir() {
-        let weights = WEIGHT_FILES.iter().map(|f| path.join(f)).find(|p| p.is_file()).ok_or_else(|| {
-            ModelError::Config(format!("{}: none of {} is there", path.display(), WEIGHT_FILES.join(", ")))
-        })?;
+        let weights = WEIGHT_FILES
+            .iter()
+            .map(|f| path.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| ModelError::Config(format!("{}: none of {} is there", path.display(), WEIGHT_FILES.join(", "))))?;
         return resolve_hf(path, kestrel::weights::open(&weights)?);
     }
     let src = kestrel::weights::open(path)?;

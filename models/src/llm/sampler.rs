@@ -180,10 +180,13 @@ impl Sampler {
         let mut keep = probs.len();
         if c.top_p < 1.0 {
             let mut acc = 0.0;
-            keep = probs.iter().position(|&p| {
-                acc += p;
-                acc >= f64::from(c.top_p)
-            }).map_or(keep, |i| i + 1);
+            keep = probs
+                .iter()
+                .position(|&p| {
+                    acc += p;
+                    acc >= f64::from(c.top_p)
+                })
+                .map_or(keep, |i| i + 1);
         }
         if c.min_p > 0.0 {
             let floor = f64::from(c.min_p) * probs[0];

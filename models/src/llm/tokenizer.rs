@@ -116,9 +116,10 @@ impl Tokenizer {
         let lookup = |token: &Option<String>, what: &str| -> Result<Option<u32>> {
             match token {
                 None => Ok(None),
-                Some(t) => inner.token_to_id(t).map(Some).ok_or_else(|| {
-                    ModelError::Tokenizer(format!("{name}: the {what} token {t:?} of the config is not in the vocabulary"))
-                }),
+                Some(t) => inner
+                    .token_to_id(t)
+                    .map(Some)
+                    .ok_or_else(|| ModelError::Tokenizer(format!("{name}: the {what} token {t:?} of the config is not in the vocabulary"))),
             }
         };
         let bos = lookup(&config.bos_token, "BOS")?;
@@ -159,9 +160,8 @@ impl Tokenizer {
         let added = parts.inner.get_added_tokens_decoder();
         let vocab = parts.inner.get_vocab(true);
         let vocab_size = vocab.values().max().map_or(0, |&m| m as usize + 1);
-        let named = END_OF_GENERATION.iter().filter_map(|text| {
-            vocab.get(*text).copied().filter(|id| added.get(id).is_some_and(|t| t.special))
-        });
+        let named =
+            END_OF_GENERATION.iter().filter_map(|text| vocab.get(*text).copied().filter(|id| added.get(id).is_some_and(|t| t.special)));
         let mut eos_ids = Vec::new();
         for id in parts.eos.into_iter().chain(parts.extra_eos).chain(named) {
             if !eos_ids.contains(&id) {
@@ -228,10 +228,7 @@ impl Tokenizer {
     /// An error naming the first id outside the vocabulary, if any.
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         match ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            Some(bad) => Err(ModelError::Tokenizer(format!(
-                "token id {bad} is outside the vocabulary of {} tokens",
-                self.vocab_size
-            ))),
+            Some(bad) => Err(ModelError::Tokenizer(format!("token id {bad} is outside the vocabulary of {} tokens", self.vocab_size))),
             None => Ok(()),
         }
     }

@@ -328,14 +328,22 @@ impl Loader<'_> {
 
     /// The linear at `prefix` as host f32 weight and bias, with `pre` folded in (which gives it
     /// a bias).
-    fn host_linear(&self, prefix: &str, out: usize, inp: usize, bias: bool, pre: Option<&ChannelAffine>) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    fn host_linear(
+        &self,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        pre: Option<&ChannelAffine>,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let w_name = format!("{prefix}.weight");
         let w = self.store.f32(&w_name, &[out, inp])?;
         let b = self.bias(prefix, out, bias)?;
         match pre {
             None => Ok((w, b)),
             Some(affine) => {
-                let folded = fold_into_following_linear(affine, &w, b.as_deref(), out).map_err(|e| self.store.error(format!("folding into `{w_name}`: {e}")))?;
+                let folded = fold_into_following_linear(affine, &w, b.as_deref(), out)
+                    .map_err(|e| self.store.error(format!("folding into `{w_name}`: {e}")))?;
                 Ok((folded.weight, Some(folded.bias)))
             }
         }
@@ -345,7 +353,9 @@ impl Loader<'_> {
     /// into one ([`Stacked::Fused`]) when `fuse` and [`LoadOptions::fuse_projections`] are set
     /// and their stored forms allow, else separate.
     fn stacked(&self, parts: &[(String, usize)], inp: usize, bias: bool, pre: Option<&ChannelAffine>, fuse: bool) -> Result<Stacked> {
-        let separate = || parts.iter().map(|(prefix, out)| self.linear(prefix, *out, inp, bias, pre)).collect::<Result<Vec<_>>>().map(Stacked::Separate);
+        let separate = || {
+            parts.iter().map(|(prefix, out)| self.linear(prefix, *out, inp, bias, pre)).collect::<Result<Vec<_>>>().map(Stacked::Separate)
+        };
         if !(fuse && self.opts.fuse_projections) {
             return separate();
         }
@@ -436,4 +446,3 @@ impl Loader<'_> {
         Ok((norm, head))
     }
 }
-

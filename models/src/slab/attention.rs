@@ -79,7 +79,15 @@ impl Mixer {
 
     /// Window attention with `{prefix}.relative_position_bias_table` and an optional host
     /// mask `[nW, T, T]`.
-    pub fn window(ctx: &Arc<Context>, p: &dyn ParamSource, prefix: &str, dim: usize, heads: usize, window: usize, mask: Option<&[f32]>) -> Result<Mixer> {
+    pub fn window(
+        ctx: &Arc<Context>,
+        p: &dyn ParamSource,
+        prefix: &str,
+        dim: usize,
+        heads: usize,
+        window: usize,
+        mask: Option<&[f32]>,
+    ) -> Result<Mixer> {
         let side = 2 * window - 1;
         let t = window * window;
         let table = p.f32(&format!("{prefix}.relative_position_bias_table"), &[side * side, heads])?;

@@ -22,7 +22,12 @@ impl SlabModel {
         let c = self.config();
         let shape = [1, c.in_chans, c.img_size, c.img_size];
         if input.len() != shape.iter().product::<usize>() {
-            return Err(ModelError::Input(format!("{} needs {shape:?} = {} values, got {}", c.arch, shape.iter().product::<usize>(), input.len())));
+            return Err(ModelError::Input(format!(
+                "{} needs {shape:?} = {} values, got {}",
+                c.arch,
+                shape.iter().product::<usize>(),
+                input.len()
+            )));
         }
         let ctx = self.context();
         let x = Tensor::from_f32(ctx, &shape, input)?;
@@ -38,7 +43,8 @@ impl SlabModel {
 pub fn top_k(logits: &[f32], k: usize) -> Vec<Ranked> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&v| f64::from(v - max).exp()).sum();
-    let mut ranked: Vec<Ranked> = logits.iter().enumerate().map(|(index, &v)| Ranked { index, prob: (f64::from(v - max).exp() / sum) as f32 }).collect();
+    let mut ranked: Vec<Ranked> =
+        logits.iter().enumerate().map(|(index, &v)| Ranked { index, prob: (f64::from(v - max).exp() / sum) as f32 }).collect();
     ranked.sort_by(|a, b| b.prob.total_cmp(&a.prob).then(a.index.cmp(&b.index)));
     ranked.truncate(k);
     ranked

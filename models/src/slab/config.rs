@@ -121,7 +121,10 @@ impl SlabConfig {
         for s in 0..stages {
             let (sr, res) = (self.sr_ratio(s), (self.img_size / self.patch_size) >> s);
             if sr == 0 || res % sr != 0 || (self.mixer == Mixer::Sla && sr != 1) {
-                return Err(ModelError::Config(format!("{}: stage {s}: spatial reduction {sr} of a {res}-token side (SLA stages use 1)", self.arch)));
+                return Err(ModelError::Config(format!(
+                    "{}: stage {s}: spatial reduction {sr} of a {res}-token side (SLA stages use 1)",
+                    self.arch
+                )));
             }
         }
         Ok(())
@@ -145,7 +148,16 @@ impl SlabConfig {
 
 /// One row of the model table: each argument is a column of it.
 #[allow(clippy::too_many_arguments)]
-fn cfg(arch: &str, family: Family, mixer: Mixer, patch: usize, dims: &[usize], depths: &[usize], heads: &[usize], mlp: &[usize]) -> SlabConfig {
+fn cfg(
+    arch: &str,
+    family: Family,
+    mixer: Mixer,
+    patch: usize,
+    dims: &[usize],
+    depths: &[usize],
+    heads: &[usize],
+    mlp: &[usize],
+) -> SlabConfig {
     SlabConfig {
         arch: arch.to_string(),
         family,
@@ -173,7 +185,10 @@ fn pvt(arch: &str, mixer: Mixer, depths: &[usize]) -> SlabConfig {
 
 /// A SLAB-CSWin configuration ("LLSS", stripes of width 7 in stage 3).
 fn cswin(arch: &str, depths: &[usize]) -> SlabConfig {
-    SlabConfig { split_sizes: vec![1, 2, 7, 7], ..cfg(arch, Family::Cswin, Mixer::Sla, 4, &[64, 128, 256, 512], depths, &[2, 4, 8, 16], &[4; 4]) }
+    SlabConfig {
+        split_sizes: vec![1, 2, 7, 7],
+        ..cfg(arch, Family::Cswin, Mixer::Sla, 4, &[64, 128, 256, 512], depths, &[2, 4, 8, 16], &[4; 4])
+    }
 }
 
 /// Every built-in architecture name (the accepted aliases are listed by [`lookup`]).
@@ -227,14 +242,16 @@ pub fn lookup(name: &str) -> Result<SlabConfig> {
 /// Maps the short aliases to canonical names.
 fn canonical(name: &str) -> String {
     let n = name.trim().to_ascii_lowercase().replace('-', "_");
-    let size = |s: &str| match s {
-        "t" => "tiny",
-        "s" => "small",
-        "m" => "medium",
-        "b" => "base",
-        other => other,
-    }
-    .to_string();
+    let size = |s: &str| {
+        match s {
+            "t" => "tiny",
+            "s" => "small",
+            "m" => "medium",
+            "b" => "base",
+            other => other,
+        }
+        .to_string()
+    };
     let parts: Vec<&str> = n.split('_').collect();
     match parts.as_slice() {
         ["slab", fam, s] => format!("slab_{fam}_{}", size(s)),
@@ -252,7 +269,8 @@ mod tests {
         for arch in ARCHS {
             let c = lookup(arch).unwrap();
             c.validate().unwrap();
-            let short: Vec<&str> = arch.split('_').map(|p| if matches!(p, "tiny" | "small" | "medium" | "base") { &p[..1] } else { p }).collect();
+            let short: Vec<&str> =
+                arch.split('_').map(|p| if matches!(p, "tiny" | "small" | "medium" | "base") { &p[..1] } else { p }).collect();
             assert_eq!(lookup(&short.join("-")).unwrap().arch, *arch);
         }
     }
@@ -260,7 +278,10 @@ mod tests {
     #[test]
     fn pvt_and_cswin_numbers() {
         let t = lookup("slab-pvt-t").unwrap();
-        assert_eq!((t.embed_dims.as_slice(), t.heads.as_slice(), t.mlp_ratios.as_slice()), (&[64, 128, 320, 512][..], &[1, 2, 5, 8][..], &[8, 8, 4, 4][..]));
+        assert_eq!(
+            (t.embed_dims.as_slice(), t.heads.as_slice(), t.mlp_ratios.as_slice()),
+            (&[64, 128, 320, 512][..], &[1, 2, 5, 8][..], &[8, 8, 4, 4][..])
+        );
         assert_eq!(t.sr_ratios, [1; 4]);
         assert_eq!(lookup("pvt_medium_prepbn").unwrap().sr_ratios, [8, 4, 2, 1]);
         assert_eq!(lookup("slab_pvt_medium").unwrap().depths, [3, 4, 18, 3]);

@@ -15,7 +15,13 @@ use crate::slab::{CONFIG_KEY, fold_checkpoint};
 
 /// Folds `src` (a checkpoint of `cfg`'s architecture) and writes it to `out` stored as
 /// `quant`, calling `progress(done, total)` per tensor written.
-pub fn convert_checkpoint(src: &dyn WeightSource, cfg: &SlabConfig, quant: FileQuant, out: &Path, progress: impl FnMut(usize, usize)) -> Result<ConvertSummary> {
+pub fn convert_checkpoint(
+    src: &dyn WeightSource,
+    cfg: &SlabConfig,
+    quant: FileQuant,
+    out: &Path,
+    progress: impl FnMut(usize, usize),
+) -> Result<ConvertSummary> {
     let folded = fold_checkpoint(src, cfg, FoldMode::Fold)?;
     let config = serde_json::json!({ CONFIG_KEY: cfg });
     let opts = ConvertOptions { quant, architecture: Some(cfg.arch.clone()), config: Some(config) };

@@ -222,7 +222,12 @@ pub struct Cswin {
 
 fn load_block(ctx: &Arc<Context>, p: &dyn ParamSource, g: &Geometry, b: &str, quant: FileQuant) -> Result<Block> {
     let c = g.dim;
-    let branches = g.branches.iter().enumerate().map(|(i, br)| Branch::load(ctx, p, &format!("{b}.attns.{i}"), br, g, quant)).collect::<Result<Vec<_>>>()?;
+    let branches = g
+        .branches
+        .iter()
+        .enumerate()
+        .map(|(i, br)| Branch::load(ctx, p, &format!("{b}.attns.{i}"), br, g, quant))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Block {
         norm1: Affine::load(ctx, p, &format!("{b}.norm1"), c)?,
         qkv: p.linear(ctx, &format!("{b}.qkv"), 3 * c, c, quant)?,
@@ -248,7 +253,8 @@ impl Cswin {
             } else {
                 None
             };
-            let blocks = (0..cfg.depths[s]).map(|j| load_block(ctx, p, g, &format!("stage{}.{j}", s + 1), quant)).collect::<Result<Vec<_>>>()?;
+            let blocks =
+                (0..cfg.depths[s]).map(|j| load_block(ctx, p, g, &format!("stage{}.{j}", s + 1), quant)).collect::<Result<Vec<_>>>()?;
             stages.push(Stage { dim: g.dim, res: g.res, merge, blocks });
         }
         Ok(Cswin {

@@ -9,11 +9,12 @@ use crate::slab::config::{ARCHS, Family, Mixer, SlabConfig, lookup};
 /// Counts `{prefix}{i}.…` blocks: the number of consecutive `i` from 0 for which some tensor
 /// name starts with `{prefix}{i}.`.
 fn count_blocks(src: &dyn WeightSource, prefix: &str) -> usize {
-    (0..).take_while(|i| {
-        let p = format!("{prefix}{i}.");
-        src.tensors().iter().any(|t| t.name.starts_with(&p))
-    })
-    .count()
+    (0..)
+        .take_while(|i| {
+            let p = format!("{prefix}{i}.");
+            src.tensors().iter().any(|t| t.name.starts_with(&p))
+        })
+        .count()
 }
 
 fn dim_of(src: &dyn WeightSource, name: &str) -> Option<usize> {
@@ -23,9 +24,7 @@ fn dim_of(src: &dyn WeightSource, name: &str) -> Option<usize> {
 /// Widths and depths of stages numbered from 1 (`{stage}1.0.…`, `{stage}2.0.…`, … as PVT's
 /// `block{k}` and CSWin's `stage{k}`): the width is the first dimension of block 0's `{proj}`.
 fn numbered_stages(src: &dyn WeightSource, stage: &str, proj: &str) -> (Vec<usize>, Vec<usize>) {
-    (1..)
-        .map_while(|k| dim_of(src, &format!("{stage}{k}.0.{proj}")).map(|d| (d, count_blocks(src, &format!("{stage}{k}.")))))
-        .unzip()
+    (1..).map_while(|k| dim_of(src, &format!("{stage}{k}.0.{proj}")).map(|d| (d, count_blocks(src, &format!("{stage}{k}."))))).unzip()
 }
 
 /// The built-in configuration whose family, mixer, widths and depths match the checkpoint.
@@ -53,7 +52,8 @@ pub fn infer_config(src: &dyn WeightSource) -> Result<SlabConfig> {
     } else {
         return Err(ModelError::Checkpoint {
             file: src.path().display().to_string(),
-            detail: "not a recognised SLAB/PRepBN checkpoint (no DeiT, Swin, PVT or CSWin blocks found); pass the architecture explicitly".into(),
+            detail: "not a recognised SLAB/PRepBN checkpoint (no DeiT, Swin, PVT or CSWin blocks found); pass the architecture explicitly"
+                .into(),
         });
     };
     for arch in ARCHS {

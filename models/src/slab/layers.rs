@@ -52,15 +52,18 @@ pub struct Conv {
 
 impl Conv {
     /// Loads `{prefix}.weight` (`wshape` = `[Cout, Cin/groups, kh, kw]`) and `{prefix}.bias`.
-    pub fn load(ctx: &Arc<Context>, p: &dyn ParamSource, prefix: &str, wshape: [usize; 4], opts: Conv2dOptions, quant: FileQuant) -> Result<Conv> {
+    pub fn load(
+        ctx: &Arc<Context>,
+        p: &dyn ParamSource,
+        prefix: &str,
+        wshape: [usize; 4],
+        opts: Conv2dOptions,
+        quant: FileQuant,
+    ) -> Result<Conv> {
         let w = p.f32(&format!("{prefix}.weight"), &wshape)?;
         let b = p.f32(&format!("{prefix}.bias"), &[wshape[0]])?;
         let dtype = if quant == FileQuant::F16 { kestrel::DType::F16 } else { kestrel::DType::F32 };
-        Ok(Conv {
-            weight: Tensor::from_f32_as(ctx, &wshape, &w, dtype)?,
-            bias: Tensor::from_f32_as(ctx, &[wshape[0]], &b, dtype)?,
-            opts,
-        })
+        Ok(Conv { weight: Tensor::from_f32_as(ctx, &wshape, &w, dtype)?, bias: Tensor::from_f32_as(ctx, &[wshape[0]], &b, dtype)?, opts })
     }
 
     /// `[1, Cin, H, W]` → `[1, Cout, H', W']`.

@@ -13,8 +13,8 @@ pub mod infer;
 pub mod layers;
 pub mod pvt;
 pub mod repbn;
-pub mod synthetic;
 pub mod swin;
+pub mod synthetic;
 pub mod windows;
 
 use std::path::Path;
@@ -128,7 +128,11 @@ impl SlabModel {
 pub fn stored_config(file: &KestrelFile) -> Result<SlabConfig> {
     let meta = file.header().config.get(CONFIG_KEY).cloned();
     let Some(v) = meta else {
-        return Err(ModelError::Checkpoint { file: file.path().display().to_string(), detail: "no SLAB config in the file's metadata; pass the architecture".into() });
+        return Err(ModelError::Checkpoint {
+            file: file.path().display().to_string(),
+            detail: "no SLAB config in the file's metadata; pass the architecture".into(),
+        });
     };
-    serde_json::from_value(v).map_err(|e| ModelError::Checkpoint { file: file.path().display().to_string(), detail: format!("bad SLAB config: {e}") })
+    serde_json::from_value(v)
+        .map_err(|e| ModelError::Checkpoint { file: file.path().display().to_string(), detail: format!("bad SLAB config: {e}") })
 }

@@ -130,7 +130,10 @@ fn load_block(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, g: &Geo
     let a = format!("{b}.attn");
     let sr = if g.sr > 1 {
         let opts = Conv2dOptions { stride: (g.sr, g.sr), padding: (0, 0), groups: 1 };
-        Some(Reduction { conv: Conv::load(ctx, p, &format!("{a}.sr"), [c, c, g.sr, g.sr], opts, quant)?, norm: Affine::load(ctx, p, &format!("{a}.norm"), c)? })
+        Some(Reduction {
+            conv: Conv::load(ctx, p, &format!("{a}.sr"), [c, c, g.sr, g.sr], opts, quant)?,
+            norm: Affine::load(ctx, p, &format!("{a}.norm"), c)?,
+        })
     } else {
         None
     };
@@ -157,7 +160,8 @@ impl Pvt {
         for (s, g) in geometry(cfg).iter().enumerate() {
             let (k, c, n) = (s + 1, g.dim, g.res * g.res);
             let opts = Conv2dOptions { stride: (g.patch, g.patch), padding: (0, 0), groups: 1 };
-            let blocks = (0..cfg.depths[s]).map(|j| load_block(ctx, cfg, p, g, &format!("block{k}.{j}"), quant)).collect::<Result<Vec<_>>>()?;
+            let blocks =
+                (0..cfg.depths[s]).map(|j| load_block(ctx, cfg, p, g, &format!("block{k}.{j}"), quant)).collect::<Result<Vec<_>>>()?;
             stages.push(Stage {
                 dim: c,
                 res: g.res,

@@ -25,5 +25,6 @@ pub fn read_repbn(src: &dyn WeightSource, prefix: &str, channels: usize) -> Resu
         read_checked(src, &format!("{bn_prefix}.{stat}"), &[channels])?;
     }
     let bn = BatchNorm::from_source(src, &bn_prefix, BN_EPS)?;
-    bn.rep_affine(f64::from(alpha)).map_err(|e| ModelError::Checkpoint { file: src.path().display().to_string(), detail: format!("`{bn_prefix}`: {e}") })
+    bn.rep_affine(f64::from(alpha))
+        .map_err(|e| ModelError::Checkpoint { file: src.path().display().to_string(), detail: format!("`{bn_prefix}`: {e}") })
 }

@@ -45,22 +45,16 @@ impl Default for DecodeLimits {
 /// [`ModelError::ImageTooLarge`] with the header's dimensions.
 fn decode_error(e: ImageError, dims: Option<(u32, u32)>) -> ModelError {
     match (e, dims) {
-        (ImageError::Limits(l), Some((width, height))) => {
-            ModelError::ImageTooLarge { width, height, limit: l.to_string() }
-        }
+        (ImageError::Limits(l), Some((width, height))) => ModelError::ImageTooLarge { width, height, limit: l.to_string() },
         (e, _) => ModelError::ImageDecode(e.to_string()),
     }
 }
 
 /// Decodes an encoded image held in memory (format detected from its magic bytes).
 pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<Rgb8Image> {
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ModelError::ImageDecode(e.to_string()))?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ModelError::ImageDecode(e.to_string()))?;
     if reader.format().is_none() {
-        return Err(ModelError::ImageDecode(
-            "unrecognised image format (supported: PNG, JPEG, WebP, BMP)".into(),
-        ));
+        return Err(ModelError::ImageDecode("unrecognised image format (supported: PNG, JPEG, WebP, BMP)".into()));
     }
     let reader_is_jpeg = reader.format() == Some(ImageFormat::Jpeg);
     if reader_is_jpeg {
@@ -119,9 +113,7 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
     let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
     if let Some(at) = last_scan {
         if !bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]) {
-            return Err(ModelError::ImageDecode(
-                "JPEG data is truncated (no end-of-image marker after the last scan)".into(),
-            ));
+            return Err(ModelError::ImageDecode("JPEG data is truncated (no end-of-image marker after the last scan)".into()));
         }
     }
     Ok(())

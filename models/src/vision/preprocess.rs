@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use super::decode::{DecodeLimits, load_image};
-use super::rgb::Rgb8Image;
 use super::resample::{Interpolation, resize_window};
+use super::rgb::Rgb8Image;
 use crate::error::{ModelError, Result};
 
 /// Largest accepted crop side (pixels).
@@ -65,10 +65,7 @@ impl PreprocessConfig {
     /// Checks every field; the other methods call it.
     pub fn validate(&self) -> Result<()> {
         if self.crop_size == 0 || self.crop_size > MAX_CROP_SIZE {
-            return Err(ModelError::Config(format!(
-                "crop size {} outside 1..={MAX_CROP_SIZE}",
-                self.crop_size
-            )));
+            return Err(ModelError::Config(format!("crop size {} outside 1..={MAX_CROP_SIZE}", self.crop_size)));
         }
         if !(self.crop_pct.is_finite() && self.crop_pct > 0.0) {
             return Err(ModelError::Config(format!("crop_pct {} is not a positive number", self.crop_pct)));
@@ -150,11 +147,7 @@ pub fn resize_and_crop(image: &Rgb8Image, config: &PreprocessConfig) -> Result<R
     let crop = config.crop_size;
     let (new_w, new_h) = resized_size(image.width(), image.height(), side);
     if new_w == 0 || new_h == 0 {
-        return Err(ModelError::Input(format!(
-            "image of {}x{} pixels resizes to {new_w}x{new_h}",
-            image.width(),
-            image.height()
-        )));
+        return Err(ModelError::Input(format!("image of {}x{} pixels resizes to {new_w}x{new_h}", image.width(), image.height())));
     }
     let (out_x, src_x) = visible(crop_offset(new_w, crop, config.crop_rounding), crop, new_w);
     let (out_y, src_y) = visible(crop_offset(new_h, crop, config.crop_rounding), crop, new_h);

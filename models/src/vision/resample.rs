@@ -104,8 +104,7 @@ fn axis_taps(filter: Interpolation, n_in: usize, n_out: usize, outputs: Range<us
             let lo = ((center - support + 0.5) as i64).max(0) as usize;
             let hi = ((center + support + 0.5) as i64).clamp(0, n_in as i64) as usize;
             let hi = hi.max(lo);
-            let raw: Vec<f64> =
-                (lo..hi).map(|x| filter.weight((x as f64 - center + 0.5) * inv)).collect();
+            let raw: Vec<f64> = (lo..hi).map(|x| filter.weight((x as f64 - center + 0.5) * inv)).collect();
             let total: f64 = raw.iter().sum();
             let weights = raw
                 .iter()

@@ -23,10 +23,7 @@ impl Rgb8Image {
             .and_then(|n| n.checked_mul(3))
             .ok_or_else(|| ModelError::Input(format!("image of {width}x{height} pixels is too large")))?;
         if data.len() != expected {
-            return Err(ModelError::Input(format!(
-                "{width}x{height} RGB image needs {expected} bytes, got {}",
-                data.len()
-            )));
+            return Err(ModelError::Input(format!("{width}x{height} RGB image needs {expected} bytes, got {}", data.len())));
         }
         Ok(Self { width, height, data })
     }

@@ -94,7 +94,10 @@ fn malformed_npy_files_are_typed_errors() {
     expect_npy_error(&over, "header over the limit");
     expect_npy_error(&raw(good, &data[..7]), "data short");
     expect_npy_error(&raw(good, &[0u8; 12]), "data long");
-    expect_npy_error(&raw("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }", &[]), "shape overflow");
+    expect_npy_error(
+        &raw("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }", &[]),
+        "shape overflow",
+    );
     expect_npy_error(&raw("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }", &[]), "negative dim");
     expect_npy_error(&raw("{'descr': '<f4', 'fortran_order': False, 'shape': (2), }", &data), "shape not a tuple");
     expect_npy_error(&raw("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", &data), "fortran order");
@@ -110,8 +113,5 @@ fn malformed_npy_files_are_typed_errors() {
     let mut bad_utf8 = raw(good, &data);
     bad_utf8[12] = 0xFF;
     expect_npy_error(&bad_utf8, "non-UTF-8 header");
-    assert!(matches!(
-        read_npy_f32(std::path::Path::new("/nonexistent/kestrel.npy")),
-        Err(ModelError::Io { .. })
-    ));
+    assert!(matches!(read_npy_f32(std::path::Path::new("/nonexistent/kestrel.npy")), Err(ModelError::Io { .. })));
 }

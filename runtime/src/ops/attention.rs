@@ -155,10 +155,10 @@ pub fn rope(rec: &mut Recorder, x: &Tensor, start_pos: usize, opts: &RopeOptions
         return Err(KestrelError::Shape { op: OP, detail: format!("x {:?} must be [T, heads, head_dim]", x.shape()) });
     };
     check_rope_options(opts, dim)?;
-    let seq = start_pos.checked_add(t).filter(|&s| s <= u32::MAX as usize).ok_or_else(|| KestrelError::InvalidArgument {
-        op: OP,
-        detail: format!("positions up to {start_pos} + {t} exceed 32 bits"),
-    })?;
+    let seq = start_pos
+        .checked_add(t)
+        .filter(|&s| s <= u32::MAX as usize)
+        .ok_or_else(|| KestrelError::InvalidArgument { op: OP, detail: format!("positions up to {start_pos} + {t} exceed 32 bits") })?;
     let out = rec.output(x.shape(), DType::F32)?;
     if x.numel() == 0 {
         return Ok(out);
@@ -213,14 +213,26 @@ fn rope_defines() -> Defines {
 }
 
 fn rope_kv_key(f16: bool) -> KernelKey {
-    KernelKey { family: "attention", entry: "rope_kv", defines: Defines::new().flag("ROPE_KV", true).flag("ROTARY", true).flag("KV_F16", f16) }
+    KernelKey {
+        family: "attention",
+        entry: "rope_kv",
+        defines: Defines::new().flag("ROPE_KV", true).flag("ROTARY", true).flag("KV_F16", f16),
+    }
 }
 
 /// [`rope`] of `q` and of `k`, and [`kv_write`] of the rotated `k` and of `v` at positions
 /// `start_pos..start_pos + T`, in one dispatch (a decode step's three): returns the rotated q.
 /// `q` is `[T, H, D]`, `k` and `v` `[T, n_kv_heads, D]` f32 with the cache's head count and
 /// head_dim. Tensors larger than one storage binding are taken a run of tokens per dispatch.
-pub fn rope_kv_write(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, cache: &KvCache, start_pos: usize, opts: &RopeOptions) -> Result<Tensor> {
+pub fn rope_kv_write(
+    rec: &mut Recorder,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cache: &KvCache,
+    start_pos: usize,
+    opts: &RopeOptions,
+) -> Result<Tensor> {
     if let Some(t) = [q, k, v].into_iter().find(|t| t.dtype() != DType::F32) {
         return Err(KestrelError::UnsupportedDtype { op: ROPE_KV, dtype: t.dtype() });
     }
@@ -242,7 +254,14 @@ pub fn rope_kv_write(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, cac
 /// each token's row holding the H query heads, then the key heads, then the value heads (the
 /// output of a q/k/v linear whose weights are stacked in that order). Returns the rotated q
 /// `[T, H, D]`.
-pub fn rope_kv_write_fused(rec: &mut Recorder, qkv: &Tensor, heads: usize, cache: &KvCache, start_pos: usize, opts: &RopeOptions) -> Result<Tensor> {
+pub fn rope_kv_write_fused(
+    rec: &mut Recorder,
+    qkv: &Tensor,
+    heads: usize,
+    cache: &KvCache,
+    start_pos: usize,
+    opts: &RopeOptions,
+) -> Result<Tensor> {
     if qkv.dtype() != DType::F32 {
         return Err(KestrelError::UnsupportedDtype { op: ROPE_KV, dtype: qkv.dtype() });
     }
@@ -275,7 +294,14 @@ struct QkvLayout {
 
 /// Records the ROPE_KV dispatches over `[q, k, v]` laid out as `layout` says, one per run of
 /// tokens whose windows fit the storage bindings; returns the rotated q `[T, H, D]`.
-fn rope_kv_dispatch(rec: &mut Recorder, [q, k, v]: [&Tensor; 3], layout: QkvLayout, cache: &KvCache, start_pos: usize, opts: &RopeOptions) -> Result<Tensor> {
+fn rope_kv_dispatch(
+    rec: &mut Recorder,
+    [q, k, v]: [&Tensor; 3],
+    layout: QkvLayout,
+    cache: &KvCache,
+    start_pos: usize,
+    opts: &RopeOptions,
+) -> Result<Tensor> {
     let QkvLayout { t, heads, q_stride, kv_stride, .. } = layout;
     let (nkv, hd) = (cache.n_kv_heads, cache.head_dim);
     check_rope_options(opts, hd)?;
@@ -370,15 +396,12 @@ impl KvCache {
         let bytes = n_kv_heads.checked_mul(capacity).and_then(|n| n.checked_mul(head_dim * dtype.size()));
         let limit = ctx.caps().max_storage_binding;
         if bytes.is_none_or(|b| b as u64 > limit) {
-            return Err(KestrelError::InvalidArgument { op: OP, detail: format!("cache {shape:?} exceeds one storage binding ({limit} bytes)") });
+            return Err(KestrelError::InvalidArgument {
+                op: OP,
+                detail: format!("cache {shape:?} exceeds one storage binding ({limit} bytes)"),
+            });
         }
-        Ok(KvCache {
-            k: Tensor::empty(ctx, &shape, dtype)?,
-            v: Tensor::empty(ctx, &shape, dtype)?,
-            n_kv_heads,
-            capacity,
-            head_dim,
-        })
+        Ok(KvCache { k: Tensor::empty(ctx, &shape, dtype)?, v: Tensor::empty(ctx, &shape, dtype)?, n_kv_heads, capacity, head_dim })
     }
 
     /// Keys, `[n_kv_heads, capacity, head_dim]`.

@@ -60,7 +60,10 @@ enum Variant {
     Direct,
     /// Implicit GEMM; `pointwise` (1×1, stride 1, no padding) or `patch` (kernel == stride, no
     /// padding, not 1×1) selects a specialisation.
-    Gemm { pointwise: bool, patch: bool },
+    Gemm {
+        pointwise: bool,
+        patch: bool,
+    },
 }
 
 impl Variant {
@@ -68,10 +71,9 @@ impl Variant {
         let (entry, defines) = match self {
             Variant::Depthwise => ("conv_depthwise", Defines::new().flag("DEPTHWISE", true)),
             Variant::Direct => ("conv_direct", Defines::new().flag("DIRECT", true)),
-            Variant::Gemm { pointwise, patch } => (
-                "conv_gemm",
-                Defines::new().flag("GEMM", true).flag("POINTWISE", pointwise).flag("PATCH", patch),
-            ),
+            Variant::Gemm { pointwise, patch } => {
+                ("conv_gemm", Defines::new().flag("GEMM", true).flag("POINTWISE", pointwise).flag("PATCH", patch))
+            }
         };
         let defines = defines.flag("W_F16", w_f16).flag("F16", w_f16 && native_f16).flag("BIAS", bias);
         KernelKey { family: "conv2d", entry, defines }
@@ -174,7 +176,9 @@ fn check(rec: &Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opts: &C
     };
     let caps = rec.context().caps();
     let out_elems = batch * cout * oh * ow;
-    for (what, bytes, elems) in [("input", x.byte_size(), x.numel()), ("weight", w.byte_size(), w.numel()), ("output", (out_elems * 4) as u64, out_elems)] {
+    for (what, bytes, elems) in
+        [("input", x.byte_size(), x.numel()), ("weight", w.byte_size(), w.numel()), ("output", (out_elems * 4) as u64, out_elems)]
+    {
         if bytes > caps.max_storage_binding || elems > u32::MAX as usize {
             return Err(invalid(format!("{what} larger than one storage binding")));
         }
@@ -308,12 +312,7 @@ fn direct(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, opt
         params: param_bytes(&params),
         workgroups: grid(groups(items, per_group), caps.max_workgroups_per_dim)?,
         op: "conv2d",
-        shape: format!(
-            "{:?}*{:?} s({sh},{sw}) p({ph},{pw}) g{g} {}",
-            x.shape(),
-            w.shape(),
-            w.dtype().name()
-        ),
+        shape: format!("{:?}*{:?} s({sh},{sw}) p({ph},{pw}) g{g} {}", x.shape(), w.shape(), w.dtype().name()),
         flops: 2 * (out_elems * gm.k()) as u64,
         bytes: x.byte_size() + w.byte_size() + (out_elems * 4) as u64,
     })?;

@@ -5,9 +5,9 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::exec::{Binding, Dispatch, Recorder, grid};
-use crate::pipeline::KernelKey;
 use crate::ops::rows::row_chunks;
 use crate::ops::{groups, max_window_elems, param_bytes, window};
+use crate::pipeline::KernelKey;
 use crate::shader::Defines;
 use crate::tensor::Tensor;
 
@@ -226,10 +226,8 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 pub fn binary(rec: &mut Recorder, a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
     require_f32(op.name(), a)?;
     require_f32(op.name(), b)?;
-    let shape = broadcast_shape(a.shape(), b.shape()).ok_or_else(|| KestrelError::Shape {
-        op: op.name(),
-        detail: format!("{:?} and {:?} do not broadcast", a.shape(), b.shape()),
-    })?;
+    let shape = broadcast_shape(a.shape(), b.shape())
+        .ok_or_else(|| KestrelError::Shape { op: op.name(), detail: format!("{:?} and {:?} do not broadcast", a.shape(), b.shape()) })?;
     if shape.len() > MAX_RANK {
         return Err(KestrelError::InvalidArgument { op: op.name(), detail: format!("rank {} > {MAX_RANK}", shape.len()) });
     }
@@ -243,12 +241,7 @@ pub fn binary(rec: &mut Recorder, a: &Tensor, b: &Tensor, op: Binary) -> Result<
     let mut dims = [1u32; MAX_RANK];
     let mut a_str = [0u32; MAX_RANK];
     let mut b_str = [0u32; MAX_RANK];
-    for (i, ((d, sa), sb)) in shape
-        .iter()
-        .zip(broadcast_strides(a.shape(), &shape))
-        .zip(broadcast_strides(b.shape(), &shape))
-        .enumerate()
-    {
+    for (i, ((d, sa), sb)) in shape.iter().zip(broadcast_strides(a.shape(), &shape)).zip(broadcast_strides(b.shape(), &shape)).enumerate() {
         dims[i] = *d as u32;
         a_str[i] = sa as u32;
         b_str[i] = sb as u32;
@@ -266,10 +259,7 @@ pub fn binary(rec: &mut Recorder, a: &Tensor, b: &Tensor, op: Binary) -> Result<
             } else if t.byte_size() <= caps.max_storage_binding {
                 Ok((Binding::whole(t), 0))
             } else {
-                Err(KestrelError::InvalidArgument {
-                    op: op.name(),
-                    detail: "a broadcast operand larger than one storage binding".into(),
-                })
+                Err(KestrelError::InvalidArgument { op: op.name(), detail: "a broadcast operand larger than one storage binding".into() })
             }
         };
         let (ba, a_off) = operand(a)?;
@@ -347,7 +337,15 @@ pub fn silu_mul_halves(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         let (bx, x_base) = chunk.bind(&caps, x, width);
         let (bo, out_base) = chunk.bind(&caps, &out, half);
         let x_off = (r0 * width) as u32 - x_base;
-        let params = Params { n: n as u32, base: (r0 * half) as u32, a_off: x_off, b_off: x_off, out_off: (r0 * half) as u32 - out_base, shape: dims, ..Zeroable::zeroed() };
+        let params = Params {
+            n: n as u32,
+            base: (r0 * half) as u32,
+            a_off: x_off,
+            b_off: x_off,
+            out_off: (r0 * half) as u32 - out_base,
+            shape: dims,
+            ..Zeroable::zeroed()
+        };
         rec.dispatch(Dispatch {
             kernel: kernel.clone(),
             bindings: vec![bx.clone(), bx, bo],
@@ -396,11 +394,7 @@ pub fn cast(rec: &mut Recorder, x: &Tensor, dtype: DType) -> Result<Tensor> {
 pub fn variants() -> Vec<KernelKey> {
     let mut v: Vec<KernelKey> = ALL_UNARY
         .iter()
-        .map(|op| KernelKey {
-            family: "elementwise",
-            entry: "unary",
-            defines: Defines::new().flag("UNARY", true).set("EXPR", op.wgsl()),
-        })
+        .map(|op| KernelKey { family: "elementwise", entry: "unary", defines: Defines::new().flag("UNARY", true).set("EXPR", op.wgsl()) })
         .collect();
     for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::SiluMul] {
         for same in [false, true] {

@@ -109,12 +109,26 @@ pub fn gemv<'w>(rec: &mut Recorder, x: &Tensor, w: impl Into<Operand<'w>>, bias:
 
 /// `y[n] += Σ_k x[k]·W[n, k] (+ bias[n])` in place (e.g. a residual stream): `y` f32 of the
 /// product's shape, sharing no buffer with x, W or the bias. Operands as in [`gemv`].
-pub fn gemv_accumulate<'w>(rec: &mut Recorder, x: &Tensor, w: impl Into<Operand<'w>>, bias: Option<&Tensor>, variant: GemvVariant, y: &Tensor) -> Result<()> {
+pub fn gemv_accumulate<'w>(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: impl Into<Operand<'w>>,
+    bias: Option<&Tensor>,
+    variant: GemvVariant,
+    y: &Tensor,
+) -> Result<()> {
     gemv_into(rec, x, w.into(), bias, variant, Some(y)).map(drop)
 }
 
 /// [`gemv`], accumulating into `into` when given.
-pub(crate) fn gemv_into(rec: &mut Recorder, x: &Tensor, w: Operand, bias: Option<&Tensor>, variant: GemvVariant, into: Option<&Tensor>) -> Result<Tensor> {
+pub(crate) fn gemv_into(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: Operand,
+    bias: Option<&Tensor>,
+    variant: GemvVariant,
+    into: Option<&Tensor>,
+) -> Result<Tensor> {
     let err = |detail: String| KestrelError::Shape { op: "gemv", detail };
     if x.dtype() != DType::F32 {
         return Err(KestrelError::UnsupportedDtype { op: "gemv", dtype: x.dtype() });

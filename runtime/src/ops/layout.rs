@@ -259,13 +259,7 @@ pub fn permute(rec: &mut Recorder, x: &Tensor, dims: &[usize]) -> Result<Tensor>
     let shape: Vec<usize> = dims.iter().map(|&d| x.shape()[d]).collect();
     let strides = row_major(x.shape());
     let out = rec.output(&shape, x.dtype())?;
-    let plan = Plan {
-        src: dims.iter().map(|&d| strides[d]).collect(),
-        dst: row_major(&shape),
-        shape,
-        src_off: 0,
-        dst_off: 0,
-    };
+    let plan = Plan { src: dims.iter().map(|&d| strides[d]).collect(), dst: row_major(&shape), shape, src_off: 0, dst_off: 0 };
     record(rec, "permute", x, &out, &plan)?;
     Ok(out)
 }
@@ -328,8 +322,7 @@ pub fn concat(rec: &mut Recorder, inputs: &[&Tensor], axis: usize) -> Result<Ten
     }
     for t in inputs {
         check_tensor(rec, "concat", t)?;
-        let same = t.shape().len() == rank
-            && t.shape().iter().zip(first.shape()).enumerate().all(|(d, (a, b))| d == axis || a == b);
+        let same = t.shape().len() == rank && t.shape().iter().zip(first.shape()).enumerate().all(|(d, (a, b))| d == axis || a == b);
         if !same {
             return Err(KestrelError::Shape {
                 op: "concat",
@@ -377,11 +370,7 @@ pub fn concat(rec: &mut Recorder, inputs: &[&Tensor], axis: usize) -> Result<Ten
 pub fn variants() -> Vec<KernelKey> {
     vec![
         KernelKey { family: "layout", entry: "strided_copy", defines: Defines::new().flag("STRIDED", true).set("T", "u32") },
-        KernelKey {
-            family: "layout",
-            entry: "strided_copy",
-            defines: Defines::new().flag("STRIDED", true).set("T", "vec4<u32>"),
-        },
+        KernelKey { family: "layout", entry: "strided_copy", defines: Defines::new().flag("STRIDED", true).set("T", "vec4<u32>") },
         KernelKey { family: "layout", entry: "transpose_tiled", defines: Defines::new().flag("TRANSPOSE", true) },
         KernelKey { family: "layout", entry: "f16_pairs", defines: Defines::new().flag("PAIR", true) },
     ]

@@ -155,7 +155,7 @@ impl Variant {
                 .set("RG", if self.rows { self.rg } else { 4 })
                 .set("CV", if self.rows { self.cv } else { 1 })
                 .flag("SUBGROUP", self.rows && self.subgroup)
-                .flag("C_VEC4", self.rows && self.c_vec4)
+                .flag("C_VEC4", self.rows && self.c_vec4),
         }
     }
 }
@@ -253,7 +253,10 @@ fn product(rec: &mut Recorder, a: &Tensor, b: Operand, opts: &MatmulOptions, gel
     let tex = matches!(b, Operand::Texture(_));
     let (ash, bsh) = (a.shape(), b.shape());
     if tex && !opts.transpose_b {
-        return Err(KestrelError::InvalidArgument { op: "matmul", detail: "a texture operand is a weight [N, K]: transpose_b only".into() });
+        return Err(KestrelError::InvalidArgument {
+            op: "matmul",
+            detail: "a texture operand is a weight [N, K]: transpose_b only".into(),
+        });
     }
     if ash.is_empty() || bsh.len() < 2 {
         return Err(shape_err(format!("A {ash:?} needs rank >= 1 and B {bsh:?} rank >= 2")));
@@ -294,7 +297,10 @@ fn product(rec: &mut Recorder, a: &Tensor, b: Operand, opts: &MatmulOptions, gel
             }
             let shared = |t: &Tensor| Arc::ptr_eq(t.pooled(), c.pooled());
             if shared(a) || matches!(b, Operand::Tensor(t) if shared(t)) || opts.bias.is_some_and(shared) {
-                return Err(KestrelError::InvalidArgument { op: "matmul", detail: "the accumulator shares a buffer with an operand".into() });
+                return Err(KestrelError::InvalidArgument {
+                    op: "matmul",
+                    detail: "the accumulator shares a buffer with an operand".into(),
+                });
             }
             c.clone()
         }
@@ -338,7 +344,10 @@ fn product(rec: &mut Recorder, a: &Tensor, b: Operand, opts: &MatmulOptions, gel
     let b_elems = k * n;
 
     let fits = |elems: usize, esize: usize| elems <= max_window_elems(&caps, esize);
-    let single = fits(batch * m * k, ea) && (tex || fits(if b_batched { batch } else { 1 } * b_elems, eb)) && fits(batch * m * n, 4) && batch <= caps.max_workgroups_per_dim as usize;
+    let single = fits(batch * m * k, ea)
+        && (tex || fits(if b_batched { batch } else { 1 } * b_elems, eb))
+        && fits(batch * m * n, 4)
+        && batch <= caps.max_workgroups_per_dim as usize;
     if single {
         let params = Params {
             m: m as u32,
@@ -525,7 +534,8 @@ pub fn variants() -> Vec<KernelKey> {
             tex: on(12),
         };
         // `matmul_rows` runs on CPU adapters, which read f16 packed; its tile bits only exist there.
-        let impossible = var.native_f16 && !(var.a_f16 || var.b_f16) || var.rows && (var.tile8 || var.native_f16) || !var.rows && var.c_vec4;
+        let impossible =
+            var.native_f16 && !(var.a_f16 || var.b_f16) || var.rows && (var.tile8 || var.native_f16) || !var.rows && var.c_vec4;
         if impossible {
             continue;
         }

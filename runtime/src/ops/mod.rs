@@ -55,10 +55,19 @@ pub(crate) fn window(caps: &Capabilities, start: usize, count: usize, esize: usi
 
 /// The output of a product: a new f32 tensor of `shape`, or `into` — to be accumulated into
 /// in place — once checked to be f32 of that shape and to share no buffer with `inputs`.
-pub(crate) fn accumulator(rec: &mut Recorder, op: &'static str, shape: &[usize], into: Option<&Tensor>, inputs: &[&Tensor]) -> Result<Tensor> {
+pub(crate) fn accumulator(
+    rec: &mut Recorder,
+    op: &'static str,
+    shape: &[usize],
+    into: Option<&Tensor>,
+    inputs: &[&Tensor],
+) -> Result<Tensor> {
     let Some(c) = into else { return rec.output(shape, DType::F32) };
     if c.dtype() != DType::F32 || c.shape() != shape {
-        return Err(KestrelError::Shape { op, detail: format!("accumulator {:?} ({}) must be f32 {shape:?}", c.shape(), c.dtype().name()) });
+        return Err(KestrelError::Shape {
+            op,
+            detail: format!("accumulator {:?} ({}) must be f32 {shape:?}", c.shape(), c.dtype().name()),
+        });
     }
     if inputs.iter().any(|t| Arc::ptr_eq(t.pooled(), c.pooled())) {
         return Err(KestrelError::InvalidArgument { op, detail: "the accumulator shares a buffer with an operand".into() });

@@ -65,7 +65,12 @@ fn check_eps(op: &'static str, eps: f32) -> Result<()> {
 }
 
 fn norm_defines(entry_flag: &str, subgroups: bool, gamma: bool, beta: bool, cpu: bool) -> Defines {
-    Defines::new().flag(entry_flag, true).flag("SUBGROUPS", subgroups).flag("GAMMA", gamma).flag("BETA", beta).set("WG", if cpu { 32 } else { 256 })
+    Defines::new()
+        .flag(entry_flag, true)
+        .flag("SUBGROUPS", subgroups)
+        .flag("GAMMA", gamma)
+        .flag("BETA", beta)
+        .set("WG", if cpu { 32 } else { 256 })
 }
 
 /// Records a row-per-workgroup norm kernel over every row chunk of `x`.
@@ -165,7 +170,11 @@ pub fn variants() -> Vec<KernelKey> {
             for gamma in [false, true] {
                 v.push(KernelKey { family: "norm", entry: "rms_norm", defines: norm_defines("RMS_NORM", subgroups, gamma, false, cpu) });
                 for beta in [false, true] {
-                    v.push(KernelKey { family: "norm", entry: "layer_norm", defines: norm_defines("LAYER_NORM", subgroups, gamma, beta, cpu) });
+                    v.push(KernelKey {
+                        family: "norm",
+                        entry: "layer_norm",
+                        defines: norm_defines("LAYER_NORM", subgroups, gamma, beta, cpu),
+                    });
                 }
             }
         }

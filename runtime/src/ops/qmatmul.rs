@@ -58,23 +58,13 @@ enum Kernel {
     /// `qgemv` with this many lanes per row group, quarter-block lane units (`split`, GPUs) or
     /// whole blocks (CPU adapters), subgroup reduction or not, `rows` (8 or 16) per invocation,
     /// `wg` invocations per workgroup.
-    Gemv {
-        lanes: usize,
-        split: bool,
-        subgroup: bool,
-        rows: usize,
-        wg: usize,
-    },
+    Gemv { lanes: usize, split: bool, subgroup: bool, rows: usize, wg: usize },
     /// `qgemv_rows` (CPU adapters): 4 or 8 (`rpi8`) whole rows per invocation, x shared
     /// through subgroupBroadcast when `subgroup`.
     GemvRows { subgroup: bool, rpi8: bool },
     /// `qmatmul_rows` (CPU adapters): `rg` groups of 8 rows per workgroup, `cv` vec4s of
     /// columns per invocation, A rows shared through subgroupBroadcast when `subgroup`.
-    Rows {
-        rg: usize,
-        cv: usize,
-        subgroup: bool,
-    },
+    Rows { rg: usize, cv: usize, subgroup: bool },
     /// `qmatmul` (tiled, GPUs).
     Tiled,
 }
@@ -129,13 +119,7 @@ impl Variant {
             .flag("TEX", self.tex)
             .flag("ACCUM", self.accum);
         match self.kernel {
-            Kernel::Gemv {
-                lanes,
-                split,
-                subgroup,
-                rows,
-                wg,
-            } => {
+            Kernel::Gemv { lanes, split, subgroup, rows, wg } => {
                 d = d
                     .flag("GEMV", true)
                     .set("LANES", lanes)
@@ -145,39 +129,20 @@ impl Variant {
                     .set("WG", wg)
             }
             Kernel::GemvRows { subgroup, rpi8 } => {
-                d = d
-                    .flag("GEMV", true)
-                    .flag("ROWS", true)
-                    .flag("SUBGROUP", subgroup)
-                    .flag("RPI8", rpi8)
+                d = d.flag("GEMV", true).flag("ROWS", true).flag("SUBGROUP", subgroup).flag("RPI8", rpi8)
             }
-            Kernel::Rows { rg, cv, subgroup } => {
-                d = d
-                    .flag("ROWS", true)
-                    .set("RG", rg)
-                    .set("CV", cv)
-                    .flag("SUBGROUP", subgroup)
-            }
+            Kernel::Rows { rg, cv, subgroup } => d = d.flag("ROWS", true).set("RG", rg).set("CV", cv).flag("SUBGROUP", subgroup),
             Kernel::Tiled => {}
         }
-        KernelKey {
-            family: "qmatmul",
-            entry: self.entry(),
-            defines: d,
-        }
+        KernelKey { family: "qmatmul", entry: self.entry(), defines: d }
     }
 }
 
 fn check_bias(op: &'static str, bias: Option<&Tensor>, n: usize) -> Result<()> {
     match bias {
-        Some(b) if b.dtype() != DType::F32 || b.shape() != [n] => Err(KestrelError::Shape {
-            op,
-            detail: format!(
-                "bias {:?} ({}) must be f32 [{n}]",
-                b.shape(),
-                b.dtype().name()
-            ),
-        }),
+        Some(b) if b.dtype() != DType::F32 || b.shape() != [n] => {
+            Err(KestrelError::Shape { op, detail: format!("bias {:?} ({}) must be f32 [{n}]", b.shape(), b.dtype().name()) })
+        }
         _ => Ok(()),
     }
 }
@@ -247,21 +212,12 @@ fn weight_slice(caps: &Capabilities, w: &QuantTensor, n0: usize, count: usize) -
 }
 
 fn too_big(op: &'static str, what: &str) -> KestrelError {
-    KestrelError::InvalidArgument {
-        op,
-        detail: format!("one {what} exceeds a storage binding"),
-    }
+    KestrelError::InvalidArgument { op, detail: format!("one {what} exceeds a storage binding") }
 }
 
 /// `y[n] = Σ_k x[k]·W[n, k] (+ bias[n])`; x f32 `[K]` or `[1, K]`, W quantised `[N, K]`, y f32
 /// with x's leading shape and N. `variant` picks the reduction across the lanes that split K.
-pub fn qgemv(
-    rec: &mut Recorder,
-    x: &Tensor,
-    w: &QuantTensor,
-    bias: Option<&Tensor>,
-    variant: GemvVariant,
-) -> Result<Tensor> {
+pub fn qgemv(rec: &mut Recorder, x: &Tensor, w: &QuantTensor, bias: Option<&Tensor>, variant: GemvVariant) -> Result<Tensor> {
     qgemv_into(rec, x, w, bias, variant, None)
 }
 
@@ -289,17 +245,11 @@ fn qgemv_into(
 ) -> Result<Tensor> {
     const OP: &str = "qgemv";
     if x.dtype() != DType::F32 {
-        return Err(KestrelError::UnsupportedDtype {
-            op: OP,
-            dtype: x.dtype(),
-        });
+        return Err(KestrelError::UnsupportedDtype { op: OP, dtype: x.dtype() });
     }
     let (n, k) = (w.shape()[0], w.shape()[1]);
     if x.numel() != k || x.shape().len() > 2 || x.shape().len() == 2 && x.shape()[0] != 1 {
-        return Err(KestrelError::Shape {
-            op: OP,
-            detail: format!("x {:?} must be [{k}] or [1, {k}]", x.shape()),
-        });
+        return Err(KestrelError::Shape { op: OP, detail: format!("x {:?} must be [{k}] or [1, {k}]", x.shape()) });
     }
     check_bias(OP, bias, n)?;
     let caps = rec.context().caps().clone();
@@ -308,10 +258,7 @@ fn qgemv_into(
         GemvVariant::Auto => gemv::subgroup_ok(&caps),
         GemvVariant::Subgroup if gemv::subgroup_ok(&caps) => true,
         GemvVariant::Subgroup => {
-            return Err(KestrelError::InvalidArgument {
-                op: OP,
-                detail: "device has no usable subgroups".into(),
-            });
+            return Err(KestrelError::InvalidArgument { op: OP, detail: "device has no usable subgroups".into() });
         }
         GemvVariant::Workgroup | GemvVariant::Rows => false,
     };
@@ -330,28 +277,13 @@ fn qgemv_into(
     let lanes = gemv::lanes(&caps);
     let (kernel, rows_per_group) = if rows_kernel {
         if w.blocks_per_row() > gemv::MAX_LOOP {
-            return Err(KestrelError::InvalidArgument {
-                op: OP,
-                detail: format!("K = {k} exceeds the CPU kernel's loop limit"),
-            });
+            return Err(KestrelError::InvalidArgument { op: OP, detail: format!("K = {k} exceeds the CPU kernel's loop limit") });
         }
         let rpi8 = n >= gemv::ROWS_RPI8_FROM;
-        (
-            Kernel::GemvRows {
-                subgroup: matmul::rows_subgroup(&caps),
-                rpi8,
-            },
-            if rpi8 { 64 } else { 32 },
-        )
+        (Kernel::GemvRows { subgroup: matmul::rows_subgroup(&caps), rpi8 }, if rpi8 { 64 } else { 32 })
     } else {
         (
-            Kernel::Gemv {
-                lanes,
-                split: !caps.cpu,
-                subgroup,
-                rows: gemv_rows(&caps),
-                wg: gemv_workgroup(&caps),
-            },
+            Kernel::Gemv { lanes, split: !caps.cpu, subgroup, rows: gemv_rows(&caps), wg: gemv_workgroup(&caps) },
             gemv_rows(&caps) * gemv_workgroup(&caps) / lanes,
         )
     };
@@ -396,34 +328,20 @@ fn qgemv_into(
 
 /// `C = A·Wᵀ (+ bias)`: A f32 `[..batch, M, K]`, W quantised `[N, K]`, C f32 `[..batch, M, N]`.
 /// A single row (M·batch = 1) runs [`qgemv`].
-pub fn qmatmul(
-    rec: &mut Recorder,
-    a: &Tensor,
-    w: &QuantTensor,
-    bias: Option<&Tensor>,
-) -> Result<Tensor> {
+pub fn qmatmul(rec: &mut Recorder, a: &Tensor, w: &QuantTensor, bias: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "qmatmul";
     if a.dtype() != DType::F32 {
-        return Err(KestrelError::UnsupportedDtype {
-            op: OP,
-            dtype: a.dtype(),
-        });
+        return Err(KestrelError::UnsupportedDtype { op: OP, dtype: a.dtype() });
     }
     let (n, k) = (w.shape()[0], w.shape()[1]);
     let ash = a.shape();
     if ash.is_empty() || ash[ash.len() - 1] != k {
-        return Err(KestrelError::Shape {
-            op: OP,
-            detail: format!("A {ash:?} must end in K = {k} (W is [{n}, {k}])"),
-        });
+        return Err(KestrelError::Shape { op: OP, detail: format!("A {ash:?} must end in K = {k} (W is [{n}, {k}])") });
     }
     check_bias(OP, bias, n)?;
     let m = a.numel() / k;
     if m == 0 || m > u32::MAX as usize / 4 {
-        return Err(KestrelError::InvalidArgument {
-            op: OP,
-            detail: format!("M = {m} out of range"),
-        });
+        return Err(KestrelError::InvalidArgument { op: OP, detail: format!("M = {m} out of range") });
     }
     let mut out_shape = ash[..ash.len() - 1].to_vec();
     out_shape.push(n);
@@ -435,10 +353,7 @@ pub fn qmatmul(
     let nb = w.blocks_per_row();
     let (kernel, (tm, tn)) = if caps.cpu {
         if ROWS_LOOPS_PER_BLOCK * nb + 8 > gemv::MAX_LOOP {
-            return Err(KestrelError::InvalidArgument {
-                op: OP,
-                detail: format!("K = {k} exceeds the CPU kernel's loop limit"),
-            });
+            return Err(KestrelError::InvalidArgument { op: OP, detail: format!("K = {k} exceeds the CPU kernel's loop limit") });
         }
         let subgroup = matmul::rows_subgroup(&caps);
         // The same tile choice as `matmul_rows`: both are bound by the loads per multiply-add.
@@ -452,9 +367,7 @@ pub fn qmatmul(
     let v = Variant::new(kernel, w.scheme(), k % 4 == 0, k, bias.is_some(), tex);
     let pipeline = rec.kernel("qmatmul", v.entry(), v.key().defines)?;
     let rows = rows_per_window(&caps, w);
-    let mc = (max_window_elems(&caps, 4) / k)
-        .min(max_window_elems(&caps, 4) / n)
-        .min(m);
+    let mc = (max_window_elems(&caps, 4) / k).min(max_window_elems(&caps, 4) / n).min(m);
     if rows == 0 {
         return Err(too_big(OP, "row of W"));
     }
@@ -482,16 +395,18 @@ pub fn qmatmul(
                 ..Default::default()
             };
             let bytes = ws.bytes + (mcur * k * 4 + mcur * ncur * 4) as u64;
-            let mut bindings = vec![Binding::window(a, wa.byte_offset, wa.byte_size), ws.values, ws.scales, Binding::window(&out, wc.byte_offset, wc.byte_size)];
+            let mut bindings = vec![
+                Binding::window(a, wa.byte_offset, wa.byte_size),
+                ws.values,
+                ws.scales,
+                Binding::window(&out, wc.byte_offset, wc.byte_size),
+            ];
             if let Some(b) = bias {
                 bindings.push(Binding::whole(b));
             }
             let (gx, gy) = (ncur.div_ceil(tn), mcur.div_ceil(tm));
             if gx.max(gy) > caps.max_workgroups_per_dim as usize {
-                return Err(KestrelError::InvalidArgument {
-                    op: OP,
-                    detail: format!("[{m}, {n}] needs too many workgroups"),
-                });
+                return Err(KestrelError::InvalidArgument { op: OP, detail: format!("[{m}, {n}] needs too many workgroups") });
             }
             rec.dispatch(Dispatch {
                 kernel: pipeline.clone(),
@@ -510,12 +425,7 @@ pub fn qmatmul(
 
 /// Every qmatmul kernel variant.
 pub fn variants() -> Vec<KernelKey> {
-    let schemes = [
-        QuantScheme::W8,
-        QuantScheme::Q8_0,
-        QuantScheme::W4,
-        QuantScheme::W4Asym,
-    ];
+    let schemes = [QuantScheme::W8, QuantScheme::Q8_0, QuantScheme::W4, QuantScheme::W4Asym];
     let mut kernels = vec![Kernel::Tiled];
     for subgroup in [false, true] {
         let (groups, vecs) = matmul::rows_choices(subgroup);
@@ -526,32 +436,14 @@ pub fn variants() -> Vec<KernelKey> {
         }
     }
     kernels.extend([
-        Kernel::GemvRows {
-            subgroup: false,
-            rpi8: false,
-        },
-        Kernel::GemvRows {
-            subgroup: true,
-            rpi8: false,
-        },
-        Kernel::GemvRows {
-            subgroup: false,
-            rpi8: true,
-        },
-        Kernel::GemvRows {
-            subgroup: true,
-            rpi8: true,
-        },
+        Kernel::GemvRows { subgroup: false, rpi8: false },
+        Kernel::GemvRows { subgroup: true, rpi8: false },
+        Kernel::GemvRows { subgroup: false, rpi8: true },
+        Kernel::GemvRows { subgroup: true, rpi8: true },
     ]);
     for (lanes, split, rows, wg) in [(16, false, 16, 64), (64, true, 8, 256)] {
         for subgroup in [false, true] {
-            kernels.push(Kernel::Gemv {
-                lanes,
-                split,
-                subgroup,
-                rows,
-                wg,
-            });
+            kernels.push(Kernel::Gemv { lanes, split, subgroup, rows, wg });
         }
     }
     let mut v = Vec::new();

@@ -90,14 +90,7 @@ fn run(rec: &mut Recorder, plan: &Plan) -> Result<()> {
             *slot = base;
         }
         let out_elems: usize = plan.outs.iter().map(|o| o.1).sum();
-        let p = Params {
-            rows: chunk.count() as u32,
-            x_base,
-            out_base: bases[0],
-            out2_base: bases[1],
-            dims: plan.dims,
-            pad: [0; 3],
-        };
+        let p = Params { rows: chunk.count() as u32, x_base, out_base: bases[0], out2_base: bases[1], dims: plan.dims, pad: [0; 3] };
         rec.dispatch(Dispatch {
             kernel: kernel.clone(),
             bindings,
@@ -128,18 +121,21 @@ pub fn mean_tokens(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     require_shape(OP, x, 3, "[B, N, C]")?;
     let (b, n, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
     let out = rec.output(&[b, c], DType::F32)?;
-    run(rec, &Plan {
-        op: OP,
-        entry: "mean_tokens",
-        defines: Defines::new().flag("MEAN_TOKENS", true),
-        x,
-        x_row: n * c,
-        outs: vec![(&out, c)],
-        rows: b,
-        dims: u32_dims(&[n, c]),
-        workgroups: per_output,
-        row_flops: (n * c) as u64,
-    })?;
+    run(
+        rec,
+        &Plan {
+            op: OP,
+            entry: "mean_tokens",
+            defines: Defines::new().flag("MEAN_TOKENS", true),
+            x,
+            x_row: n * c,
+            outs: vec![(&out, c)],
+            rows: b,
+            dims: u32_dims(&[n, c]),
+            workgroups: per_output,
+            row_flops: (n * c) as u64,
+        },
+    )?;
     Ok(out)
 }
 
@@ -164,18 +160,21 @@ pub fn max_pool1d(rec: &mut Recorder, x: &Tensor, kernel: usize, stride: usize, 
     }
     let out_len = (l + 2 * padding - kernel) / stride + 1;
     let out = rec.output(&[b, c, out_len], DType::F32)?;
-    run(rec, &Plan {
-        op: OP,
-        entry: "max_pool1d",
-        defines: Defines::new().flag("MAX_POOL1D", true),
-        x,
-        x_row: l,
-        outs: vec![(&out, out_len)],
-        rows: b * c,
-        dims: u32_dims(&[l, out_len, kernel, stride, padding]),
-        workgroups: per_output,
-        row_flops: (out_len * kernel) as u64,
-    })?;
+    run(
+        rec,
+        &Plan {
+            op: OP,
+            entry: "max_pool1d",
+            defines: Defines::new().flag("MAX_POOL1D", true),
+            x,
+            x_row: l,
+            outs: vec![(&out, out_len)],
+            rows: b * c,
+            dims: u32_dims(&[l, out_len, kernel, stride, padding]),
+            workgroups: per_output,
+            row_flops: (out_len * kernel) as u64,
+        },
+    )?;
     Ok(out)
 }
 
@@ -196,18 +195,21 @@ pub fn adaptive_avg_pool2d(rec: &mut Recorder, x: &Tensor, out_h: usize, out_w: 
     }
     let out = rec.output(&[b, c, out_h, out_w], DType::F32)?;
     let bin = h.div_ceil(out_h) * w.div_ceil(out_w);
-    run(rec, &Plan {
-        op: OP,
-        entry: "adaptive_avg_pool2d",
-        defines: Defines::new().flag("ADAPTIVE_AVG_POOL2D", true),
-        x,
-        x_row: h * w,
-        outs: vec![(&out, out_h * out_w)],
-        rows: b * c,
-        dims: u32_dims(&[h, w, out_h, out_w]),
-        workgroups: per_output,
-        row_flops: (out_h * out_w * bin) as u64,
-    })?;
+    run(
+        rec,
+        &Plan {
+            op: OP,
+            entry: "adaptive_avg_pool2d",
+            defines: Defines::new().flag("ADAPTIVE_AVG_POOL2D", true),
+            x,
+            x_row: h * w,
+            outs: vec![(&out, out_h * out_w)],
+            rows: b * c,
+            dims: u32_dims(&[h, w, out_h, out_w]),
+            workgroups: per_output,
+            row_flops: (out_h * out_w * bin) as u64,
+        },
+    )?;
     Ok(out)
 }
 
@@ -231,18 +233,21 @@ pub fn argmax(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     let (rows, n) = last_dim_rows(OP, x)?;
     let shape = &x.shape()[..x.shape().len() - 1];
     let out = rec.output(shape, DType::U32)?;
-    run(rec, &Plan {
-        op: OP,
-        entry: "argmax",
-        defines: argmax_defines("ARGMAX", rec.context().caps().subgroups),
-        x,
-        x_row: n,
-        outs: vec![(&out, 1)],
-        rows,
-        dims: u32_dims(&[n]),
-        workgroups: per_row,
-        row_flops: n as u64,
-    })?;
+    run(
+        rec,
+        &Plan {
+            op: OP,
+            entry: "argmax",
+            defines: argmax_defines("ARGMAX", rec.context().caps().subgroups),
+            x,
+            x_row: n,
+            outs: vec![(&out, 1)],
+            rows,
+            dims: u32_dims(&[n]),
+            workgroups: per_row,
+            row_flops: n as u64,
+        },
+    )?;
     Ok(out)
 }
 
@@ -262,31 +267,31 @@ pub fn top_k(rec: &mut Recorder, x: &Tensor, k: usize) -> Result<(Tensor, Tensor
     }
     let values = rec.output(&shape, DType::F32)?;
     let indices = rec.output(&shape, DType::U32)?;
-    run(rec, &Plan {
-        op: OP,
-        entry: "top_k",
-        defines: argmax_defines("TOP_K", rec.context().caps().subgroups),
-        x,
-        x_row: n,
-        outs: vec![(&values, k), (&indices, k)],
-        rows,
-        dims: u32_dims(&[n, k]),
-        workgroups: per_row,
-        row_flops: (n * k) as u64,
-    })?;
+    run(
+        rec,
+        &Plan {
+            op: OP,
+            entry: "top_k",
+            defines: argmax_defines("TOP_K", rec.context().caps().subgroups),
+            x,
+            x_row: n,
+            outs: vec![(&values, k), (&indices, k)],
+            rows,
+            dims: u32_dims(&[n, k]),
+            workgroups: per_row,
+            row_flops: (n * k) as u64,
+        },
+    )?;
     Ok((values, indices))
 }
 
 /// Every kernel variant this module can select (validated by the shader test).
 pub fn variants() -> Vec<KernelKey> {
-    let mut v: Vec<KernelKey> = [
-        ("mean_tokens", "MEAN_TOKENS"),
-        ("max_pool1d", "MAX_POOL1D"),
-        ("adaptive_avg_pool2d", "ADAPTIVE_AVG_POOL2D"),
-    ]
-    .into_iter()
-    .map(|(entry, flag)| KernelKey { family: "reduce", entry, defines: Defines::new().flag(flag, true) })
-    .collect();
+    let mut v: Vec<KernelKey> =
+        [("mean_tokens", "MEAN_TOKENS"), ("max_pool1d", "MAX_POOL1D"), ("adaptive_avg_pool2d", "ADAPTIVE_AVG_POOL2D")]
+            .into_iter()
+            .map(|(entry, flag)| KernelKey { family: "reduce", entry, defines: Defines::new().flag(flag, true) })
+            .collect();
     for subgroups in [false, true] {
         v.push(KernelKey { family: "reduce", entry: "argmax", defines: argmax_defines("ARGMAX", subgroups) });
         v.push(KernelKey { family: "reduce", entry: "top_k", defines: argmax_defines("TOP_K", subgroups) });

@@ -156,7 +156,11 @@ pub fn softmax(rec: &mut Recorder, x: &Tensor, opts: &SoftmaxOptions) -> Result<
             params: param_bytes(&p),
             workgroups: grid(chunk.count() as u64, caps.max_workgroups_per_dim)?,
             op: OP,
-            shape: format!("{shape:?}{}{}", if opts.causal { " causal" } else { "" }, opts.bias.map_or(String::new(), |b| format!(" +{:?}", b.shape()))),
+            shape: format!(
+                "{shape:?}{}{}",
+                if opts.causal { " causal" } else { "" },
+                opts.bias.map_or(String::new(), |b| format!(" +{:?}", b.shape()))
+            ),
             flops: n * 8,
             bytes: n * if opts.bias.is_some() { 16 } else { 12 },
         })?;

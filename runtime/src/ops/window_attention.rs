@@ -287,7 +287,11 @@ pub fn variants() -> Vec<KernelKey> {
                 v.push(KernelKey { family: "window_attention", entry: "window_attention", defines: defines(cap, bias, mask) });
                 for bits in 0..8 {
                     let r = RowsDefines { qpl4: bits & 1 != 0, vec4: bits & 2 != 0, subgroup: bits & 4 != 0 };
-                    v.push(KernelKey { family: "window_attention", entry: "window_attention_rows", defines: r.apply(defines(cap, bias, mask)) });
+                    v.push(KernelKey {
+                        family: "window_attention",
+                        entry: "window_attention_rows",
+                        defines: r.apply(defines(cap, bias, mask)),
+                    });
                 }
             }
         }

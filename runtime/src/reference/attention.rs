@@ -56,7 +56,17 @@ pub fn rope(x: &[f32], t: usize, heads: usize, dim: usize, start_pos: usize, opt
 /// token-major). Query `i` attends to positions `0..=start_pos + i`; head `h` uses KV head
 /// `h / (n_heads / n_kv)`; weights `softmax(scale · q·k)`. Returns `[t, n_heads, head_dim]`.
 #[allow(clippy::too_many_arguments)]
-pub fn attention(q: &[f32], t: usize, n_heads: usize, k: &[f32], v: &[f32], n_kv: usize, head_dim: usize, start_pos: usize, scale: f32) -> Vec<f32> {
+pub fn attention(
+    q: &[f32],
+    t: usize,
+    n_heads: usize,
+    k: &[f32],
+    v: &[f32],
+    n_kv: usize,
+    head_dim: usize,
+    start_pos: usize,
+    scale: f32,
+) -> Vec<f32> {
     let group = n_heads / n_kv;
     let mut out = vec![0.0f32; t * n_heads * head_dim];
     for ti in 0..t {

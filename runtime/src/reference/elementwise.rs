@@ -13,9 +13,7 @@ pub fn unary(x: &[f32], op: Unary) -> Vec<f32> {
                 Unary::Sigmoid => sig(v),
                 Unary::Silu => v * sig(v),
                 Unary::GeluErf => 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)),
-                Unary::GeluTanh => {
-                    0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
-                }
+                Unary::GeluTanh => 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh()),
                 Unary::QuickGelu => v * sig(1.702 * v),
                 Unary::Hardswish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
                 Unary::Hardsigmoid => (v + 3.0).clamp(0.0, 6.0) / 6.0,

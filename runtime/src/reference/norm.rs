@@ -32,8 +32,5 @@ pub fn rms_norm(x: &[f32], cols: usize, gamma: Option<&[f32]>, eps: f32) -> Vec<
 /// `x · scale[c] + shift[c]` with `c` the index in the last dimension (`scale.len()` long).
 pub fn channel_affine(x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
     let c = scale.len();
-    x.iter()
-        .enumerate()
-        .map(|(i, &v)| (f64::from(v) * f64::from(scale[i % c]) + f64::from(shift[i % c])) as f32)
-        .collect()
+    x.iter().enumerate().map(|(i, &v)| (f64::from(v) * f64::from(scale[i % c]) + f64::from(shift[i % c])) as f32).collect()
 }

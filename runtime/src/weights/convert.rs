@@ -141,9 +141,10 @@ fn plan(src: &dyn WeightSource, quant: FileQuant) -> Result<Vec<Planned<'_>>> {
 
 /// The `kestrel` metadata value.
 fn header(src: &dyn WeightSource, opts: &ConvertOptions, plan: &[Planned<'_>]) -> Result<KestrelHeader> {
-    let architecture = opts.architecture.clone().unwrap_or_else(|| {
-        src.metadata().get("general.architecture").and_then(Value::as_str).unwrap_or("unknown").to_string()
-    });
+    let architecture = opts
+        .architecture
+        .clone()
+        .unwrap_or_else(|| src.metadata().get("general.architecture").and_then(Value::as_str).unwrap_or("unknown").to_string());
     let config = match &opts.config {
         Some(c) => c.clone(),
         None if src.format() == "gguf" => src.metadata(),

@@ -18,9 +18,9 @@ const QK_K: usize = 256;
 /// their (possibly rounded) f32 value. Errors: [`KestrelError::InvalidArgument`] for a length
 /// mismatch, a count that is not whole blocks, or an opaque type.
 pub fn to_f32(dtype: WeightDType, bytes: &[u8], numel: usize) -> Result<Vec<f32>> {
-    let need = dtype.bytes_for(numel).ok_or_else(|| invalid(format!(
-        "{numel} elements are not a whole number of {} blocks of {}", dtype.name(), dtype.block().0
-    )))?;
+    let need = dtype
+        .bytes_for(numel)
+        .ok_or_else(|| invalid(format!("{numel} elements are not a whole number of {} blocks of {}", dtype.name(), dtype.block().0)))?;
     if bytes.len() != need {
         return Err(invalid(format!("{numel} {} elements need {need} bytes, got {}", dtype.name(), bytes.len())));
     }
@@ -106,11 +106,7 @@ fn q8_0(b: &[u8], out: &mut [f32]) {
 /// The 6-bit scale and minimum of sub-block `j` (0..8) from the 12 packed bytes of a Q4_K /
 /// Q5_K super-block (ggml's `get_scale_min_k4`).
 fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
-    }
+    if j < 4 { (s[j] & 63, s[j + 4] & 63) } else { ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4)) }
 }
 
 /// Q4_K: f16 d, f16 dmin, 12 bytes of packed 6-bit scales/mins, 128 bytes of nibbles. Sub-block

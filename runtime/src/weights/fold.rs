@@ -93,7 +93,10 @@ impl BatchNorm {
         for i in 0..n {
             let denom = f64::from(self.var[i]) + self.eps;
             if !(denom > 0.0 && denom.is_finite()) {
-                return Err(KestrelError::InvalidArgument { op: "batch norm", detail: format!("channel {i}: var + eps = {denom} is not a positive finite number") });
+                return Err(KestrelError::InvalidArgument {
+                    op: "batch norm",
+                    detail: format!("channel {i}: var + eps = {denom} is not a positive finite number"),
+                });
             }
             let inv = f64::from(self.gamma[i]) / denom.sqrt();
             scale.push(inv + alpha);
@@ -114,11 +117,7 @@ pub struct Folded {
 
 /// Checks a length.
 fn same_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(KestrelError::Shape { op, detail: format!("{what} has {got} values, expected {want}") })
-    }
+    if got == want { Ok(()) } else { Err(KestrelError::Shape { op, detail: format!("{what} has {got} values, expected {want}") }) }
 }
 
 /// Folds `affine` applied to the OUTPUT of a conv or linear layer into it.
@@ -129,13 +128,17 @@ fn same_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()>
 pub fn fold_into_preceding(affine: &ChannelAffine, weight: &[f32], bias: Option<&[f32]>) -> Result<Folded> {
     let out = affine.channels();
     if out == 0 || !weight.len().is_multiple_of(out) {
-        return Err(KestrelError::Shape { op: "fold_into_preceding", detail: format!("weight of {} values is not [{out}, …]", weight.len()) });
+        return Err(KestrelError::Shape {
+            op: "fold_into_preceding",
+            detail: format!("weight of {} values is not [{out}, …]", weight.len()),
+        });
     }
     if let Some(b) = bias {
         same_len("fold_into_preceding", "bias", b.len(), out)?;
     }
     let per = weight.len() / out;
-    let weight = weight.chunks_exact(per).zip(&affine.scale).flat_map(|(row, &a)| row.iter().map(move |&w| (a * f64::from(w)) as f32)).collect();
+    let weight =
+        weight.chunks_exact(per).zip(&affine.scale).flat_map(|(row, &a)| row.iter().map(move |&w| (a * f64::from(w)) as f32)).collect();
     let bias = (0..out).map(|o| (affine.scale[o] * bias.map_or(0.0, |b| f64::from(b[o])) + affine.shift[o]) as f32).collect();
     Ok(Folded { weight, bias })
 }
@@ -181,7 +184,10 @@ pub fn fold_into_following_linear(affine: &ChannelAffine, weight: &[f32], bias: 
 pub fn fold_into_pooled_head(affine: &ChannelAffine, weight: &[f32], bias: Option<&[f32]>, out_features: usize) -> Result<Folded> {
     let ch = affine.channels();
     if out_features == 0 || out_features.checked_mul(ch) != Some(weight.len()) {
-        return Err(KestrelError::Shape { op: "fold_into_pooled_head", detail: format!("head weight of {} values is not [{out_features}, {ch}]", weight.len()) });
+        return Err(KestrelError::Shape {
+            op: "fold_into_pooled_head",
+            detail: format!("head weight of {} values is not [{out_features}, {ch}]", weight.len()),
+        });
     }
     fold_into_following_linear(affine, weight, bias, out_features)
 }

@@ -139,9 +139,7 @@ impl<'a> Reader<'a> {
     fn count(&mut self, what: &str, min_size: usize) -> Result<usize> {
         let n = self.u64(what)?;
         let fits = usize::try_from(n).ok().filter(|&n| n.checked_mul(min_size).is_some_and(|b| b <= self.remaining()));
-        fits.ok_or_else(|| {
-            self.err(format!("{what} {n} cannot fit in the {} bytes left in the file", self.remaining()))
-        })
+        fits.ok_or_else(|| self.err(format!("{what} {n} cannot fit in the {} bytes left in the file", self.remaining())))
     }
 
     /// A GGUF string: u64 length then bytes (invalid UTF-8 is replaced).
@@ -292,9 +290,11 @@ fn parse(buf: &[u8], path: &Path) -> Result<Parsed> {
             .and_then(|s| Some((s, s.checked_add(size)?)))
             .filter(|&(_, e)| e <= buf.len())
             .ok_or_else(|| {
-                bad(path, Some(&t.name), format!(
-                    "data ({size} bytes at data offset {off}) extends past the end of the file ({} bytes)", buf.len()
-                ))
+                bad(
+                    path,
+                    Some(&t.name),
+                    format!("data ({size} bytes at data offset {off}) extends past the end of the file ({} bytes)", buf.len()),
+                )
             })?;
         ranges.push(range);
     }
@@ -319,9 +319,11 @@ fn tensor_info(r: &mut Reader<'_>, name: &str) -> Result<(WeightDType, u64, Vec<
     let dtype = ggml_type(ty).ok_or_else(|| bad(path, Some(name), format!("unknown GGML tensor type {ty}")))?;
     let block = dtype.block().0;
     if shape.first().is_some_and(|&d| d % block != 0) {
-        return Err(bad(path, Some(name), format!(
-            "innermost dimension {} is not a multiple of the {} block size {block}", shape[0], dtype.name()
-        )));
+        return Err(bad(
+            path,
+            Some(name),
+            format!("innermost dimension {} is not a multiple of the {} block size {block}", shape[0], dtype.name()),
+        ));
     }
     if dtype.bytes_for(numel).is_none() {
         return Err(bad(path, Some(name), format!("{numel} elements do not make whole {} blocks", dtype.name())));

@@ -183,8 +183,7 @@ impl KestrelFile {
             Some(v) => return Err(err(None, format!("unsupported Kestrel file version {v} (this build reads {VERSION})"))),
             None => return Err(err(None, "Kestrel metadata has no integer `version`".into())),
         }
-        let header: KestrelHeader =
-            serde_json::from_value(value).map_err(|e| err(None, format!("Kestrel metadata: {e}")))?;
+        let header: KestrelHeader = serde_json::from_value(value).map_err(|e| err(None, format!("Kestrel metadata: {e}")))?;
         let quant = FileQuant::from_name(&header.quant)
             .ok_or_else(|| err(None, format!("unknown quant `{}` (expected f32, f16, w8 or w4)", header.quant)))?;
         if !header.config.is_object() {
@@ -193,8 +192,7 @@ impl KestrelFile {
         let mut packed = BTreeMap::new();
         let mut claimed = HashSet::new();
         for (name, p) in &header.tensors {
-            let scheme = QuantScheme::from_name(&p.scheme)
-                .ok_or_else(|| err(Some(name), format!("unknown scheme `{}`", p.scheme)))?;
+            let scheme = QuantScheme::from_name(&p.scheme).ok_or_else(|| err(Some(name), format!("unknown scheme `{}`", p.scheme)))?;
             if quant.scheme() != Some(scheme) {
                 return Err(err(Some(name), format!("scheme {} in a file whose quant is {}", scheme.name(), quant.name())));
             }
@@ -206,9 +204,7 @@ impl KestrelFile {
             let values = format!("{name}{VALUES_SUFFIX}");
             let scales = format!("{name}{SCALES_SUFFIX}");
             for (stored, words) in [(&values, vw), (&scales, sw)] {
-                let info = inner
-                    .info(stored)
-                    .ok_or_else(|| err(Some(name), format!("metadata names `{stored}`, which the file lacks")))?;
+                let info = inner.info(stored).ok_or_else(|| err(Some(name), format!("metadata names `{stored}`, which the file lacks")))?;
                 if !is_u32(info.dtype) || info.shape != [words] {
                     return Err(err(
                         Some(stored),
@@ -324,9 +320,7 @@ impl KestrelFile {
 
     /// Whether a stored tensor is the value or scale buffer of a quantised weight.
     fn is_packed_buffer(&self, stored: &str) -> bool {
-        [VALUES_SUFFIX, SCALES_SUFFIX]
-            .iter()
-            .any(|s| stored.strip_suffix(s).is_some_and(|n| self.packed.contains_key(n)))
+        [VALUES_SUFFIX, SCALES_SUFFIX].iter().any(|s| stored.strip_suffix(s).is_some_and(|n| self.packed.contains_key(n)))
     }
 }
 

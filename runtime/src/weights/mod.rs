@@ -308,7 +308,11 @@ fn is_safetensors(data: &[u8]) -> bool {
 
 /// The error for a file of no known format.
 fn unrecognised(path: &Path) -> KestrelError {
-    bad(path, None, "unrecognised weight file format (expected safetensors, a Kestrel model file, a PyTorch zip or legacy checkpoint, or GGUF)")
+    bad(
+        path,
+        None,
+        "unrecognised weight file format (expected safetensors, a Kestrel model file, a PyTorch zip or legacy checkpoint, or GGUF)",
+    )
 }
 
 /// A tensor converted to f32 (dequantised on the CPU where it is block-quantised).

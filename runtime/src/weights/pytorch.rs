@@ -36,7 +36,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-
 use crate::error::Result;
 use crate::weights::{FileBytes, TensorInfo, WeightSource, bad, map_file};
 use pickle::{PidStyle, TensorRef, Value};
@@ -141,7 +140,11 @@ impl PytorchFile {
             return Err(bad(path, None, "not a PyTorch checkpoint (neither a torch.save zip archive nor the legacy pickle format)"));
         };
         let (key, dict) = find_state_dict(&parsed.top).ok_or_else(|| {
-            bad(path, None, format!("no state dict found: neither the top-level object nor its {STATE_DICT_KEYS:?} entries are a dict of tensors"))
+            bad(
+                path,
+                None,
+                format!("no state dict found: neither the top-level object nor its {STATE_DICT_KEYS:?} entries are a dict of tensors"),
+            )
         })?;
         let mut skipped = serde_json::Map::new();
         if let (Some(_), Value::Dict(top)) = (key, &parsed.top) {
@@ -176,7 +179,11 @@ impl PytorchFile {
         }
         if !parsed.skipped_calls.is_empty() {
             let names: Vec<&str> = parsed.skipped_calls.iter().map(String::as_str).collect();
-            log::warn!("{}: the pickle asks to call {}; skipped, not run (Kestrel never runs pickled code)", path.display(), names.join(", "));
+            log::warn!(
+                "{}: the pickle asks to call {}; skipped, not run (Kestrel never runs pickled code)",
+                path.display(),
+                names.join(", ")
+            );
         }
         let metadata = serde_json::json!({
             "format": parsed.format,
@@ -262,7 +269,8 @@ fn parse_legacy(path: &Path, data: &[u8]) -> Result<Parsed> {
         let Value::Str(key) = key else {
             return Err(bad(path, None, "legacy storage key is not a string"));
         };
-        let dtype = main.storages.get(key).ok_or_else(|| bad(path, None, format!("legacy storage `{key}` is not referenced by any tensor")))?;
+        let dtype =
+            main.storages.get(key).ok_or_else(|| bad(path, None, format!("legacy storage `{key}` is not referenced by any tensor")))?;
         let count = data.get(pos..pos + 8).ok_or_else(|| bad(path, None, format!("legacy storage `{key}`: file truncated")))?;
         let mut a = [0u8; 8];
         a.copy_from_slice(count);
@@ -380,10 +388,6 @@ impl WeightSource for PytorchFile {
     fn bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
         let &i = self.index.get(name).ok_or_else(|| bad(&self.path, Some(name), "no such tensor"))?;
         let loc = &self.locs[i];
-        if loc.contiguous {
-            Ok(Cow::Borrowed(&self.map[loc.start..loc.start + loc.bytes]))
-        } else {
-            Ok(Cow::Owned(gather(&self.map, loc)))
-        }
+        if loc.contiguous { Ok(Cow::Borrowed(&self.map[loc.start..loc.start + loc.bytes])) } else { Ok(Cow::Owned(gather(&self.map, loc))) }
     }
 }

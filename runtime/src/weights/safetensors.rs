@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use ::safetensors::tensor::{Dtype, SafeTensors};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{FileBytes, OpaqueDType, TensorInfo, WeightDType, WeightSource, bad, map_file};
 use crate::error::Result;
@@ -46,9 +46,7 @@ pub(crate) fn from_bytes(path: &Path, map: FileBytes) -> Result<SafetensorsFile>
         tensors.push(TensorInfo { name, dtype, shape: info.shape.clone() });
     }
     let metadata = match meta.metadata() {
-        Some(m) => serde_json::Value::Object(
-            m.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
-        ),
+        Some(m) => serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect()),
         None => serde_json::Value::Object(serde_json::Map::new()),
     };
     Ok(SafetensorsFile { path: path.to_path_buf(), map, metadata, tensors, ranges, index })

@@ -44,10 +44,7 @@ pub fn open_index(path: &Path) -> Result<ShardedSource> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| bad(path, None, format!("cannot read: {e}")))?;
     let index: Value = serde_json::from_str(&text).map_err(|e| bad(path, None, format!("index is not JSON: {e}")))?;
-    let map = index
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad(path, None, "index has no `weight_map` object"))?;
+    let map = index.get("weight_map").and_then(Value::as_object).ok_or_else(|| bad(path, None, "index has no `weight_map` object"))?;
     // Shard file → the tensors the map places there (sorted, so shard order is stable).
     let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (name, file) in map {

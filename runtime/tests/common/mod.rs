@@ -25,9 +25,7 @@ pub fn fast() -> Arc<Context> {
 /// The same device with f16 and subgroups hidden, so fallback kernels run (GPU kernel set).
 pub fn fallback() -> Arc<Context> {
     static C: OnceLock<Arc<Context>> = OnceLock::new();
-    C.get_or_init(|| {
-        make(ContextOptions { disable_f16: true, disable_subgroups: true, gpu_kernels: true, ..ContextOptions::from_env() })
-    })
+    C.get_or_init(|| make(ContextOptions { disable_f16: true, disable_subgroups: true, gpu_kernels: true, ..ContextOptions::from_env() }))
         .clone()
 }
 
@@ -60,8 +58,7 @@ pub fn small_bindings_gpu_kernels() -> Arc<Context> {
 /// weight storages.
 pub fn gpu_kernels_textures() -> Arc<Context> {
     static C: OnceLock<Arc<Context>> = OnceLock::new();
-    C.get_or_init(|| make(ContextOptions { gpu_kernels: true, weight_textures: Some(true), ..ContextOptions::from_env() }))
-        .clone()
+    C.get_or_init(|| make(ContextOptions { gpu_kernels: true, weight_textures: Some(true), ..ContextOptions::from_env() })).clone()
 }
 
 /// The device with every fast path, selecting the kernels meant for real GPUs even where the
@@ -75,8 +72,7 @@ pub fn gpu_kernels() -> Arc<Context> {
 /// adapter, the GPU kernels' fallbacks again).
 pub fn cpu_plain() -> Arc<Context> {
     static C: OnceLock<Arc<Context>> = OnceLock::new();
-    C.get_or_init(|| make(ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() }))
-        .clone()
+    C.get_or_init(|| make(ContextOptions { disable_f16: true, disable_subgroups: true, ..ContextOptions::from_env() })).clone()
 }
 
 /// The GPU kernel set as on a device whose subgroups are scattered over the local invocation

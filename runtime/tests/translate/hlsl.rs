@@ -35,9 +35,7 @@ pub fn write(unit: &Unit) -> Result<(), String> {
     };
     let pipeline = hlsl::PipelineOptions { entry_point: Some((naga::ShaderStage::Compute, unit.entry().to_string())) };
     let mut source = String::new();
-    let info = hlsl::Writer::new(&mut source, &options, &pipeline)
-        .write(unit.module, unit.info, None)
-        .map_err(|e| format!("HLSL: {e}"))?;
+    let info = hlsl::Writer::new(&mut source, &options, &pipeline).write(unit.module, unit.info, None).map_err(|e| format!("HLSL: {e}"))?;
     for name in info.entry_point_names {
         name.map_err(|e| format!("HLSL entry point: {e}"))?;
     }

@@ -39,10 +39,7 @@ impl Needs {
     /// Reads the needs off the preprocessed WGSL of a variant.
     pub fn of(wgsl: &str) -> Needs {
         let code = || wgsl.lines().map(|l| l.split("//").next().unwrap_or(""));
-        Needs {
-            f16: code().any(|l| l.trim_start().starts_with("enable f16")),
-            subgroups: code().any(|l| l.contains("subgroup")),
-        }
+        Needs { f16: code().any(|l| l.trim_start().starts_with("enable f16")), subgroups: code().any(|l| l.contains("subgroup")) }
     }
 
     /// The wgpu features such a device has enabled.
@@ -69,8 +66,7 @@ impl Validated {
     pub fn new(wgsl: &str, entry: &str) -> Result<Validated, String> {
         let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| e.emit_to_string(wgsl))?;
         let needs = Needs::of(wgsl);
-        let caps: Capabilities =
-            wgpu_naga_bridge::features_to_naga_capabilities(needs.features(), wgpu::DownlevelFlags::compliant());
+        let caps: Capabilities = wgpu_naga_bridge::features_to_naga_capabilities(needs.features(), wgpu::DownlevelFlags::compliant());
         let info = Validator::new(ValidationFlags::all(), caps).validate(&module).map_err(|e| e.emit_to_string(wgsl))?;
         Ok(Validated { module, info, entry: entry.to_string(), needs })
     }
@@ -153,9 +149,7 @@ impl Unit<'_> {
             let Some(binding) = var.binding.filter(|_| !ep_info[h].is_empty()) else { continue };
             let resource = match (var.space, &self.module.types[var.ty].inner) {
                 (naga::AddressSpace::Uniform, _) => Resource::Uniform,
-                (naga::AddressSpace::Storage { access }, _) => {
-                    Resource::Storage { writable: access.contains(naga::StorageAccess::STORE) }
-                }
+                (naga::AddressSpace::Storage { access }, _) => Resource::Storage { writable: access.contains(naga::StorageAccess::STORE) },
                 (_, naga::TypeInner::Image { class: naga::ImageClass::Storage { .. }, .. }) => Resource::StorageTexture,
                 (_, naga::TypeInner::Image { .. }) => Resource::Texture,
                 (space, ty) => return Err(format!("binding {binding:?}: {space:?} {ty:?} is not modelled by this test")),

@@ -21,8 +21,7 @@ impl TokenizerConfig {
     pub fn read(path: &Path) -> Result<TokenizerConfig> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: name.clone(), source })?;
-        let json: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ModelError::Tokenizer(format!("{name}: not valid JSON: {e}")))?;
+        let json: Value = serde_json::from_slice(&bytes).map_err(|e| ModelError::Tokenizer(format!("{name}: not valid JSON: {e}")))?;
         TokenizerConfig::from_json(&json).map_err(|detail| ModelError::Tokenizer(format!("{name}: {detail}")))
     }
 

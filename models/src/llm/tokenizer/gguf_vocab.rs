@@ -150,11 +150,7 @@ fn byte_level_tokenizer(tokens: &[&str], types: &[i64], merges: &[&str], pre: Op
     // tokens keep their text, which is what is matched in the input.
     let spelled = tokens.iter().zip(types).enumerate().map(|(id, (&t, &ty))| {
         let added = matches!(ty, UNKNOWN | CONTROL | USER_DEFINED);
-        let text = if added || in_alphabet(t) {
-            Cow::Borrowed(t)
-        } else {
-            Cow::Owned(t.bytes().map(|b| alphabet[b as usize]).collect())
-        };
+        let text = if added || in_alphabet(t) { Cow::Borrowed(t) } else { Cow::Owned(t.bytes().map(|b| alphabet[b as usize]).collect()) };
         (id, text)
     });
     let vocab = vocab_map(spelled);
@@ -170,11 +166,8 @@ fn byte_level_tokenizer(tokens: &[&str], types: &[i64], merges: &[&str], pre: Op
         pairs.push((a.to_owned(), b.to_owned()));
     }
     let split = pre_split::byte_level(pre)?;
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, pairs)
-        .ignore_merges(split.ignore_merges)
-        .build()
-        .map_err(tok_err("GGUF byte-level BPE"))?;
+    let bpe =
+        BPE::builder().vocab_and_merges(vocab, pairs).ignore_merges(split.ignore_merges).build().map_err(tok_err("GGUF byte-level BPE"))?;
     let mut tokenizer = HfTokenizer::new(bpe);
     tokenizer.with_pre_tokenizer(Some(split.pre_tokenizer));
     tokenizer.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
@@ -201,12 +194,7 @@ fn byte_alphabet() -> Vec<char> {
 
 /// SentencePiece BPE: merges recovered from the scores, `<0xXX>` byte fallback, spaces as `▁`.
 /// The dummy prefix (`add_space_prefix`) is added by `Tokenizer::encode`; the decoder removes it.
-fn sentencepiece_tokenizer(
-    tokens: &[&str],
-    scores: &[f64],
-    unk: Option<&str>,
-    space_prefix: bool,
-) -> Result<HfTokenizer> {
+fn sentencepiece_tokenizer(tokens: &[&str], scores: &[f64], unk: Option<&str>, space_prefix: bool) -> Result<HfTokenizer> {
     let vocab = vocab_map(tokens.iter().map(|&t| Cow::Borrowed(t)).enumerate());
     let merges = merges_from_scores(tokens, scores, &vocab);
     let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
@@ -218,11 +206,8 @@ fn sentencepiece_tokenizer(
     let metaspace = Metaspace::new(SPACE, PrependScheme::Never, false);
     tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(metaspace)));
     let replace = Replace::new(SPACE.to_string(), " ").map_err(tok_err("GGUF SentencePiece decoder"))?;
-    let mut steps = vec![
-        DecoderWrapper::Replace(replace),
-        DecoderWrapper::ByteFallback(ByteFallback::new()),
-        DecoderWrapper::Fuse(Fuse::new()),
-    ];
+    let mut steps =
+        vec![DecoderWrapper::Replace(replace), DecoderWrapper::ByteFallback(ByteFallback::new()), DecoderWrapper::Fuse(Fuse::new())];
     if space_prefix {
         steps.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
     }

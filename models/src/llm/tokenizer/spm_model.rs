@@ -138,9 +138,7 @@ fn parse(data: &[u8]) -> std::result::Result<Value, String> {
                 let (mut text, mut score, mut ty) = (String::new(), 0.0f32, 1u64);
                 fields(bytes(field, "piece")?, |n, f| {
                     match n {
-                        PIECE_TEXT => {
-                            text = String::from_utf8(bytes(f, "piece text")?.to_vec()).map_err(|_| "piece text is not UTF-8")?
-                        }
+                        PIECE_TEXT => text = String::from_utf8(bytes(f, "piece text")?.to_vec()).map_err(|_| "piece text is not UTF-8")?,
                         PIECE_SCORE => match f {
                             Field::Fixed32(bits) => score = f32::from_bits(bits),
                             _ => return Err("piece score is not a float".into()),
@@ -183,9 +181,7 @@ fn parse(data: &[u8]) -> std::result::Result<Value, String> {
         return Err(format!("model type {model_type} is not supported (only BPE, type 2)"));
     }
     if charsmap_len > 0 || remove_spaces {
-        return Err(format!(
-            "text normalisation ({norm_name:?}, remove_extra_whitespaces = {remove_spaces}) is not supported"
-        ));
+        return Err(format!("text normalisation ({norm_name:?}, remove_extra_whitespaces = {remove_spaces}) is not supported"));
     }
     let mut meta = json!({
         "tokenizer.ggml.model": "llama",

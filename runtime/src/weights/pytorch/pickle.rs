@@ -320,7 +320,11 @@ impl Machine<'_> {
 
     /// Next `n` bytes.
     fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| format!("pickle truncated at byte {} (needs {n} more bytes)", self.pos))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| format!("pickle truncated at byte {} (needs {n} more bytes)", self.pos))?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -733,7 +737,6 @@ fn global(module: &str, name: &str) -> Value {
     resolve(module, name).map_or_else(|| Value::Opaque(format!("{module}.{name}").into()), Value::Global)
 }
 
-
 /// Little-endian two's-complement integer of LONG1/LONG4, if it fits i64.
 fn long_le(b: &[u8]) -> Option<i64> {
     if b.is_empty() {
@@ -757,7 +760,9 @@ fn dims(v: &Value, what: &str) -> Result<Vec<u64>, PickleError> {
     let Value::Tuple(t) = v else {
         return Err(format!("tensor {what} is a {}, not a tuple", v.kind()));
     };
-    t.0.iter().map(|x| x.int().and_then(|n| u64::try_from(n).ok()).ok_or_else(|| format!("tensor {what} holds a non-integer or negative value"))).collect()
+    t.0.iter()
+        .map(|x| x.int().and_then(|n| u64::try_from(n).ok()).ok_or_else(|| format!("tensor {what} holds a non-integer or negative value")))
+        .collect()
 }
 
 /// `_rebuild_tensor_v2/v3(storage, offset, size, stride, …)`.

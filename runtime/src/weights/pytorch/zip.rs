@@ -56,7 +56,10 @@ fn le64(d: &[u8], at: usize) -> Option<u64> {
 
 /// Converts a file offset/size field to `usize`, failing when it exceeds the file.
 fn within(path: &Path, v: u64, len: usize, what: &str) -> Result<usize> {
-    usize::try_from(v).ok().filter(|&v| v <= len).ok_or_else(|| bad(path, None, format!("zip: {what} {v} is past the end of the {len}-byte file")))
+    usize::try_from(v)
+        .ok()
+        .filter(|&v| v <= len)
+        .ok_or_else(|| bad(path, None, format!("zip: {what} {v} is past the end of the {len}-byte file")))
 }
 
 impl ZipIndex {
@@ -69,7 +72,10 @@ impl ZipIndex {
         }
         // The EOCD record is the last 22 bytes plus a comment of at most 65535 bytes.
         let lowest = len.saturating_sub(22 + 65535);
-        let eocd = (lowest..=len - 22).rev().find(|&i| le32(data, i) == Some(EOCD_SIG)).ok_or_else(|| trunc("no end-of-central-directory record"))?;
+        let eocd = (lowest..=len - 22)
+            .rev()
+            .find(|&i| le32(data, i) == Some(EOCD_SIG))
+            .ok_or_else(|| trunc("no end-of-central-directory record"))?;
         let field16 = |at: usize| le16(data, eocd + at).ok_or_else(|| trunc("end-of-central-directory record"));
         let field32 = |at: usize| le32(data, eocd + at).ok_or_else(|| trunc("end-of-central-directory record"));
         let mut count = u64::from(field16(10)?);
@@ -143,7 +149,9 @@ impl ZipIndex {
                 return Err(bad(
                     path,
                     None,
-                    format!("zip: entry `{name}` is compressed (method {method}); torch.save stores entries uncompressed — re-save the checkpoint with torch.save"),
+                    format!(
+                        "zip: entry `{name}` is compressed (method {method}); torch.save stores entries uncompressed — re-save the checkpoint with torch.save"
+                    ),
                 ));
             }
             let local = within(path, local, len, "local header offset")?;
@@ -154,7 +162,8 @@ impl ZipIndex {
             let lextra = usize::from(le16(data, local + 28).ok_or_else(|| trunc("local header"))?);
             let start = local + 30 + lname + lextra;
             let end = usize::try_from(size).ok().and_then(|s| start.checked_add(s)).filter(|&end| end <= len);
-            let end = end.ok_or_else(|| bad(path, None, format!("zip: entry `{name}` ({size} bytes) runs past the end of the {len}-byte file")))?;
+            let end =
+                end.ok_or_else(|| bad(path, None, format!("zip: entry `{name}` ({size} bytes) runs past the end of the {len}-byte file")))?;
             entries.insert(name, start..end);
         }
         Ok(ZipIndex { entries })
