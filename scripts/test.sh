@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: every kernel against its CPU reference on Vulkan (lavapipe: f16,
-# subgroups, timestamps), then again on GL (llvmpipe: no f16, no subgroups — the fallbacks);
+# The whole test suite: static checks (scripts/lint.sh), then every kernel against its CPU
+# reference on Vulkan (lavapipe: f16, subgroups, timestamps), then again on GL (llvmpipe: no
+# f16, no subgroups — the fallbacks);
 # then the platforms CI cannot run (macOS, iOS, Windows, Android) are type-checked. Every kernel
 # variant's translation to MSL, HLSL and SPIR-V is tested once, in the Vulkan pass.
 set -euo pipefail
@@ -22,6 +23,8 @@ else
     echo "warning: could not fetch the real test weights; their tests will be skipped:" >&2
     echo "$fetched" >&2
 fi
+echo "== Static checks: rustfmt, clippy, rustdoc (warnings denied) =="
+scripts/lint.sh
 echo "== Vulkan (lavapipe) =="
 WGPU_BACKEND=vulkan cargo test --workspace
 echo "== GL (llvmpipe): fallback paths =="
