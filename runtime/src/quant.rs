@@ -47,7 +47,6 @@ use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::tensor::Tensor;
 use crate::texture::{TexelKind, WordTexture};
-use crate::weights::WeightDType;
 
 /// Elements per quantisation block along K.
 pub const BLOCK: usize = 32;
@@ -124,12 +123,13 @@ impl QuantScheme {
         matches!(self, QuantScheme::W4 | QuantScheme::Q4_0)
     }
 
-    /// The GGUF block type of a GGUF scheme.
-    pub const fn gguf(self) -> Option<WeightDType> {
+    /// Bytes of one GGUF block of 32 weights, for the GGUF schemes (Q4_0: f16 scale + 16 bytes
+    /// of nibbles; Q4_1: f16 scale and minimum + 16; Q8_0: f16 scale + 32 int8).
+    pub const fn gguf_block_bytes(self) -> Option<usize> {
         match self {
-            QuantScheme::Q4_0 => Some(WeightDType::Q4_0),
-            QuantScheme::Q4_1 => Some(WeightDType::Q4_1),
-            QuantScheme::Q8_0 => Some(WeightDType::Q8_0),
+            QuantScheme::Q4_0 => Some(18),
+            QuantScheme::Q4_1 => Some(20),
+            QuantScheme::Q8_0 => Some(34),
             _ => None,
         }
     }
@@ -368,27 +368,24 @@ impl PackedWeights {
         out
     }
 
-    /// Repacks GGUF blocks (`dtype` Q4_0, Q4_1 or Q8_0, as stored in the file) of a weight
+    /// Repacks GGUF blocks of a GGUF `scheme` (Q4_0, Q4_1 or Q8_0, as stored in the file; a
+    /// file's block type maps to its scheme through [`WeightDType::gguf_scheme`]) of a weight
     /// `shape = [N, K]` (GGUF lists the dimensions innermost first, i.e. `[K, N]`).
-    pub fn from_gguf_blocks(dtype: WeightDType, shape: &[usize], bytes: &[u8]) -> Result<PackedWeights> {
-        let scheme = match dtype {
-            WeightDType::Q4_0 => QuantScheme::Q4_0,
-            WeightDType::Q4_1 => QuantScheme::Q4_1,
-            WeightDType::Q8_0 => QuantScheme::Q8_0,
-            d => {
-                return Err(KestrelError::InvalidArgument {
-                    op: "from_gguf_blocks",
-                    detail: format!("{} is not a supported block type", d.name()),
-                });
-            }
+    ///
+    /// [`WeightDType::gguf_scheme`]: crate::weights::WeightDType::gguf_scheme
+    pub fn from_gguf_blocks(scheme: QuantScheme, shape: &[usize], bytes: &[u8]) -> Result<PackedWeights> {
+        let Some(bsize) = scheme.gguf_block_bytes() else {
+            return Err(KestrelError::InvalidArgument {
+                op: "from_gguf_blocks",
+                detail: format!("{} is not a GGUF block scheme", scheme.name()),
+            });
         };
         let (n, k) = check_shape("from_gguf_blocks", scheme, shape)?;
-        let (_, bsize) = dtype.block();
         let nb = k / BLOCK;
         if bytes.len() != n * nb * bsize {
             return Err(KestrelError::InvalidArgument {
                 op: "from_gguf_blocks",
-                detail: format!("{} bytes for a {} weight {shape:?}, expected {}", bytes.len(), dtype.name(), n * nb * bsize),
+                detail: format!("{} bytes for a {} weight {shape:?}, expected {}", bytes.len(), scheme.name(), n * nb * bsize),
             });
         }
         let bw = scheme.block_words();
@@ -417,7 +414,7 @@ impl PackedWeights {
     /// The weights as GGUF blocks (the inverse of [`from_gguf_blocks`](Self::from_gguf_blocks));
     /// only for the GGUF schemes.
     pub fn to_gguf_blocks(&self) -> Result<Vec<u8>> {
-        let Some(dtype) = self.scheme.gguf() else {
+        let Some(block_bytes) = self.scheme.gguf_block_bytes() else {
             return Err(KestrelError::InvalidArgument {
                 op: "to_gguf_blocks",
                 detail: format!("{} is not a GGUF scheme", self.scheme.name()),
@@ -425,7 +422,7 @@ impl PackedWeights {
         };
         let blocks = self.n * self.blocks_per_row();
         let bw = self.scheme.block_words();
-        let mut out = Vec::with_capacity(blocks * dtype.block().1);
+        let mut out = Vec::with_capacity(blocks * block_bytes);
         for i in 0..blocks {
             if self.scheme.has_min() {
                 out.extend_from_slice(&self.scales[i].to_le_bytes());
@@ -537,8 +534,8 @@ impl QuantTensor {
 
     /// Uploads GGUF Q4_0 / Q4_1 / Q8_0 block bytes of a weight `[N, K]`, repacked into the
     /// aligned GPU layout (see the [module docs](self) for why).
-    pub fn from_gguf_blocks(ctx: &Arc<Context>, dtype: WeightDType, shape: &[usize], bytes: &[u8]) -> Result<QuantTensor> {
-        QuantTensor::upload(ctx, &PackedWeights::from_gguf_blocks(dtype, shape, bytes)?)
+    pub fn from_gguf_blocks(ctx: &Arc<Context>, scheme: QuantScheme, shape: &[usize], bytes: &[u8]) -> Result<QuantTensor> {
+        QuantTensor::upload(ctx, &PackedWeights::from_gguf_blocks(scheme, shape, bytes)?)
     }
 
     /// The scheme.

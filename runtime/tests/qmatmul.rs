@@ -41,8 +41,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// path is what the kernels read).
 fn upload(ctx: &Arc<Context>, scheme: QuantScheme, w: &[f32], n: usize, k: usize) -> (QuantTensor, Vec<f32>) {
     let packed = PackedWeights::quantize(scheme, w, &[n, k]).unwrap();
-    let t = match scheme.gguf() {
-        Some(dt) => QuantTensor::from_gguf_blocks(ctx, dt, &[n, k], &packed.to_gguf_blocks().unwrap()).unwrap(),
+    let t = match scheme.gguf_block_bytes() {
+        Some(_) => QuantTensor::from_gguf_blocks(ctx, scheme, &[n, k], &packed.to_gguf_blocks().unwrap()).unwrap(),
         None => QuantTensor::upload(ctx, &packed).unwrap(),
     };
     (t, packed.dequantize())
@@ -259,7 +259,7 @@ fn gguf_blocks_are_read_as_stored() {
         want.extend((0..16).map(|j| (j as f32 - 8.0) * d));
         want.extend((0..16).map(|j| ((15 - j) as f32 - 8.0) * d));
     }
-    let p = PackedWeights::from_gguf_blocks(WeightDType::Q4_0, &[n, 32], &q4_0).unwrap();
+    let p = PackedWeights::from_gguf_blocks(QuantScheme::Q4_0, &[n, 32], &q4_0).unwrap();
     assert_eq!(p.dequantize(), want);
     assert_eq!(p.to_gguf_blocks().unwrap(), q4_0);
     // Q4_1: d = 0.25, m = −1: q·d + m.
@@ -267,15 +267,15 @@ fn gguf_blocks_are_read_as_stored() {
     q4_1.extend_from_slice(&half::f16::from_f32(-1.0).to_le_bytes());
     q4_1.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
     let want: Vec<f32> = (0..16).map(|j| j as f32 * 0.25 - 1.0).chain((0..16).map(|j| (15 - j) as f32 * 0.25 - 1.0)).collect();
-    assert_eq!(PackedWeights::from_gguf_blocks(WeightDType::Q4_1, &[1, 32], &q4_1).unwrap().dequantize(), want);
+    assert_eq!(PackedWeights::from_gguf_blocks(QuantScheme::Q4_1, &[1, 32], &q4_1).unwrap().dequantize(), want);
     // Q8_0: d = 2, q = j − 16 (as i8).
     let mut q8_0 = half::f16::from_f32(2.0).to_le_bytes().to_vec();
     q8_0.extend((0..32i8).map(|j| (j - 16) as u8));
     let want: Vec<f32> = (0..32).map(|j| (j - 16) as f32 * 2.0).collect();
-    assert_eq!(PackedWeights::from_gguf_blocks(WeightDType::Q8_0, &[1, 32], &q8_0).unwrap().dequantize(), want);
+    assert_eq!(PackedWeights::from_gguf_blocks(QuantScheme::Q8_0, &[1, 32], &q8_0).unwrap().dequantize(), want);
     // And the GPU copy dequantises to the same values.
     let ctx = common::fast();
-    let t = QuantTensor::from_gguf_blocks(&ctx, WeightDType::Q8_0, &[1, 32], &q8_0).unwrap();
+    let t = QuantTensor::from_gguf_blocks(&ctx, QuantScheme::Q8_0, &[1, 32], &q8_0).unwrap();
     assert_eq!(t.dequantize_cpu().unwrap(), want);
 }
 
@@ -350,13 +350,14 @@ fn bad_inputs_are_errors() {
     for scheme in [QuantScheme::Q4_0, QuantScheme::Q4_1, QuantScheme::Q8_0] {
         let r = PackedWeights::quantize(scheme, &[0.5; 33 * 2], &[2, 33]);
         assert!(matches!(r, Err(KestrelError::Shape { .. })), "{}: {r:?}", scheme.name());
-        let dt = scheme.gguf().unwrap();
-        let r = QuantTensor::from_gguf_blocks(&ctx, dt, &[1, 33], &[0; 40]);
+        let r = QuantTensor::from_gguf_blocks(&ctx, scheme, &[1, 33], &[0; 40]);
         assert!(matches!(r, Err(KestrelError::Shape { .. })), "{}", scheme.name());
         // Wrong byte count.
-        assert!(QuantTensor::from_gguf_blocks(&ctx, dt, &[2, 32], &[0; 20]).is_err());
+        assert!(QuantTensor::from_gguf_blocks(&ctx, scheme, &[2, 32], &[0; 20]).is_err());
     }
-    assert!(QuantTensor::from_gguf_blocks(&ctx, WeightDType::F16, &[1, 32], &[0; 64]).is_err());
+    assert!(QuantTensor::from_gguf_blocks(&ctx, QuantScheme::W8, &[1, 32], &[0; 64]).is_err());
+    assert_eq!(WeightDType::F16.gguf_scheme(), None);
+    assert_eq!(WeightDType::Q4_1.gguf_scheme(), Some(QuantScheme::Q4_1));
     assert!(PackedWeights::quantize(QuantScheme::W4, &[1.0; 6], &[2, 4]).is_err());
     assert!(PackedWeights::quantize(QuantScheme::W4, &[1.0; 8], &[8]).is_err());
     assert!(PackedWeights::quantize(QuantScheme::W4, &[1.0; 0], &[0, 4]).is_err());

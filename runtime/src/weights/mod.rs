@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{KestrelError, Result};
+use crate::quant::QuantScheme;
 
 pub mod convert;
 pub mod dequant;
@@ -116,6 +117,17 @@ impl WeightDType {
             return None;
         }
         (elements / per).checked_mul(bytes)
+    }
+
+    /// The quantisation scheme whose GPU kernels read this GGUF block type as stored (Q4_0,
+    /// Q4_1, Q8_0); `None` for every other type. The one place file types map to schemes.
+    pub const fn gguf_scheme(self) -> Option<QuantScheme> {
+        match self {
+            WeightDType::Q4_0 => Some(QuantScheme::Q4_0),
+            WeightDType::Q4_1 => Some(QuantScheme::Q4_1),
+            WeightDType::Q8_0 => Some(QuantScheme::Q8_0),
+            _ => None,
+        }
     }
 
     /// Lower-case name as `kestrel inspect` prints it.

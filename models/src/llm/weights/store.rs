@@ -90,11 +90,12 @@ impl Store {
                 return Ok(LinearWeight::Quant(q));
             }
         }
-        match self.stored_dtype(name) {
-            Some(d @ (WeightDType::Q4_0 | WeightDType::Q4_1 | WeightDType::Q8_0)) => {
-                let bytes = self.source().bytes(name)?;
-                Ok(LinearWeight::Quant(QuantTensor::from_gguf_blocks(ctx, d, shape, &bytes)?))
-            }
+        let dtype = self.stored_dtype(name);
+        if let Some(scheme) = dtype.and_then(WeightDType::gguf_scheme) {
+            let bytes = self.source().bytes(name)?;
+            return Ok(LinearWeight::Quant(QuantTensor::from_gguf_blocks(ctx, scheme, shape, &bytes)?));
+        }
+        match dtype {
             Some(d @ (WeightDType::F32 | WeightDType::F16)) => Ok(LinearWeight::Dense(self.plain_tensor(ctx, name, shape, d)?)),
             _ => Ok(LinearWeight::Dense(Tensor::from_f32_as_f16(ctx, shape, &self.f32(name, shape)?)?)),
         }
@@ -125,15 +126,15 @@ impl Store {
             return Ok(None);
         }
         let bytes = || parts.iter().map(|(name, _)| self.source().bytes(name)).collect::<kestrel::Result<Vec<_>>>();
+        if let Some(scheme) = dtype.and_then(WeightDType::gguf_scheme) {
+            let packed = parts
+                .iter()
+                .zip(bytes()?)
+                .map(|((_, out), b)| PackedWeights::from_gguf_blocks(scheme, &[*out, inp], &b))
+                .collect::<kestrel::Result<Vec<_>>>()?;
+            return Ok(Some(LinearWeight::Quant(QuantTensor::upload(ctx, &PackedWeights::concat_rows(&packed)?)?)));
+        }
         match dtype {
-            Some(d @ (WeightDType::Q4_0 | WeightDType::Q4_1 | WeightDType::Q8_0)) => {
-                let packed = parts
-                    .iter()
-                    .zip(bytes()?)
-                    .map(|((_, out), b)| PackedWeights::from_gguf_blocks(d, &[*out, inp], &b))
-                    .collect::<kestrel::Result<Vec<_>>>()?;
-                Ok(Some(LinearWeight::Quant(QuantTensor::upload(ctx, &PackedWeights::concat_rows(&packed)?)?)))
-            }
             Some(d @ (WeightDType::F32 | WeightDType::F16)) => {
                 let stacked = bytes()?.concat();
                 let names = parts.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join("|");
