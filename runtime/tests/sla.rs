@@ -7,7 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{all_with_cpu_plain, assert_close, rand_vec};
-use kestrel::ops::sla::{Columns, SlaOptions, sla, sla_columns, sla_fused};
+use kestrel::ops::columns::Columns;
+use kestrel::ops::sla::{SlaOptions, sla, sla_columns, sla_fused};
 use kestrel::reference::sla::SlaShape;
 use kestrel::{Context, DType, KestrelError, Recorder, Tensor, reference};
 

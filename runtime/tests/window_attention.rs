@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{all_with_cpu_plain, assert_close, rand_vec};
-use kestrel::ops::sla::Columns;
+use kestrel::ops::columns::Columns;
 use kestrel::ops::window_attention::{MAX_KEYS, WindowAttentionOptions, window_attention, window_attention_columns};
 use kestrel::reference::window_attention::WindowShape;
 use kestrel::{Context, DType, KestrelError, Recorder, Tensor, reference};

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use kestrel::nn::Linear;
+use kestrel::ops::columns::Columns;
 use kestrel::ops::elementwise::{Unary, unary};
 use kestrel::ops::norm::layer_norm;
-use kestrel::ops::sla::Columns;
 use kestrel::ops::window_attention::{WindowAttentionOptions, window_attention_columns};
 use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use kestrel::ops::sla::{Columns, SlaOptions, sla_columns};
+use kestrel::ops::columns::Columns;
+use kestrel::ops::sla::{SlaOptions, sla_columns};
 use kestrel::ops::window_attention::{WindowAttentionOptions, window_attention_columns};
 use kestrel::{Context, Recorder, Tensor};
 

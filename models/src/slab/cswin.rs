@@ -15,12 +15,12 @@
 use std::sync::Arc;
 
 use kestrel::nn::Linear;
+use kestrel::ops::columns::Columns;
 use kestrel::ops::conv2d::Conv2dOptions;
 use kestrel::ops::elementwise::add;
 use kestrel::ops::gather::embedding;
 use kestrel::ops::layout::{concat, permute, slice};
 use kestrel::ops::reduce::mean_tokens;
-use kestrel::ops::sla::Columns;
 use kestrel::weights::WeightSource;
 use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};

@@ -8,7 +8,7 @@ use crate::caps::Capabilities;
 use crate::dtype::DType;
 use crate::error::{KestrelError, Result};
 use crate::exec::{Binding, Dispatch, Recorder, grid};
-use crate::ops::matmul::Operand;
+use crate::ops::operand::Operand;
 use crate::ops::{accumulator, groups, max_window_elems, param_bytes, window};
 use crate::pipeline::KernelKey;
 use crate::shader::Defines;

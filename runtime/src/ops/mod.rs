@@ -4,6 +4,7 @@
 //! [`Recorder`]: crate::exec::Recorder
 
 pub mod attention;
+pub mod columns;
 pub mod conv2d;
 pub mod copy;
 pub mod elementwise;
@@ -12,6 +13,7 @@ pub mod gemv;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod operand;
 pub mod qmatmul;
 pub mod reduce;
 pub(crate) mod rows;
