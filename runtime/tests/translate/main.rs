@@ -66,15 +66,7 @@ fn every_variant_translates_for_metal_dx12_and_vulkan() {
 /// teach the HLSL writer this, pick another construct only one back end rejects.
 #[test]
 fn a_kernel_only_one_back_end_rejects_is_caught() {
-    let wgsl = "@group(0) @binding(0) var<uniform> n: u32;
-@group(0) @binding(1) var<storage, read_write> counters: array<atomic<u32>, 4>;
-@compute @workgroup_size(1)
-fn main() {
-    let all = counters;
-    atomicAdd(&counters[0], n);
-}
-";
-    let failures = check_wgsl("broken", wgsl, "main");
+    let failures = check_wgsl("broken", include_str!("only_hlsl_rejects.wgsl"), "main");
     assert_eq!(failures.len(), 1, "{failures:#?}");
     assert!(failures[0].starts_with("broken on Dx12: "), "{failures:#?}");
 }
