@@ -56,7 +56,7 @@ fn prompt_longer_than_the_context_is_refused() {
 fn generation_stops_when_the_context_is_full() {
     let ids = reference("llama_gqa").ids;
     let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 8);
-    let opts = GenerateOptions { max_tokens: 10, stop: Vec::new(), sampler: sampled(7) };
+    let opts = GenerateOptions { max_tokens: 10, sampler: sampled(7), ..Default::default() };
     let g = generate(&mut dec, &tokenizer(), &ids[..6], &opts, &mut |_| {}).expect("generate");
     assert_eq!((g.finish, g.tokens.len(), dec.position()), (FinishReason::ContextFull, 3, 8), "{:?}", g.tokens);
 }
@@ -96,7 +96,7 @@ fn same_seed_same_tokens_and_streamed_text_is_the_text() {
     let run = |seed: u64| {
         let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
         let mut streamed = String::new();
-        let opts = GenerateOptions { max_tokens: 10, stop: Vec::new(), sampler: sampled(seed) };
+        let opts = GenerateOptions { max_tokens: 10, sampler: sampled(seed), ..Default::default() };
         let g = generate(&mut dec, &tok, &ids[..4], &opts, &mut |s| streamed.push_str(s)).expect("generate");
         assert_eq!(streamed, g.text);
         g.tokens
@@ -126,7 +126,7 @@ fn stop_strings_end_generation_and_are_cut() {
     let ids = reference("llama_gqa").ids;
     let tok = tokenizer();
     let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
-    let opts = GenerateOptions { max_tokens: 12, stop: Vec::new(), sampler: SamplerConfig::default() };
+    let opts = GenerateOptions { max_tokens: 12, ..Default::default() };
     let full = generate(&mut dec, &tok, &ids[..4], &opts, &mut |_| {}).expect("generate");
     // Stop at a piece of the greedy text that starts after its first character.
     let Some((cut, _)) = full.text.char_indices().nth(2) else { panic!("greedy text too short: {:?}", full.text) };

@@ -272,3 +272,41 @@ fn a_context_beyond_the_trained_length_warns() {
     assert!(!warned(64), "the trained length itself must not warn");
     assert!(warned(65));
 }
+
+#[test]
+fn embedding_rows_in_a_prompt_equal_their_token_ids() {
+    use kestrel::Recorder;
+    use kestrel::ops::gather::embedding;
+    use kestrel_models::llm::decoder::Segment;
+
+    let r = reference("llama_gqa");
+    let ids = &r.ids[..9];
+    let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
+    let want = dec.prefill(ids).expect("prefill").to_vec().expect("readback");
+    // The middle four tokens given as rows of the embedding table, as an image's features are.
+    let ctx = dec.gpu().clone();
+    let mut rec = Recorder::new(&ctx);
+    let middle = kestrel::Tensor::from_u32(&ctx, &[4], &ids[3..7]).expect("ids");
+    let rows = embedding(&mut rec, &dec.weights().embed, &middle).expect("embedding");
+    rec.submit().expect("submit");
+    let before = rows.to_vec_f32().expect("readback");
+    dec.reset();
+    let segments = [Segment::Tokens(&ids[..3]), Segment::Embeddings(&rows), Segment::Tokens(&ids[7..])];
+    let got = dec.prefill_segments(&segments).expect("prefill segments").to_vec().expect("readback");
+    assert!(max_abs_diff(&got, &want) <= 1e-5, "max |Δlogit| {}", max_abs_diff(&got, &want));
+    assert_eq!(rows.to_vec_f32().expect("readback"), before, "the given rows were written");
+    // Rows alone (the whole prompt as embeddings) also work and stay unwritten.
+    let all = kestrel::Tensor::from_u32(&ctx, &[ids.len()], ids).expect("ids");
+    let mut rec = Recorder::new(&ctx);
+    let rows = embedding(&mut rec, &dec.weights().embed, &all).expect("embedding");
+    rec.submit().expect("submit");
+    let before = rows.to_vec_f32().expect("readback");
+    dec.reset();
+    let got = dec.prefill_segments(&[Segment::Embeddings(&rows)]).expect("prefill rows").to_vec().expect("readback");
+    assert!(max_abs_diff(&got, &want) <= 1e-5, "max |Δlogit| {}", max_abs_diff(&got, &want));
+    assert_eq!(rows.to_vec_f32().expect("readback"), before, "the given rows were written");
+    // Misshapen rows are an input error.
+    let bad = kestrel::Tensor::from_f32(&ctx, &[2, 3], &[0.0; 6]).expect("tensor");
+    dec.reset();
+    assert!(dec.prefill_segments(&[Segment::Embeddings(&bad)]).is_err());
+}

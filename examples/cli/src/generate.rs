@@ -130,7 +130,7 @@ pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Err
         decoder.context(),
         decoder.kv_dtype().name(),
     );
-    let options = GenerateOptions { max_tokens: args.max_tokens, stop: args.stop.clone(), sampler };
+    let options = GenerateOptions { max_tokens: args.max_tokens, stop: args.stop.clone(), sampler, keep_logits: false };
     Ok(Session { decoder, tokenizer, options, system: args.system.clone() })
 }
 

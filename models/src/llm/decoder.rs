@@ -15,7 +15,7 @@ use std::sync::Arc;
 use kestrel::ops::attention::{KvCache, RopeOptions, attention, rope_kv_write, rope_kv_write_fused};
 use kestrel::ops::elementwise::{Unary, add, mul, silu_mul, silu_mul_halves, unary};
 use kestrel::ops::gather::embedding;
-use kestrel::ops::layout::slice;
+use kestrel::ops::layout::{concat, slice};
 use kestrel::ops::reduce::{argmax, top_k};
 use kestrel::profile::Profile;
 use kestrel::{Context, DType, Recorder, Tensor};
@@ -73,6 +73,31 @@ impl Logits {
         let (values, ids) = top_k(&mut rec, &self.tensor, k)?;
         rec.submit()?;
         Ok((values.to_vec_f32()?, ids.to_vec_u32()?))
+    }
+}
+
+/// A run of prompt positions for [`Decoder::prefill_segments`].
+#[derive(Clone, Copy, Debug)]
+pub enum Segment<'a> {
+    /// Token ids, looked up in the model's embedding table.
+    Tokens(&'a [u32]),
+    /// Rows already in the model's embedding space: `[n, hidden]` f32 on the decoder's GPU (a
+    /// vision-language model's image features).
+    Embeddings(&'a Tensor),
+}
+
+impl Segment<'_> {
+    /// Positions the segment fills.
+    pub fn len(&self) -> usize {
+        match self {
+            Segment::Tokens(ids) => ids.len(),
+            Segment::Embeddings(rows) => rows.shape().first().copied().unwrap_or(0),
+        }
+    }
+
+    /// Whether the segment fills no position.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -168,41 +193,95 @@ impl Decoder {
     /// the last of them. Errors: no ids, an id outside the vocabulary, or more positions than
     /// the context holds ([`ModelError::ContextFull`]); the sequence is unchanged then.
     pub fn prefill(&mut self, ids: &[u32]) -> Result<Logits> {
-        self.run(ids)
+        self.run(&[Segment::Tokens(ids)])
+    }
+
+    /// Appends a prompt of token ids and embedding rows (in order) in one pass; returns the
+    /// logits after its last position. Errors as [`prefill`](Self::prefill), and embedding rows
+    /// that are not `[n, hidden]` f32 on this decoder's GPU.
+    pub fn prefill_segments(&mut self, segments: &[Segment]) -> Result<Logits> {
+        self.run(segments)
     }
 
     /// Appends one token; returns the logits after it.
     pub fn decode_step(&mut self, id: u32) -> Result<Logits> {
-        self.run(&[id])
+        self.run(&[Segment::Tokens(&[id])])
     }
 
     /// [`decode_step`](Self::decode_step) with every dispatch timed (`kestrel generate
     /// --profile`): the logits and the step's profile (`None` where the device cannot time).
     pub fn profile_step(&mut self, id: u32) -> Result<(Logits, Option<Profile>)> {
-        self.run_with(&[id], true)
+        self.run_with(&[Segment::Tokens(&[id])], true)
     }
 
-    /// Records and submits one pass over `ids` at the current position.
-    fn run(&mut self, ids: &[u32]) -> Result<Logits> {
-        Ok(self.run_with(ids, false)?.0)
+    /// Records and submits one pass over `segments` at the current position.
+    fn run(&mut self, segments: &[Segment]) -> Result<Logits> {
+        Ok(self.run_with(segments, false)?.0)
     }
 
-    /// [`run`](Self::run), profiled when `profile`.
-    fn run_with(&mut self, ids: &[u32], profile: bool) -> Result<(Logits, Option<Profile>)> {
-        let (t, c) = (ids.len(), &self.config);
+    /// Checks a prompt's segments; returns its positions.
+    fn check(&self, segments: &[Segment]) -> Result<usize> {
+        let c = &self.config;
+        for segment in segments {
+            match segment {
+                Segment::Tokens(ids) => {
+                    if let Some(bad) = ids.iter().find(|&&id| id as usize >= c.vocab) {
+                        return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary of {} tokens", c.vocab)));
+                    }
+                }
+                Segment::Embeddings(rows) => {
+                    let ok = rows.dtype() == DType::F32 && rows.shape().len() == 2 && rows.shape()[1] == c.hidden;
+                    if !ok {
+                        return Err(ModelError::Input(format!(
+                            "embedding rows must be [n, {}] f32, got {:?} {:?}",
+                            c.hidden,
+                            rows.shape(),
+                            rows.dtype()
+                        )));
+                    }
+                    if !Arc::ptr_eq(rows.context(), &self.ctx) {
+                        return Err(ModelError::Input("embedding rows live on another GPU context than the decoder".into()));
+                    }
+                }
+            }
+        }
+        let t: usize = segments.iter().map(Segment::len).sum();
         if t == 0 {
             return Err(ModelError::Input("no tokens to run (empty prompt)".into()));
         }
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= c.vocab) {
-            return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary of {} tokens", c.vocab)));
+        Ok(t)
+    }
+
+    /// Records the input rows `[t, hidden]` of a prompt: token embeddings and given rows, joined
+    /// in order. The layers accumulate residuals into the result in place, so given rows are
+    /// always copied (a concat of one input), never written.
+    fn embed(&self, rec: &mut Recorder, segments: &[Segment]) -> Result<Tensor> {
+        let mut parts = Vec::with_capacity(segments.len());
+        for segment in segments.iter().filter(|s| !s.is_empty()) {
+            parts.push(match segment {
+                Segment::Tokens(ids) => {
+                    let ids = Tensor::from_u32(&self.ctx, &[ids.len()], ids)?;
+                    (embedding(rec, &self.weights.embed, &ids)?, true)
+                }
+                Segment::Embeddings(rows) => ((*rows).clone(), false),
+            });
         }
+        if let [(rows, true)] = parts.as_slice() {
+            return Ok(rows.clone());
+        }
+        Ok(concat(rec, &parts.iter().map(|(rows, _)| rows).collect::<Vec<_>>(), 0)?)
+    }
+
+    /// [`run`](Self::run), profiled when `profile`.
+    fn run_with(&mut self, segments: &[Segment], profile: bool) -> Result<(Logits, Option<Profile>)> {
+        let t = self.check(segments)?;
+        let c = &self.config;
         let needed = self.pos.saturating_add(t);
         if needed > self.context() {
             return Err(ModelError::ContextFull { needed, context: self.context() });
         }
         let mut rec = if profile { Recorder::with_profiling(&self.ctx) } else { Recorder::new(&self.ctx) };
-        let ids = Tensor::from_u32(&self.ctx, &[t], ids)?;
-        let mut x = embedding(&mut rec, &self.weights.embed, &ids)?;
+        let mut x = self.embed(&mut rec, segments)?;
         for (layer, cache) in self.weights.layers.iter().zip(&self.caches) {
             x = self.layer(&mut rec, layer, cache, &x, t)?;
         }

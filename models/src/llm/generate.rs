@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::chat::{ChatMessage, ChatTemplate};
-use super::decoder::Decoder;
+use super::decoder::{Decoder, Logits, Segment};
 use super::sampler::{Sampler, SamplerConfig};
 use super::tokenizer::Tokenizer;
 use crate::error::{ModelError, Result};
@@ -18,12 +18,15 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Sampling parameters.
     pub sampler: SamplerConfig,
+    /// Keep the logits each generated token was chosen from ([`Generation::logits`]; one
+    /// extra readback per token).
+    pub keep_logits: bool,
 }
 
 impl Default for GenerateOptions {
     /// 256 tokens, greedy, no stop strings.
     fn default() -> Self {
-        GenerateOptions { max_tokens: 256, stop: Vec::new(), sampler: SamplerConfig::default() }
+        GenerateOptions { max_tokens: 256, stop: Vec::new(), sampler: SamplerConfig::default(), keep_logits: false }
     }
 }
 
@@ -38,16 +41,19 @@ pub enum FinishReason {
     MaxTokens,
     /// The decoder's context is full.
     ContextFull,
+    /// The caller asked to stop ([`generate_until`]).
+    Cancelled,
 }
 
 impl FinishReason {
-    /// Lower-case name (`eos`, `stop`, `length`, `context`).
+    /// Lower-case name (`eos`, `stop`, `length`, `context`, `cancelled`).
     pub fn name(self) -> &'static str {
         match self {
             FinishReason::Eos => "eos",
             FinishReason::Stop => "stop",
             FinishReason::MaxTokens => "length",
             FinishReason::ContextFull => "context",
+            FinishReason::Cancelled => "cancelled",
         }
     }
 }
@@ -67,6 +73,9 @@ pub struct Generation {
     pub decode_tok_s: f64,
     /// Why it ended.
     pub finish: FinishReason,
+    /// With [`GenerateOptions::keep_logits`]: for each token in `tokens` (and a final EOS),
+    /// the logits row it was chosen from; else empty.
+    pub logits: Vec<Vec<f32>>,
 }
 
 /// The prompt ids of a chat: `messages` rendered with the tokenizer's own template (ChatML
@@ -90,21 +99,47 @@ pub fn generate(
     opts: &GenerateOptions,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
-    if prompt.is_empty() {
+    generate_segments(decoder, Some(tokenizer), &[Segment::Tokens(prompt)], opts, on_text)
+}
+
+/// [`generate`] from a prompt of token ids and embedding rows (a vision-language model's image
+/// features), with or without a tokenizer. Without one no text is decoded (`text` stays empty,
+/// `on_text` is never called) and no token counts as EOS: generation ends at `max_tokens` or a
+/// full context.
+pub fn generate_segments(
+    decoder: &mut Decoder,
+    tokenizer: Option<&Tokenizer>,
+    prompt: &[Segment],
+    opts: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation> {
+    let prompt_tokens: usize = prompt.iter().map(Segment::len).sum();
+    if prompt_tokens == 0 {
         return Err(ModelError::Input("empty prompt".into()));
     }
     let mut sampler = Sampler::new(opts.sampler)?;
-    sampler.observe(prompt);
+    for segment in prompt {
+        if let Segment::Tokens(ids) = segment {
+            sampler.observe(ids);
+        }
+    }
+    let mut kept = Vec::new();
+    let mut pick = |logits: &Logits, sampler: &mut Sampler| -> Result<u32> {
+        if opts.keep_logits {
+            kept.push(logits.to_vec()?);
+        }
+        sampler.sample(logits)
+    };
     let start = Instant::now();
-    let logits = decoder.prefill(prompt)?;
+    let logits = decoder.prefill_segments(prompt)?;
     let mut out = Output::new(tokenizer, &opts.stop);
     let mut finish = FinishReason::MaxTokens;
-    let mut next = if opts.max_tokens > 0 { Some(sampler.sample(&logits)?) } else { None };
+    let mut next = if opts.max_tokens > 0 { Some(pick(&logits, &mut sampler)?) } else { None };
     let prefill_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut steps = 0usize;
     while let Some(id) = next.take() {
-        if tokenizer.is_eos(id) {
+        if tokenizer.is_some_and(|t| t.is_eos(id)) {
             finish = FinishReason::Eos;
             break;
         }
@@ -120,7 +155,7 @@ pub fn generate(
             break;
         }
         let logits = decoder.decode_step(id)?;
-        next = Some(sampler.sample(&logits)?);
+        next = Some(pick(&logits, &mut sampler)?);
         steps += 1;
     }
     let decode_s = start.elapsed().as_secs_f64();
@@ -131,17 +166,19 @@ pub fn generate(
     Ok(Generation {
         text: out.text,
         tokens: out.tokens,
-        prompt_tokens: prompt.len(),
-        prefill_tok_s: rate(prompt.len(), prefill_s),
+        prompt_tokens,
+        prefill_tok_s: rate(prompt_tokens, prefill_s),
         decode_tok_s: rate(steps, decode_s),
         finish,
+        logits: kept,
     })
 }
 
 /// Generated ids and text, with stop-string detection: text that could be the start of a stop
 /// string is held back until it is known not to be one.
 struct Output<'t> {
-    stream: super::tokenizer::StreamDecoder<'t>,
+    /// `None` without a tokenizer (ids only, no text).
+    stream: Option<super::tokenizer::StreamDecoder<'t>>,
     stop: &'t [String],
     tokens: Vec<u32>,
     /// All final text.
@@ -151,14 +188,17 @@ struct Output<'t> {
 }
 
 impl<'t> Output<'t> {
-    fn new(tokenizer: &'t Tokenizer, stop: &'t [String]) -> Output<'t> {
-        Output { stream: tokenizer.stream_decoder(true), stop, tokens: Vec::new(), text: String::new(), emitted: 0 }
+    fn new(tokenizer: Option<&'t Tokenizer>, stop: &'t [String]) -> Output<'t> {
+        Output { stream: tokenizer.map(|t| t.stream_decoder(true)), stop, tokens: Vec::new(), text: String::new(), emitted: 0 }
     }
 
     /// Adds a token; returns true when a stop string completed (the text is cut before it).
     fn push(&mut self, id: u32, on_text: &mut dyn FnMut(&str)) -> Result<bool> {
         self.tokens.push(id);
-        let piece = self.stream.push(id)?;
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(false);
+        };
+        let piece = stream.push(id)?;
         self.text.push_str(&piece);
         let found = self.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| self.text.find(s.as_str())).min();
         if let Some(at) = found {
@@ -181,7 +221,10 @@ impl<'t> Output<'t> {
 
     /// Flushes the decoder and any held-back text.
     fn finish(&mut self, on_text: &mut dyn FnMut(&str)) -> Result<()> {
-        let rest = self.stream.finish()?;
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        let rest = stream.finish()?;
         self.text.push_str(&rest);
         self.emit(self.text.len(), on_text);
         Ok(())
