@@ -113,6 +113,21 @@ pub fn generate_segments(
     opts: &GenerateOptions,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
+    generate_until(decoder, tokenizer, prompt, opts, on_text, &mut || false)
+}
+
+/// [`generate_segments`] that also ends, with [`FinishReason::Cancelled`], as soon as
+/// `cancelled()` returns true; it is asked after each generated token (e.g. after `on_text`
+/// asked to stop, or another thread raised a flag). The text is then what `on_text` received:
+/// text held back for a possible stop string or an unfinished character is dropped.
+pub fn generate_until(
+    decoder: &mut Decoder,
+    tokenizer: Option<&Tokenizer>,
+    prompt: &[Segment],
+    opts: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+    cancelled: &mut dyn FnMut() -> bool,
+) -> Result<Generation> {
     let prompt_tokens: usize = prompt.iter().map(Segment::len).sum();
     if prompt_tokens == 0 {
         return Err(ModelError::Input("empty prompt".into()));
@@ -147,6 +162,10 @@ pub fn generate_segments(
             finish = FinishReason::Stop;
             break;
         }
+        if cancelled() {
+            finish = FinishReason::Cancelled;
+            break;
+        }
         if out.tokens.len() >= opts.max_tokens {
             break;
         }
@@ -159,8 +178,10 @@ pub fn generate_segments(
         steps += 1;
     }
     let decode_s = start.elapsed().as_secs_f64();
-    if finish != FinishReason::Stop {
-        out.finish(on_text)?;
+    match finish {
+        FinishReason::Stop => {}
+        FinishReason::Cancelled => out.text.truncate(out.emitted),
+        _ => out.finish(on_text)?,
     }
     let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
     Ok(Generation {
