@@ -7,6 +7,8 @@
 //   BIAS       binding 3 holds a bias broadcast over x (numpy rules); the bias offset of a row is
 //              found from the row's index over x's leading dimensions and the bias strides (0
 //              where broadcast), and the bias column stride is 0 or 1
+//   TOP1       keep only the first column holding the row maximum (its softmax probability);
+//              every other column outputs 0 (a mixture of experts' top-1 routing weights)
 //
 // Masking: with `causal`, column j of query row i (i = row index mod `q_rows`) is masked when
 // j > i + cols − q_rows (the last q_rows queries of a KV cache attend to all earlier keys).
@@ -109,6 +111,20 @@ fn softmax(
     if (sum > 0.0) {
         inv = 1.0 / sum;
     }
+#if TOP1
+    // The lowest column index holding the row maximum, as the max of −index (exact below 2²⁴).
+    var first = -F32_MAX;
+    for (var j = lid; j < valid; j += WG) {
+        var v = p.scale * x[xr + j];
+#if BIAS
+        v += bias[br + j * p.bias_col_stride];
+#endif
+        if (v == row_max) {
+            first = max(first, -f32(j));
+        }
+    }
+    let winner = u32(-wg_reduce(first, true));
+#endif
     let yr = p.out_base + row * p.cols;
     for (var j = lid; j < p.cols; j += WG) {
         var out = 0.0;
@@ -119,6 +135,9 @@ fn softmax(
 #endif
             // −inf is masked; a NaN logit stays NaN.
             out = select(exp(v - row_max) * inv, 0.0, v < -F32_MAX);
+#if TOP1
+            out = select(0.0, out, j == winner);
+#endif
         }
         y[yr + j] = out;
     }

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{all, assert_close, rand_vec};
-use kestrel::ops::softmax::{SoftmaxOptions, softmax};
+use kestrel::ops::softmax::{SoftmaxOptions, softmax, softmax_top1};
 use kestrel::reference;
 use kestrel::{Context, KestrelError, Recorder, Tensor};
 
@@ -46,6 +46,37 @@ fn plain_and_scaled_softmax_match_reference() {
             let x: Vec<f32> = rand_vec(shape.iter().product(), 10 + i as u64).iter().map(|v| v * 4.0).collect();
             check(&ctx, cfg, shape, &x, false, None, 1.0, RTOL);
             check(&ctx, cfg, shape, &x, false, None, 0.125, RTOL);
+        }
+    }
+}
+
+#[test]
+fn top1_keeps_the_first_maximum_only() {
+    // Gate logits of a mixture of experts: 2 experts (Eve's EVF) and wider rows; ties (rows of
+    // equal logits, a repeated maximum) keep the first column, as torch.argmax.
+    for (cfg, ctx) in common::all_with_subgroup_layouts() {
+        for (i, shape) in [&[1usize, 2][..], &[33, 2], &[577, 2], &[7, 8], &[3, 1000], &[2, 3, 5]].iter().enumerate() {
+            let mut x: Vec<f32> = rand_vec(shape.iter().product(), 90 + i as u64).iter().map(|v| v * 4.0).collect();
+            let cols = shape[shape.len() - 1];
+            // Row 0: all equal. Row 1: its maximum in its second and last columns.
+            x[..cols].fill(0.5);
+            if x.len() >= 2 * cols {
+                let row = &mut x[cols..2 * cols];
+                let m = row.iter().fold(f32::MIN, |a, &b| a.max(b)) + 1.0;
+                row[cols - 1] = m;
+                row[1] = m;
+            }
+            let tx = upload(&ctx, shape, &x);
+            let mut rec = Recorder::new(&ctx);
+            let y = softmax_top1(&mut rec, &tx).unwrap();
+            rec.submit().unwrap();
+            let got = y.to_vec_f32().unwrap();
+            let want = reference::softmax::softmax_top1(&x, shape);
+            assert_close(&got, &want, ATOL, RTOL, &format!("{cfg} top1 {shape:?}"));
+            for (g, w) in got.chunks(cols).zip(want.chunks(cols)) {
+                let nonzero = |r: &[f32]| r.iter().position(|&v| v != 0.0);
+                assert_eq!(nonzero(g), nonzero(w), "{cfg} top1 {shape:?}: another expert chosen");
+            }
         }
     }
 }

@@ -91,20 +91,33 @@ fn bias_strides(x: &[usize], bias: &[usize]) -> Result<([u32; MAX_RANK], u32)> {
 /// are 0, and a row whose entries are all masked is all zeros (not NaN). Max-subtracted, f32
 /// accumulation.
 pub fn softmax(rec: &mut Recorder, x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
-    const OP: &str = "softmax";
+    softmax_with(rec, x, opts, false)
+}
+
+/// The top-1 routing weights of a mixture of experts: [`softmax`] over the last dimension of `x`
+/// (`[.., experts]` gate logits, f32), then every entry but the first holding the row's maximum
+/// set to 0 — the chosen expert keeps its probability, computed on the GPU so routing never
+/// reaches the host.
+pub fn softmax_top1(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    softmax_with(rec, x, &SoftmaxOptions::default(), true)
+}
+
+/// [`softmax`], with only the first maximum of each row kept when `top1`.
+fn softmax_with(rec: &mut Recorder, x: &Tensor, opts: &SoftmaxOptions, top1: bool) -> Result<Tensor> {
+    let op = if top1 { "softmax_top1" } else { "softmax" };
     if x.dtype() != DType::F32 {
-        return Err(KestrelError::UnsupportedDtype { op: OP, dtype: x.dtype() });
+        return Err(KestrelError::UnsupportedDtype { op, dtype: x.dtype() });
     }
     let shape = x.shape();
     let cols = match shape.last() {
         Some(&c) if c > 0 => c,
-        _ => return Err(KestrelError::Shape { op: OP, detail: format!("{shape:?}: the last dimension must be non-empty") }),
+        _ => return Err(KestrelError::Shape { op, detail: format!("{shape:?}: the last dimension must be non-empty") }),
     };
     if shape.len() > MAX_RANK {
-        return Err(KestrelError::InvalidArgument { op: OP, detail: format!("rank {} > {MAX_RANK}", shape.len()) });
+        return Err(KestrelError::InvalidArgument { op, detail: format!("rank {} > {MAX_RANK}", shape.len()) });
     }
     if !opts.scale.is_finite() {
-        return Err(KestrelError::InvalidArgument { op: OP, detail: format!("scale {} must be finite", opts.scale) });
+        return Err(KestrelError::InvalidArgument { op, detail: format!("scale {} must be finite", opts.scale) });
     }
     let q_rows = if shape.len() >= 2 { shape[shape.len() - 2] } else { 1 };
     let rows = x.numel() / cols;
@@ -112,18 +125,18 @@ pub fn softmax(rec: &mut Recorder, x: &Tensor, opts: &SoftmaxOptions) -> Result<
     let (strides, col_stride) = match opts.bias {
         Some(b) => {
             if b.dtype() != DType::F32 {
-                return Err(KestrelError::UnsupportedDtype { op: OP, dtype: b.dtype() });
+                return Err(KestrelError::UnsupportedDtype { op, dtype: b.dtype() });
             }
             if b.byte_size() > caps.max_storage_binding {
-                return Err(KestrelError::InvalidArgument { op: OP, detail: "bias larger than one storage binding".into() });
+                return Err(KestrelError::InvalidArgument { op, detail: "bias larger than one storage binding".into() });
             }
             bias_strides(shape, b.shape())?
         }
         None => ([0; MAX_RANK], 0),
     };
-    let chunks = row_chunks(&caps, OP, rows, &[cols])?;
+    let chunks = row_chunks(&caps, op, rows, &[cols])?;
     let out = rec.output(shape, DType::F32)?;
-    let defines = Defines::new().flag("SUBGROUPS", caps.subgroups).flag("BIAS", opts.bias.is_some());
+    let defines = Defines::new().flag("SUBGROUPS", caps.subgroups).flag("BIAS", opts.bias.is_some()).flag("TOP1", top1);
     let kernel = rec.kernel("softmax", "softmax", defines)?;
     let mut lead_shape = [1u32; MAX_RANK];
     for (d, &s) in shape[..shape.len() - 1].iter().enumerate() {
@@ -155,7 +168,7 @@ pub fn softmax(rec: &mut Recorder, x: &Tensor, opts: &SoftmaxOptions) -> Result<
             bindings,
             params: param_bytes(&p),
             workgroups: grid(chunk.count() as u64, caps.max_workgroups_per_dim)?,
-            op: OP,
+            op,
             shape: format!(
                 "{shape:?}{}{}",
                 if opts.causal { " causal" } else { "" },
@@ -179,6 +192,7 @@ pub fn variants() -> Vec<KernelKey> {
                 defines: Defines::new().flag("SUBGROUPS", subgroups).flag("BIAS", bias),
             });
         }
+        v.push(KernelKey { family: "softmax", entry: "softmax", defines: Defines::new().flag("SUBGROUPS", subgroups).flag("TOP1", true) });
     }
     v
 }

@@ -44,3 +44,19 @@ pub fn softmax(x: &[f32], shape: &[usize], causal: bool, bias: Option<(&[f32], &
     }
     out
 }
+
+/// [`softmax`] of each row of `x` (`shape` = `[.., cols]`) with every entry but the first
+/// holding the row's maximum set to 0: a mixture of experts' top-1 routing weights.
+pub fn softmax_top1(x: &[f32], shape: &[usize]) -> Vec<f32> {
+    let cols = shape[shape.len() - 1];
+    let mut out = softmax(x, shape, false, None, 1.0);
+    for (row, o) in x.chunks(cols).zip(out.chunks_mut(cols)) {
+        let winner = (0..cols).fold(0, |best, j| if row[j] > row[best] { j } else { best });
+        for (j, v) in o.iter_mut().enumerate() {
+            if j != winner {
+                *v = 0.0;
+            }
+        }
+    }
+    out
+}
