@@ -5,6 +5,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod llava;
 pub mod llm;
 pub mod npy;
 pub mod params;

@@ -68,7 +68,7 @@ impl WeightQuant {
     }
 
     /// The matching storage of [`Linear::from_f32`], `None` for [`WeightQuant::Native`].
-    fn file_quant(self) -> Option<FileQuant> {
+    pub(crate) fn file_quant(self) -> Option<FileQuant> {
         match self {
             WeightQuant::Native => None,
             WeightQuant::F32 => Some(FileQuant::F32),

@@ -21,6 +21,7 @@ pub mod fold;
 pub mod gguf;
 pub mod kestrel_file;
 pub mod pytorch;
+pub mod renamed;
 pub mod safetensors;
 pub mod sharded;
 

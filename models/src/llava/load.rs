@@ -1,0 +1,142 @@
+//! Loading LLaVA from a Hugging Face directory: `config.json`, the weights
+//! (`model.safetensors`, else shards or `pytorch_model.bin`), `tokenizer.json` and
+//! `preprocessor_config.json` when present.
+//!
+//! Key layouts, all accepted (recognised by where the projector is):
+//! - the llava-hf Hub checkpoints (transformers 4): `vision_tower.vision_model.*`,
+//!   `multi_modal_projector.*`, `image_newline`, `language_model.model.*`,
+//!   `language_model.lm_head.weight`;
+//! - transformers 5's `save_pretrained`: the same, the tower without its `vision_model.` level;
+//! - transformers' in-memory names: `model.vision_tower.*`, `model.multi_modal_projector.*`,
+//!   `model.image_newline`, `model.language_model.*`, `lm_head.weight`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kestrel::nn::Linear;
+use kestrel::ops::attention::RopeLayout;
+use kestrel::weights::kestrel_file::FileQuant;
+use kestrel::weights::renamed::Renamed;
+use kestrel::weights::{WeightDType, WeightSource};
+use kestrel::{Context, Tensor};
+
+use super::{LlavaConfig, LlavaKind, LlavaModel};
+use crate::clip::VisionTower;
+use crate::clip::preprocess::load_config;
+use crate::error::{ModelError, Result};
+use crate::llm::decoder::{Decoder, DecoderOptions};
+use crate::llm::load::{WEIGHT_FILES, dir_tokenizer, read_json};
+use crate::llm::weights::{LoadOptions, Naming, Store, WeightQuant, load_weights, refine_config};
+use crate::params::{Checkpoint, ParamSource};
+
+/// Where each part of the checkpoint lives in one key layout.
+struct Layout {
+    /// Prefix of the vision tower (before or at its `vision_model.` level).
+    vision: &'static str,
+    /// Prefix of `linear_1` / `linear_2` and `image_newline`.
+    top: &'static str,
+    /// `(logical, stored)` prefixes that present the language model with plain decoder names.
+    text: [(&'static str, &'static str); 2],
+}
+
+const HUB: Layout =
+    Layout { vision: "vision_tower.", top: "", text: [("model.", "language_model.model."), ("lm_head.", "language_model.lm_head.")] };
+
+const NESTED: Layout =
+    Layout { vision: "model.vision_tower.", top: "model.", text: [("model.", "model.language_model."), ("lm_head.", "lm_head.")] };
+
+/// The layout of a checkpoint, from where its projector is.
+fn layout(src: &dyn WeightSource) -> Result<&'static Layout> {
+    [&HUB, &NESTED].into_iter().find(|l| src.info(&format!("{}multi_modal_projector.linear_1.weight", l.top)).is_some()).ok_or_else(|| {
+        ModelError::Checkpoint {
+            file: src.path().display().to_string(),
+            detail: "no `multi_modal_projector.linear_1.weight` (is this a LLaVA checkpoint?)".into(),
+        }
+    })
+}
+
+/// The vision tower's and projector's storage for `quant`: as asked, except w8 for
+/// [`WeightQuant::W4`] (4-bit vision encoders lose too much: the tiny fixtures' logits fall to
+/// cosine 0.945 of f32 with a 4-bit tower, as llama.cpp keeps its `mmproj` in 16 or 8 bits),
+/// and for [`WeightQuant::Native`] f16 when the file stores the tower in 16 bits, else f32.
+fn vision_quant(quant: WeightQuant, src: &dyn WeightSource, probe: &str) -> FileQuant {
+    if quant == WeightQuant::W4 {
+        return FileQuant::W8;
+    }
+    quant.file_quant().unwrap_or_else(|| {
+        let half = src.info(probe).is_some_and(|t| matches!(t.dtype, WeightDType::F16 | WeightDType::BF16));
+        if half { FileQuant::F16 } else { FileQuant::F32 }
+    })
+}
+
+/// The model directory of `path` (itself, or the directory of a weight file in it).
+fn model_dir(path: &Path) -> Result<PathBuf> {
+    let dir = if path.is_file() { path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) } else { path.to_path_buf() };
+    if !dir.is_dir() {
+        return Err(ModelError::Config(format!("{}: not a model directory", dir.display())));
+    }
+    Ok(dir)
+}
+
+impl LlavaModel {
+    /// Whether the `config.json` in `path`'s directory describes a LLaVA model.
+    pub fn is_llava(path: &Path) -> bool {
+        let Ok(dir) = model_dir(path) else { return false };
+        let Ok(v) = read_json(&dir.join("config.json")) else { return false };
+        matches!(v.get("model_type").and_then(|t| t.as_str()), Some("llava" | "llava_next"))
+    }
+
+    /// Loads the LLaVA model in directory `path`: linears stored as `opts.quant` says, a
+    /// decoder with `decoder` options. `progress(done, total)` follows the decoder's upload.
+    pub fn load(
+        ctx: &Arc<Context>,
+        path: &Path,
+        opts: &LoadOptions,
+        decoder: &DecoderOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<LlavaModel> {
+        let dir = model_dir(path)?;
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(ModelError::Config(format!("{}: no config.json", dir.display())));
+        }
+        let mut config = LlavaConfig::from_json(&read_json(&config_path)?)?;
+        let weights = WEIGHT_FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| ModelError::Config(format!("{}: none of {} is there", dir.display(), WEIGHT_FILES.join(", "))))?;
+        let src = kestrel::weights::open(&weights)?;
+        let l = layout(src.as_ref())?;
+
+        let nested = format!("{}vision_model.", l.vision);
+        let probe = "embeddings.patch_embedding.weight";
+        let tower_prefix = if src.info(&format!("{nested}{probe}")).is_some() { nested } else { l.vision.to_string() };
+        let vq = vision_quant(opts.quant, src.as_ref(), &format!("{tower_prefix}{probe}"));
+        let vision = VisionTower::load(ctx, &config.vision, &Checkpoint::new(src.as_ref(), tower_prefix), vq)?;
+        let top = Checkpoint::new(src.as_ref(), l.top);
+        let (cv, h) = (config.vision.encoder.hidden, config.text.hidden);
+        let projector = [
+            linear(ctx, &top, "multi_modal_projector.linear_1", h, cv, config.projector_bias, vq)?,
+            linear(ctx, &top, "multi_modal_projector.linear_2", h, h, config.projector_bias, vq)?,
+        ];
+        let newline = match config.kind {
+            LlavaKind::V15 => None,
+            LlavaKind::Next => Some(Tensor::from_f32(ctx, &[1, h], &top.f32("image_newline", &[h])?)?),
+        };
+        let preprocess = load_config(&dir, config.vision.image_size)?;
+
+        let store = Store::Plain(Box::new(Renamed::new(src, &l.text)));
+        refine_config(&mut config.text, &store, Naming::Hf)?;
+        let weights = load_weights(ctx, &store, &config.text, Naming::Hf, RopeLayout::RotateHalf, opts, progress)?;
+        let decoder = Decoder::new(ctx, config.text.clone(), weights, decoder)?;
+        Ok(LlavaModel { ctx: ctx.clone(), config, vision, projector, newline, decoder, tokenizer: dir_tokenizer(&dir)?, preprocess })
+    }
+}
+
+/// The projector linear `[out, inp]` at `name`, with a bias when `bias`.
+fn linear(ctx: &Arc<Context>, p: &dyn ParamSource, name: &str, out: usize, inp: usize, bias: bool, quant: FileQuant) -> Result<Linear> {
+    let w = p.f32(&format!("{name}.weight"), &[out, inp])?;
+    let b = if bias { Some(p.f32(&format!("{name}.bias"), &[out])?) } else { None };
+    Ok(Linear::from_f32(ctx, &w, b.as_deref(), out, inp, quant)?)
+}
