@@ -18,7 +18,7 @@ use kestrel_models::llava::{ImageInput, LlavaModel};
 use kestrel_models::llm::decoder::DecoderOptions;
 use kestrel_models::llm::generate::{GenerateOptions, generate_segments};
 use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
-use kestrel_models::npy::{read_npy_f32, read_npy_u32};
+use kestrel_models::npy::read_npy_f32;
 use kestrel_models::vision::{DecodeLimits, load_image};
 use serde_json::Value;
 

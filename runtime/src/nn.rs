@@ -104,10 +104,10 @@ impl Linear {
         if shape.len() != 2 {
             return Err(KestrelError::Shape { op: "linear", detail: format!("weight {shape:?} is not [out, in]") });
         }
-        if let Some(b) = &bias {
-            if b.numel() != shape[0] {
-                return Err(KestrelError::Shape { op: "linear", detail: format!("bias {:?} does not match weight {shape:?}", b.shape()) });
-            }
+        if let Some(b) = &bias
+            && b.numel() != shape[0]
+        {
+            return Err(KestrelError::Shape { op: "linear", detail: format!("bias {:?} does not match weight {shape:?}", b.shape()) });
         }
         Ok(Linear { weight, bias })
     }

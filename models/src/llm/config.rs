@@ -256,10 +256,12 @@ impl LlmConfig {
         };
         let partial = opt_f32(cfg, "partial_rotary_factor")?.unwrap_or(1.0);
         let rotary_dim = (head_dim as f32 * partial) as usize;
-        if let Some(w) = opt_usize(cfg, "sliding_window")? {
-            if w > 0 && w < context_length && opt_bool(cfg, "use_sliding_window")? != Some(false) {
-                context_length = w;
-            }
+        if let Some(w) = opt_usize(cfg, "sliding_window")?
+            && w > 0
+            && w < context_length
+            && opt_bool(cfg, "use_sliding_window")? != Some(false)
+        {
+            context_length = w;
         }
         let attention_bias = opt_bool(cfg, "attention_bias")?;
         let qwen = arch == "qwen2";

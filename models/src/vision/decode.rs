@@ -111,10 +111,10 @@ fn decode_jpeg(bytes: &[u8], width: u32, height: u32) -> Result<Rgb8Image> {
 /// precede the main scans.
 fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
     let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    if let Some(at) = last_scan {
-        if !bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]) {
-            return Err(ModelError::ImageDecode("JPEG data is truncated (no end-of-image marker after the last scan)".into()));
-        }
+    if let Some(at) = last_scan
+        && !bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9])
+    {
+        return Err(ModelError::ImageDecode("JPEG data is truncated (no end-of-image marker after the last scan)".into()));
     }
     Ok(())
 }

@@ -142,10 +142,10 @@ pub(crate) fn gemv_into(
     if x.numel() != k || x.shape().len() > 2 || x.shape().len() == 2 && x.shape()[0] != 1 {
         return Err(err(format!("x {:?} must be [{k}] or [1, {k}]", x.shape())));
     }
-    if let Some(b) = bias {
-        if b.dtype() != DType::F32 || b.shape() != [n] {
-            return Err(err(format!("bias {:?} must be f32 [{n}]", b.shape())));
-        }
+    if let Some(b) = bias
+        && (b.dtype() != DType::F32 || b.shape() != [n])
+    {
+        return Err(err(format!("bias {:?} must be f32 [{n}]", b.shape())));
     }
     let caps = rec.context().caps().clone();
     let rows_kernel = variant == GemvVariant::Rows || variant == GemvVariant::Auto && caps.cpu;

@@ -220,10 +220,10 @@ fn product(rec: &mut Recorder, a: &Tensor, b: Operand, opts: &MatmulOptions, gel
     if b_batched && bsh[..bsh.len() - 2] != *batch_dims {
         return Err(shape_err(format!("B {bsh:?} batch dims differ from A {ash:?}")));
     }
-    if let Some(bias) = opts.bias {
-        if bias.dtype() != DType::F32 || bias.shape() != [n] {
-            return Err(shape_err(format!("bias {:?} ({}) must be f32 [{n}]", bias.shape(), bias.dtype().name())));
-        }
+    if let Some(bias) = opts.bias
+        && (bias.dtype() != DType::F32 || bias.shape() != [n])
+    {
+        return Err(shape_err(format!("bias {:?} ({}) must be f32 [{n}]", bias.shape(), bias.dtype().name())));
     }
     let mut out_shape: Vec<usize> = ash[..ash.len().saturating_sub(1)].to_vec();
     out_shape.push(n);

@@ -149,10 +149,10 @@ impl PytorchFile {
         let mut skipped = serde_json::Map::new();
         if let (Some(_), Value::Dict(top)) = (key, &parsed.top) {
             for kv in top.borrow().0.chunks_exact(2) {
-                if let Value::Str(k) = &kv[0] {
-                    if Some(&**k) != key {
-                        skipped.insert(k.to_string(), kv[1].kind().into());
-                    }
+                if let Value::Str(k) = &kv[0]
+                    && Some(&**k) != key
+                {
+                    skipped.insert(k.to_string(), kv[1].kind().into());
                 }
             }
         }
@@ -210,10 +210,10 @@ fn find_state_dict(top: &Value) -> Option<(Option<&'static str>, Rc<std::cell::R
     let items = d.borrow();
     for key in STATE_DICT_KEYS {
         let found = items.0.chunks_exact(2).rev().find(|kv| matches!(&kv[0], Value::Str(s) if &**s == key));
-        if let Some(kv) = found {
-            if let (true, Value::Dict(inner)) = (holds_tensor(&kv[1]), &kv[1]) {
-                return Some((Some(key), inner.clone()));
-            }
+        if let Some(kv) = found
+            && let (true, Value::Dict(inner)) = (holds_tensor(&kv[1]), &kv[1])
+        {
+            return Some((Some(key), inner.clone()));
         }
     }
     None
@@ -229,10 +229,10 @@ fn parse_zip(path: &Path, data: &[u8]) -> Result<Parsed> {
         .min()
         .ok_or_else(|| bad(path, None, "zip archive without a data.pkl: not a torch.save checkpoint"))?;
     let prefix = &pkl[..pkl.len() - "data.pkl".len()];
-    if let Some(r) = index.entries.get(&format!("{prefix}byteorder")) {
-        if data[r.clone()] != *b"little" {
-            return Err(bad(path, None, "big-endian checkpoint (byteorder is not `little`): unsupported"));
-        }
+    if let Some(r) = index.entries.get(&format!("{prefix}byteorder"))
+        && data[r.clone()] != *b"little"
+    {
+        return Err(bad(path, None, "big-endian checkpoint (byteorder is not `little`): unsupported"));
     }
     let range = index.entries[pkl].clone();
     let up = pickle::unpickle(&data[range], PidStyle::Zip).map_err(|e| bad(path, None, format!("{pkl}: {e}")))?;

@@ -66,10 +66,10 @@ impl Store {
     /// and only finite values.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         self.check_shape(name, shape)?;
-        if let Store::Kestrel(k) = self {
-            if let Some(p) = k.packed(name)? {
-                return Ok(p.dequantize());
-            }
+        if let Store::Kestrel(k) = self
+            && let Some(p) = k.packed(name)?
+        {
+            return Ok(p.dequantize());
         }
         read_checked(self.source(), name, shape)
     }
@@ -85,10 +85,10 @@ impl Store {
     /// converted to f16.
     pub fn native_weight(&self, ctx: &Arc<Context>, name: &str, shape: &[usize]) -> Result<LinearWeight> {
         self.check_shape(name, shape)?;
-        if let Store::Kestrel(k) = self {
-            if let Some(q) = k.upload_packed(ctx, name)? {
-                return Ok(LinearWeight::Quant(q));
-            }
+        if let Store::Kestrel(k) = self
+            && let Some(q) = k.upload_packed(ctx, name)?
+        {
+            return Ok(LinearWeight::Quant(q));
         }
         let dtype = self.stored_dtype(name);
         if let Some(scheme) = dtype.and_then(WeightDType::gguf_scheme) {

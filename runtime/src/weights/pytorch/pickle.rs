@@ -716,17 +716,17 @@ impl Machine<'_> {
         self.storages.insert(key.clone(), dtype);
         let numel = f[4].int().and_then(|n| u64::try_from(n).ok()).ok_or("storage size is not a non-negative int")?;
         let mut view_offset = 0;
-        if self.pids == PidStyle::Legacy {
-            if let Value::Tuple(view) = &f[5] {
-                // (view_key, offset, view_size): a view into the root storage.
-                let off = view.0.get(1).and_then(Value::int).and_then(|n| u64::try_from(n).ok()).ok_or("bad legacy storage view")?;
-                let size = view.0.get(2).and_then(Value::int).and_then(|n| u64::try_from(n).ok()).ok_or("bad legacy storage view")?;
-                if off.checked_add(size).is_none_or(|e| e > numel) {
-                    return Err(format!("legacy storage view [{off}, +{size}) is past its root storage of {numel} elements"));
-                }
-                view_offset = off;
-                return Ok(Value::Storage(StorageRef { key, dtype, numel: size, view_offset }));
+        if self.pids == PidStyle::Legacy
+            && let Value::Tuple(view) = &f[5]
+        {
+            // (view_key, offset, view_size): a view into the root storage.
+            let off = view.0.get(1).and_then(Value::int).and_then(|n| u64::try_from(n).ok()).ok_or("bad legacy storage view")?;
+            let size = view.0.get(2).and_then(Value::int).and_then(|n| u64::try_from(n).ok()).ok_or("bad legacy storage view")?;
+            if off.checked_add(size).is_none_or(|e| e > numel) {
+                return Err(format!("legacy storage view [{off}, +{size}) is past its root storage of {numel} elements"));
             }
+            view_offset = off;
+            return Ok(Value::Storage(StorageRef { key, dtype, numel: size, view_offset }));
         }
         Ok(Value::Storage(StorageRef { key, dtype, numel, view_offset }))
     }
