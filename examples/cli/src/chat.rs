@@ -42,30 +42,31 @@ pub fn run(args: &ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
             "/reset" => {
                 history.truncate(system_len);
                 cached.clear();
-                s.decoder.reset();
+                s.model.parts().0.reset();
                 continue;
             }
             _ => {}
         }
         history.push(ChatMessage::user(line));
-        let ids = chat_prompt(&s.tokenizer, &history)?;
+        let (decoder, tokenizer) = s.model.with_tokenizer(args.model.path())?;
+        let ids = chat_prompt(tokenizer, &history)?;
         // Reuse the cached prefix; at least one token must run to get logits.
         let keep = common_prefix(&cached, &ids).min(ids.len().saturating_sub(1));
-        s.decoder.rewind(keep);
+        decoder.rewind(keep);
         cached.truncate(keep);
-        match generate(&mut s.decoder, &s.tokenizer, &ids[keep..], &s.options, &mut print_piece) {
+        match generate(decoder, tokenizer, &ids[keep..], &s.options, &mut print_piece) {
             Ok(g) => {
                 report(&g);
                 cached.extend_from_slice(&ids[keep..]);
                 cached.extend_from_slice(&g.tokens);
-                cached.truncate(s.decoder.position());
+                cached.truncate(decoder.position());
                 history.push(ChatMessage::assistant(g.text));
             }
             Err(e @ ModelError::ContextFull { .. }) => {
                 eprintln!("kestrel: {e}; the conversation starts over");
                 history.truncate(system_len);
                 cached.clear();
-                s.decoder.reset();
+                decoder.reset();
             }
             Err(e) => return Err(e.into()),
         }

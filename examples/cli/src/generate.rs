@@ -1,5 +1,6 @@
 //! `kestrel generate`: text generation with a LLaMA-family decoder (GGUF file, Hugging Face
-//! directory or Kestrel model file), streamed to stdout.
+//! directory or Kestrel model file) or a vision-language model (a LLaVA directory, with
+//! `--image`), streamed to stdout.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,19 +8,22 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kestrel::{Context, ContextOptions};
+use kestrel_models::llava::{ImageInput, LlavaModel};
 use kestrel_models::llm::chat::ChatMessage;
-use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
-use kestrel_models::llm::generate::{GenerateOptions, Generation, chat_prompt, generate};
+use kestrel_models::llm::decoder::{Decoder, DecoderOptions, Segment};
+use kestrel_models::llm::generate::{GenerateOptions, Generation, chat_prompt, generate_segments};
 use kestrel_models::llm::load::load;
 use kestrel_models::llm::sampler::SamplerConfig;
 use kestrel_models::llm::tokenizer::Tokenizer;
 use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
+use kestrel_models::npy::{read_npy_f32, read_npy_u32, write_npy_f32};
+use kestrel_models::vision::{DecodeLimits, load_image};
 
 /// Model and sampling options shared by `generate` and `chat`.
 #[derive(clap::Args)]
 pub struct ModelArgs {
     /// A GGUF file, a Hugging Face model directory (config.json, model.safetensors,
-    /// tokenizer.json) or a Kestrel model file.
+    /// tokenizer.json; a LLaVA-1.5 / NeXT directory for --image) or a Kestrel model file.
     #[arg(long)]
     model: PathBuf,
     /// System prompt (chat).
@@ -52,12 +56,20 @@ pub struct ModelArgs {
     /// Positions of the KV cache (default: the model's context, at most 2048).
     #[arg(long)]
     context: Option<usize>,
-    /// Weight storage: native (as in the file), f16, f32, w8 or w4.
+    /// Weight storage: native (as in the file), f16, f32, w8 or w4 (a VLM's vision tower and
+    /// projector stay 8-bit under w4).
     #[arg(long, default_value = "native", value_parser = clap::builder::PossibleValuesParser::new(["native", "f16", "f32", "w8", "w4"]))]
     quant: String,
     /// Keep q/k/v and gate/up as separate linears (default: each group stacked into one).
     #[arg(long)]
     separate_projections: bool,
+}
+
+impl ModelArgs {
+    /// The model path.
+    pub fn path(&self) -> &Path {
+        &self.model
+    }
 }
 
 /// Arguments of `kestrel generate`.
@@ -66,12 +78,33 @@ pub struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The prompt. Without --chat it is tokenized exactly as given (special tokens written in it
-    /// map to their ids; BOS is added only when the model's metadata says so).
-    #[arg(long)]
-    prompt: String,
+    /// map to their ids; BOS is added only when the model's metadata says so). With an image it
+    /// goes where the prompt says `<image>`, else the model's conversation is built around it
+    /// (LLaVA: `USER: <image>\n{prompt} ASSISTANT:`).
+    #[arg(long, required_unless_present = "input_ids")]
+    prompt: Option<String>,
     /// Wrap the prompt in the model's chat template (with --system) as one user turn.
     #[arg(long)]
     chat: bool,
+    /// An image for a vision-language model (PNG, JPEG, WebP, BMP).
+    #[arg(long, conflicts_with = "pixel_values")]
+    image: Option<PathBuf>,
+    /// The image as the processor's pixel values instead of --image: f32 .npy of shape
+    /// [tiles, 3, size, size] (LLaVA-1.5: one tile; NeXT: the whole image, then the grid).
+    #[arg(long)]
+    pixel_values: Option<PathBuf>,
+    /// With --pixel-values for LLaVA-NeXT: the original image's HEIGHTxWIDTH (its tile grid and
+    /// the padding its features drop follow from it).
+    #[arg(long, requires = "pixel_values")]
+    image_size: Option<String>,
+    /// Token ids (.npy of integers, one row) instead of --prompt and any template; for LLaVA
+    /// the image token repeated once per image feature (as transformers' processor writes
+    /// them) or once. A model directory then needs no tokenizer (`text` stays empty).
+    #[arg(long, conflicts_with_all = ["prompt", "chat"])]
+    input_ids: Option<PathBuf>,
+    /// Write the logits each generated token was chosen from: f32 .npy [n_generated, vocab].
+    #[arg(long)]
+    dump_logits: Option<PathBuf>,
     /// Print one JSON object at the end instead of streaming:
     /// {"text", "tokens", "prompt_tokens", "prefill_tok_s", "decode_tok_s", "peak_gpu_bytes"
     /// (generation: weights, KV cache, live set), "load_peak_gpu_bytes", …}.
@@ -83,12 +116,44 @@ pub struct GenerateArgs {
     profile: usize,
 }
 
-/// A loaded decoder, its tokenizer and the generation options.
+/// A loaded model: a text decoder, or a vision-language model around one.
+pub enum Loaded {
+    /// A decoder and its tokenizer (absent for a checkpoint without one).
+    Text(Decoder, Option<Tokenizer>),
+    /// LLaVA-1.5 / NeXT.
+    Llava(Box<LlavaModel>),
+}
+
+impl Loaded {
+    /// The decoder.
+    pub fn decoder(&self) -> &Decoder {
+        match self {
+            Loaded::Text(d, _) => d,
+            Loaded::Llava(m) => m.decoder(),
+        }
+    }
+
+    /// The decoder and the tokenizer at once.
+    pub fn parts(&mut self) -> (&mut Decoder, Option<&Tokenizer>) {
+        match self {
+            Loaded::Text(d, t) => (d, t.as_ref()),
+            Loaded::Llava(m) => m.decoder_and_tokenizer(),
+        }
+    }
+
+    /// The decoder and the tokenizer, which must exist (`path` for the message).
+    pub fn with_tokenizer(&mut self, path: &Path) -> Result<(&mut Decoder, &Tokenizer), String> {
+        match self.parts() {
+            (d, Some(t)) => Ok((d, t)),
+            (_, None) => Err(format!("{}: no tokenizer found (tokenizer.json or GGUF metadata)", path.display())),
+        }
+    }
+}
+
+/// A loaded model and the generation options.
 pub struct Session {
-    /// The decoder with its KV cache.
-    pub decoder: Decoder,
-    /// The tokenizer.
-    pub tokenizer: Tokenizer,
+    /// The model with its KV cache.
+    pub model: Loaded,
     /// Generation options from the arguments.
     pub options: GenerateOptions,
     /// The system prompt, if any.
@@ -115,14 +180,18 @@ pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Err
     let ctx = Context::new(&ContextOptions::from_env())?;
     let started = Instant::now();
     let opts = LoadOptions { quant, fold_repbn: true, fuse_projections: !args.separate_projections };
-    let model = load_with_bar(&ctx, &args.model, &opts)?;
-    let tokenizer =
-        model.tokenizer.ok_or_else(|| format!("{}: no tokenizer found (tokenizer.json or GGUF metadata)", args.model.display()))?;
-    let decoder = Decoder::new(&ctx, model.config, model.weights, &DecoderOptions { context: args.context, kv_dtype: None })?;
+    let dec_opts = DecoderOptions { context: args.context, kv_dtype: None };
+    let (model, format) = if LlavaModel::is_llava(&args.model) {
+        let m = with_bar(|progress| LlavaModel::load(&ctx, &args.model, &opts, &dec_opts, progress))?;
+        (Loaded::Llava(Box::new(m)), "llava")
+    } else {
+        let m = with_bar(|progress| load(&ctx, &args.model, &opts, progress))?;
+        (Loaded::Text(Decoder::new(&ctx, m.config, m.weights, &dec_opts)?, m.tokenizer), m.format)
+    };
+    let decoder = model.decoder();
     eprintln!(
-        "kestrel: {} ({}, {} layers, {} quant, {:.0} MB of linear weights) loaded in {:.1} s; context {}, {} KV cache",
+        "kestrel: {} ({format}, {} layers, {} quant, {:.0} MB of linear weights) loaded in {:.1} s; context {}, {} KV cache",
         args.model.display(),
-        model.format,
         decoder.config().layers,
         quant.name(),
         decoder.weights().linear_bytes() as f64 / 1e6,
@@ -131,22 +200,18 @@ pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Err
         decoder.kv_dtype().name(),
     );
     let options = GenerateOptions { max_tokens: args.max_tokens, stop: args.stop.clone(), sampler, keep_logits: false };
-    Ok(Session { decoder, tokenizer, options, system: args.system.clone() })
+    Ok(Session { model, options, system: args.system.clone() })
 }
 
-/// Loads the model with a progress bar over its layers.
-fn load_with_bar(
-    ctx: &std::sync::Arc<Context>,
-    path: &Path,
-    opts: &LoadOptions,
-) -> Result<kestrel_models::llm::load::LoadedModel, Box<dyn std::error::Error>> {
+/// Runs `load` with a progress bar over the layers it uploads.
+fn with_bar<T>(load: impl FnOnce(&mut dyn FnMut(usize, usize)) -> kestrel_models::Result<T>) -> Result<T, Box<dyn std::error::Error>> {
     let bar = ProgressBar::new(1);
     bar.set_style(
         ProgressStyle::with_template("loading {elapsed_precise} [{bar:40}] {pos}/{len}")
             .map_err(|e| format!("progress bar: {e}"))?
             .progress_chars("=> "),
     );
-    let model = load(ctx, path, opts, &mut |done, total| {
+    let model = load(&mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });
@@ -178,33 +243,110 @@ pub fn print_piece(piece: &str) {
     let _ = out.write_all(piece.as_bytes()).and_then(|()| out.flush());
 }
 
+/// The image of `args` (`--image` or `--pixel-values`) as `model`'s input, if one was given.
+fn image_input(args: &GenerateArgs, model: &LlavaModel) -> Result<Option<ImageInput>, Box<dyn std::error::Error>> {
+    if let Some(path) = &args.image {
+        let image = load_image(path, &DecodeLimits::default())?;
+        return Ok(Some(model.image_input(&image)?));
+    }
+    let Some(path) = &args.pixel_values else { return Ok(None) };
+    let (shape, pixels) = read_npy_f32(path)?;
+    let s = model.config().vision.image_size;
+    let [tiles, 3, h, w] = shape[..] else {
+        return Err(format!("{}: pixel values of shape {shape:?}; [tiles, 3, {s}, {s}] wanted", path.display()).into());
+    };
+    if (h, w) != (s, s) || tiles == 0 {
+        return Err(format!("{}: pixel values of shape {shape:?}; [tiles, 3, {s}, {s}] wanted", path.display()).into());
+    }
+    let size = match &args.image_size {
+        Some(text) => parse_size(text)?,
+        None if tiles == 1 => (s, s),
+        None => return Err("--pixel-values with several tiles (LLaVA-NeXT) needs --image-size HEIGHTxWIDTH".into()),
+    };
+    Ok(Some(model.image_input_from_pixels(pixels, tiles, size)?))
+}
+
+/// `HEIGHTxWIDTH` as two positive numbers.
+fn parse_size(text: &str) -> Result<(usize, usize), String> {
+    let parsed = text.split_once('x').and_then(|(h, w)| Some((h.trim().parse().ok()?, w.trim().parse().ok()?)));
+    match parsed {
+        Some((h, w)) if h > 0 && w > 0 => Ok((h, w)),
+        _ => Err(format!("--image-size `{text}`: HEIGHTxWIDTH wanted, e.g. 480x640")),
+    }
+}
+
+/// The prompt's token ids: `--input-ids`, else `--prompt` (in the chat template with --chat;
+/// for a vision-language model with an image, in its conversation unless it says `<image>`).
+fn prompt_ids(args: &GenerateArgs, s: &mut Session, with_image: bool) -> Result<Vec<u32>, Box<dyn std::error::Error>> {
+    if let Some(path) = &args.input_ids {
+        let (shape, ids) = read_npy_u32(path)?;
+        if ids.is_empty() || shape.iter().filter(|&&d| d > 1).count() > 1 {
+            return Err(format!("{}: token ids of shape {shape:?}; one non-empty row wanted", path.display()).into());
+        }
+        return Ok(ids);
+    }
+    let prompt = args.prompt.as_deref().unwrap_or_default();
+    let system = s.system.clone();
+    let (_, tokenizer) = s.model.with_tokenizer(&args.model.model)?;
+    let text = if with_image { LlavaModel::prompt_text(prompt) } else { prompt.to_string() };
+    Ok(if args.chat { chat_prompt(tokenizer, &turn(system.as_deref(), &text))? } else { tokenizer.encode(&text, true)? })
+}
+
 /// Runs `kestrel generate`.
 pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let image_given = args.image.is_some() || args.pixel_values.is_some();
+    if image_given && !LlavaModel::is_llava(&args.model.model) {
+        return Err(format!(
+            "{}: a text-only model takes no image (--image / --pixel-values are for LLaVA models)",
+            args.model.model.display()
+        )
+        .into());
+    }
     let mut s = open_session(&args.model)?;
     // Loading leaves converted and staging buffers in the pool; generation needs the weights,
     // the KV cache and each step's live set.
-    let gpu = s.decoder.gpu().clone();
+    let gpu = s.model.decoder().gpu().clone();
     let load_peak = gpu.peak_gpu_bytes();
     gpu.trim();
     gpu.memory().reset_peak();
-    let prompt = if args.chat {
-        chat_prompt(&s.tokenizer, &turn(s.system.as_deref(), &args.prompt))?
-    } else {
-        s.tokenizer.encode(&args.prompt, true)?
+    let vision_start = Instant::now();
+    let features = match &s.model {
+        Loaded::Llava(m) => match image_input(args, m)? {
+            Some(input) => Some(m.encode(&input)?),
+            None => None,
+        },
+        Loaded::Text(..) => None,
     };
+    let vision_ms = features.as_ref().map(|_| vision_start.elapsed().as_secs_f64() * 1e3);
+    let prompt = prompt_ids(args, &mut s, features.is_some())?;
+    let images: Vec<kestrel::Tensor> = features.into_iter().collect();
+    let segments = match &s.model {
+        Loaded::Llava(m) => m.segments(&prompt, &images)?,
+        Loaded::Text(..) => vec![Segment::Tokens(&prompt)],
+    };
+    let image_tokens: usize = segments.iter().filter(|seg| matches!(seg, Segment::Embeddings(_))).map(Segment::len).sum();
     let mut sink = |piece: &str| {
         if !args.json {
             print_piece(piece);
         }
     };
-    let g = generate(&mut s.decoder, &s.tokenizer, &prompt, &s.options, &mut sink)?;
+    let options = GenerateOptions { keep_logits: args.dump_logits.is_some(), ..s.options.clone() };
+    let (decoder, tokenizer) = s.model.parts();
+    let g = generate_segments(decoder, tokenizer, &segments, &options, &mut sink)?;
+    if let Some(path) = &args.dump_logits {
+        let vocab = decoder.config().vocab;
+        let flat: Vec<f32> = g.logits.iter().flatten().copied().collect();
+        write_npy_f32(path, &[g.logits.len(), vocab], &flat)?;
+    }
     // Every decode step reads each linear weight (head included) once.
-    let weight_bytes = s.decoder.weights().linear_bytes();
+    let weight_bytes = decoder.weights().linear_bytes();
     if args.json {
         let obj = serde_json::json!({
             "text": g.text,
             "tokens": g.tokens,
             "prompt_tokens": g.prompt_tokens,
+            "image_tokens": image_tokens,
+            "vision_ms": vision_ms,
             "prefill_tok_s": g.prefill_tok_s,
             "decode_tok_s": g.decode_tok_s,
             "weight_bytes": weight_bytes,
@@ -218,7 +360,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     report(&g);
     if args.profile > 0 {
-        profile_decode(&mut s.decoder, g.tokens.last().copied().unwrap_or(0), args.profile)?;
+        profile_decode(decoder, g.tokens.last().copied().unwrap_or(0), args.profile)?;
     }
     Ok(())
 }

@@ -79,6 +79,11 @@ impl LlavaModel {
         &mut self.decoder
     }
 
+    /// The language model and the tokenizer at once (to generate).
+    pub fn decoder_and_tokenizer(&mut self) -> (&mut Decoder, Option<&Tokenizer>) {
+        (&mut self.decoder, self.tokenizer.as_ref())
+    }
+
     /// The tokenizer, when the directory has one.
     pub fn tokenizer(&self) -> Option<&Tokenizer> {
         self.tokenizer.as_ref()
@@ -181,7 +186,7 @@ impl LlavaModel {
                 continue;
             }
             let run = ids[i..].iter().take_while(|&&id| id == token).count();
-            let image = images.next().ok_or_else(|| ModelError::Input("the prompt has more images than were given".into()))?;
+            let image = images.next().ok_or_else(|| ModelError::Input("the prompt has more image tokens than images were given".into()))?;
             let n = image.shape().first().copied().unwrap_or(0);
             if run != 1 && run != n {
                 return Err(ModelError::Input(format!("a run of {run} image tokens for an image of {n} features")));

@@ -1,0 +1,130 @@
+//! `kestrel generate` with LLaVA models end to end on the tiny fixtures
+//! (models/tests/fixtures/llava): `--image` goes through the model's own processor and
+//! tokenizer and gives transformers' greedy ids; `--input-ids` + `--pixel-values` +
+//! `--dump-logits` give transformers' logits (≤ 5e-3: the CLI's default f16 KV cache, the
+//! decoder's stated f16-cache bound); bad inputs give a clear message and a non-zero exit code,
+//! never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tests/fixtures").join(name)
+}
+
+fn kestrel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kestrel")).args(args).output().expect("run kestrel")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn reference(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name).join("reference.json")).expect("reference.json");
+    serde_json::from_str(&text).expect("valid json")
+}
+
+fn flat(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(a) => a.iter().flat_map(flat).collect(),
+        other => vec![other.as_f64().expect("number") as f32],
+    }
+}
+
+/// The JSON object a successful `--json` run prints last.
+fn json_of(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
+}
+
+/// Fails with stderr unless the command failed cleanly with a message containing `what`.
+fn assert_clean_failure(out: &Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded: {stderr}");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert!(stderr.contains(what), "no {what:?} in: {stderr}");
+}
+
+#[test]
+fn image_prompt_gives_transformers_greedy_ids() {
+    for (model, image, photo) in [("llava/llava15", "chelsea", "chelsea"), ("llava/llava_next", "tall", "tall_97x411")] {
+        let r = reference(model);
+        let photo = fixture("preprocess").join(format!("{photo}.png"));
+        let dir = fixture(model);
+        let args = ["generate", "--model", path(&dir), "--image", path(&photo), "--prompt", "What is in the picture?"];
+        let out = kestrel(&[&args[..], &["--temperature", "0", "--max-tokens", "16", "--json"]].concat());
+        let v = json_of(&out);
+        let want = &r["images"][image];
+        assert_eq!(v["tokens"], want["generated"], "{model}: greedy ids");
+        let image_tokens = want["image_features"].as_array().expect("features").len();
+        assert_eq!(v["image_tokens"].as_u64(), Some(image_tokens as u64), "{model}: image tokens");
+        assert_eq!(v["prompt_tokens"].as_u64(), want["input_ids"].as_array().map(|a| a.len() as u64), "{model}: prompt tokens");
+    }
+}
+
+#[test]
+fn input_ids_and_pixel_values_dump_transformers_logits() {
+    let dir = fixture("llava/llava_next");
+    let r = reference("llava/llava_next");
+    let dump = std::env::temp_dir().join(format!("kestrel-llava-logits-{}.npy", std::process::id()));
+    let out = kestrel(&[
+        "generate",
+        "--model",
+        path(&dir),
+        "--input-ids",
+        path(&dir.join("input_ids_chelsea.npy")),
+        "--pixel-values",
+        path(&dir.join("pixel_values_chelsea.npy")),
+        "--image-size",
+        "300x451",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+        "--dump-logits",
+        path(&dump),
+        "--json",
+    ]);
+    let v = json_of(&out);
+    let want = &r["images"]["chelsea"];
+    assert_eq!(v["tokens"], want["generated"]);
+    let (shape, logits) = kestrel_models::npy::read_npy_f32(&dump).expect("dumped logits");
+    let _ = std::fs::remove_file(&dump);
+    let expected = flat(&want["generated_logits"]);
+    assert_eq!(shape, vec![16, expected.len() / 16]);
+    let d = logits.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d <= 5e-3, "dumped logits max |Δ| {d}");
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let llava = fixture("llava/llava15");
+    let next = fixture("llava/llava_next");
+    let text_only = fixture("llm/llama_gqa");
+    let photo = fixture("preprocess/chelsea.png");
+    let run = |args: &[&str]| kestrel(&[&["generate", "--max-tokens", "2"][..], args].concat());
+    assert_clean_failure(&run(&["--model", path(&text_only), "--image", path(&photo), "--prompt", "hi"]), "text-only");
+    assert_clean_failure(&run(&["--model", path(&llava), "--image", "/nonexistent.png", "--prompt", "hi"]), "nonexistent.png");
+    let corrupt = std::env::temp_dir().join(format!("kestrel-corrupt-{}.png", std::process::id()));
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").expect("write");
+    let out = run(&["--model", path(&llava), "--image", path(&corrupt), "--prompt", "hi"]);
+    let _ = std::fs::remove_file(&corrupt);
+    assert_clean_failure(&out, "image");
+    // Pixel values of the wrong shape (NeXT's five tiles given to LLaVA-1.5), and NeXT's
+    // without the image size.
+    let px = next.join("pixel_values_chelsea.npy");
+    assert_clean_failure(&run(&["--model", path(&llava), "--pixel-values", path(&px), "--prompt", "hi"]), "--image-size");
+    let out = run(&["--model", path(&llava), "--pixel-values", path(&px), "--image-size", "300x451", "--prompt", "hi"]);
+    assert_clean_failure(&out, "tiles");
+    assert_clean_failure(&run(&["--model", path(&next), "--pixel-values", path(&px), "--prompt", "hi"]), "--image-size");
+    let ids = llava.join("input_ids_chelsea.npy");
+    assert_clean_failure(&run(&["--model", path(&llava), "--pixel-values", path(&ids), "--prompt", "hi"]), "integers");
+    // Image tokens without an image, and an image without a tokenizer or ids.
+    assert_clean_failure(&run(&["--model", path(&llava), "--input-ids", path(&ids)]), "image");
+    let t5 = fixture("llava/llava15_t5");
+    assert_clean_failure(&run(&["--model", path(&t5), "--image", path(&photo), "--prompt", "hi"]), "tokenizer");
+}
