@@ -1,7 +1,9 @@
 //! Typed errors of the model crate.
 
 /// Every failure a model, tokenizer or pipeline reports; nothing here panics on user input.
+/// New kinds of failure may be added: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     /// An error from the runtime (GPU, kernels, weight files).
     #[error(transparent)]
@@ -67,6 +69,12 @@ pub enum ModelError {
         /// Positions the decoder holds.
         context: usize,
     },
+    /// The model cannot do what was asked (e.g. an image given to a text-only model).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The caller cancelled the operation from another thread (a [`crate::api::CancelFlag`]).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Result type of the model crate.

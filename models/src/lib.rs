@@ -1,8 +1,10 @@
 //! # Kestrel models
 //!
 //! Model definitions built only on the [`kestrel`] runtime API: SLAB vision transformers, CLIP,
-//! LLM decoders and the pipelines around them.
+//! LLM decoders and the pipelines around them. Apps start with [`api`]: a few types that open a
+//! model from a path and run it on plain inputs.
 
+pub mod api;
 pub mod clip;
 pub mod error;
 pub mod llava;
