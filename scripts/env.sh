@@ -1,7 +1,8 @@
 # Sourced by the scripts in this folder: installs the system packages Kestrel's GPU paths need
 # when they are missing (Debian/Ubuntu), and prepares the environment Mesa expects.
 
-kestrel_packages=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri)
+# gcc, g++, binutils (nm) and valgrind build and check the C ABI's tests (scripts/test-capi.sh).
+kestrel_packages=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri gcc g++ binutils valgrind)
 
 kestrel_install_deps() {
     local missing=()
