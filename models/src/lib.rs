@@ -7,6 +7,7 @@
 pub mod api;
 pub mod clip;
 pub mod error;
+pub mod eve;
 pub mod llava;
 pub mod llm;
 pub mod npy;

@@ -89,6 +89,10 @@ class EveReference:
         self.select_layer = config.get("mm_vision_select_layer", -2)
         self.vision = CLIPVisionModel(CLIPVisionConfig(**vision_config)).eval()
         vstate = {k[len(VISION_PREFIX) :]: v for k, v in state.items() if k.startswith(VISION_PREFIX)}
+        # The official keys (transformers 4.37) keep `vision_model.`; transformers 5 drops it.
+        expected = self.vision.state_dict().keys()
+        if not any(k.startswith("vision_model.") for k in expected):
+            vstate = {k.removeprefix("vision_model."): v for k, v in vstate.items()}
         missing, unexpected = self.vision.load_state_dict(vstate, strict=False)
         missing = [k for k in missing if not k.endswith("position_ids")]
         assert not missing and not unexpected, (missing, unexpected)

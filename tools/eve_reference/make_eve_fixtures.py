@@ -17,7 +17,8 @@ tiny/   A seeded TINY Eve with the official key names (model.safetensors, config
         seed is the first one for which every EVF layer routes tokens to both experts with a
         gate-probability margin of at least 0.02, and every greedy step has a top-1/top-2 logit
         margin of at least 0.01 (both asserted).
-        image.png (45x29) -> expand2square with the official mean colour -> CLIPImageProcessor:
+        image.png (45x29) -> expand2square with the official mean colour -> CLIPImageProcessor
+        (the Pillow one, CLIPImageProcessorPil in transformers 5):
         pixel_values.npy [1, 3, 32, 32]. input_ids.npy (int64): BOS, text, -200, text.
         reference.json: the generated ids (16 greedy steps, full-sequence forward, no stop),
         the expert per token per EVF layer over the final sequence (prompt + 15 fed tokens),
@@ -50,7 +51,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
 from torchvision.ops.misc import SqueezeExcitation
-from transformers import CLIPImageProcessor
+from transformers import CLIPImageProcessorPil
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from eve_reference import (  # noqa: E402
@@ -225,6 +226,9 @@ def tiny_state(seed):
     for k, v in tower.state_dict().items():
         if k.endswith("position_ids"):
             continue
+        # transformers 5 drops the `vision_model.` level that 4.37 (the official layout) keeps.
+        if not k.startswith("vision_model."):
+            k = "vision_model." + k
         shape = list(v.shape)
         if k.endswith("class_embedding") or k.endswith("position_embedding.weight"):
             t = uni(shape, -0.5, 0.5)
@@ -314,7 +318,9 @@ def save_npy(name, arr):
 def make_tiny():
     os.makedirs(os.path.join(OUT, "tiny"), exist_ok=True)
     cfg = config_json()
-    proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    # The Pillow processor: transformers 4.37's CLIPImageProcessor, which the official code ran
+    # (transformers 5's default CLIPImageProcessor resizes with torchvision instead).
+    proc = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     img = test_image()
     img.save(os.path.join(OUT, "tiny", "image.png"))
     square = expand2square(img, pad_colour())

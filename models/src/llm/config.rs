@@ -89,6 +89,24 @@ pub struct LlmConfig {
     /// PanGu-π's augmented shortcut `h = x + attn + W2·QuickGELU(W1·attn)`: the width of W1's
     /// output (128 in Eve); `None` without it.
     pub aug_shortcut: Option<usize>,
+    /// PanGu-π's layer split (Eve's LLM): layers before it are vanilla
+    /// ([`MlpKind::PanguVanilla`], no augmented shortcut), the others SwiGLU with the augmented
+    /// shortcut of width [`aug_shortcut`](Self::aug_shortcut). `None`: every layer has
+    /// [`mlp`](Self::mlp) and [`aug_shortcut`](Self::aug_shortcut).
+    pub pangu_split: Option<usize>,
+    /// Mixture-of-experts FFN layers (Eve's elastic vision experts); `None` without any.
+    pub moe: Option<MoeConfig>,
+}
+
+/// Layers whose FFN is a residual mixture of experts (DeepSpeed's MoE with `use_residual`, top-1
+/// routing): `c0 · p_e · FFN_e(x) + c1 · FFN_res(x)`, `p = softmax(router(x))`, `e = argmax p`,
+/// `c = softmax(coefficient(x))`; every FFN of the layer's kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoeConfig {
+    /// The layers (ascending, each < the layer count).
+    pub layers: Vec<usize>,
+    /// Experts per layer (≥ 2).
+    pub experts: usize,
 }
 
 /// A `Config` error.
@@ -213,6 +231,8 @@ impl LlmConfig {
             norm: NormKind::RmsNorm,
             mlp: MlpKind::SwiGlu,
             aug_shortcut: None,
+            pangu_split: None,
+            moe: None,
         };
         config.validate()?;
         Ok(config)
@@ -284,6 +304,8 @@ impl LlmConfig {
             norm: NormKind::RmsNorm,
             mlp: MlpKind::SwiGlu,
             aug_shortcut: None,
+            pangu_split: None,
+            moe: None,
         };
         config.validate()?;
         Ok(config)
@@ -306,6 +328,28 @@ impl LlmConfig {
     /// order. Hugging Face checkpoints are always [`RopeLayout::RotateHalf`].
     pub fn gguf_rope_layout(&self) -> RopeLayout {
         if self.architecture == "qwen2" { RopeLayout::RotateHalf } else { RopeLayout::Interleaved }
+    }
+
+    /// The feed-forward kind of layer `i`.
+    pub fn layer_mlp(&self, i: usize) -> MlpKind {
+        match self.pangu_split {
+            Some(split) if i < split => MlpKind::PanguVanilla,
+            Some(_) => MlpKind::SwiGlu,
+            None => self.mlp,
+        }
+    }
+
+    /// The augmented-shortcut width of layer `i` (`None`: a plain residual).
+    pub fn layer_aug(&self, i: usize) -> Option<usize> {
+        match self.pangu_split {
+            Some(split) if i < split => None,
+            _ => self.aug_shortcut,
+        }
+    }
+
+    /// Whether layer `i`'s FFN is a mixture of experts.
+    pub fn is_moe_layer(&self, i: usize) -> bool {
+        self.moe.as_ref().is_some_and(|m| m.layers.contains(&i))
     }
 
     /// Width of the query projection output (`heads · head_dim`).
@@ -349,6 +393,19 @@ impl LlmConfig {
         }
         if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
             return bad(format!("norm eps {} must be finite and ≥ 0", self.norm_eps));
+        }
+        if let Some(split) = self.pangu_split
+            && split > self.layers
+        {
+            return bad(format!("PanGu-π split {split} is past the {} layers", self.layers));
+        }
+        if let Some(moe) = &self.moe {
+            if moe.experts < 2 {
+                return bad(format!("{} experts per MoE layer (at least 2)", moe.experts));
+            }
+            if let Some(bad_layer) = moe.layers.iter().find(|&&l| l >= self.layers) {
+                return bad(format!("MoE layer {bad_layer} is past the {} layers", self.layers));
+            }
         }
         match self.rope.scaling {
             RopeScaling::Linear { factor } | RopeScaling::DynamicNtk { factor, .. } if !(factor.is_finite() && factor > 0.0) => {

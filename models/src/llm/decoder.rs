@@ -13,15 +13,17 @@
 use std::sync::Arc;
 
 use kestrel::ops::attention::{KvCache, RopeOptions, attention, rope_kv_write, rope_kv_write_fused};
+use kestrel::ops::copy::copy;
 use kestrel::ops::elementwise::{Unary, add, mul, silu_mul, silu_mul_halves, unary};
 use kestrel::ops::gather::embedding;
 use kestrel::ops::layout::{concat, slice};
 use kestrel::ops::reduce::{argmax, top_k};
+use kestrel::ops::softmax::{SoftmaxOptions, softmax, softmax_top1};
 use kestrel::profile::Profile;
 use kestrel::{Context, DType, Recorder, Tensor};
 
 use super::config::LlmConfig;
-use super::weights::{DecoderWeights, LayerWeights, Stacked};
+use super::weights::{DecoderWeights, LayerWeights, MoeWeights, Stacked};
 use crate::error::{ModelError, Result};
 
 /// Context used when none is given and the model's is longer.
@@ -99,6 +101,16 @@ impl Segment<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What [`Decoder::prefill_traced`] keeps of a pass besides the logits (golden tests).
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    /// Each layer's output `[t, hidden]` (copies: the residual stream is updated in place).
+    pub hidden: Vec<Tensor>,
+    /// Each mixture-of-experts layer's index and top-1 routing weights `[t, experts]` (the
+    /// chosen expert's gate probability, 0 elsewhere).
+    pub routing: Vec<(usize, Tensor)>,
 }
 
 /// The single value of a one-element readback.
@@ -208,15 +220,23 @@ impl Decoder {
         self.run(&[Segment::Tokens(&[id])])
     }
 
+    /// [`prefill_segments`](Self::prefill_segments) that also keeps every layer's output and
+    /// every mixture-of-experts layer's routing weights on the GPU ([`Trace`]).
+    pub fn prefill_traced(&mut self, segments: &[Segment]) -> Result<(Logits, Trace)> {
+        let mut trace = Trace::default();
+        let (logits, _) = self.run_with(segments, false, Some(&mut trace))?;
+        Ok((logits, trace))
+    }
+
     /// [`decode_step`](Self::decode_step) with every dispatch timed (`kestrel generate
     /// --profile`): the logits and the step's profile (`None` where the device cannot time).
     pub fn profile_step(&mut self, id: u32) -> Result<(Logits, Option<Profile>)> {
-        self.run_with(&[Segment::Tokens(&[id])], true)
+        self.run_with(&[Segment::Tokens(&[id])], true, None)
     }
 
     /// Records and submits one pass over `segments` at the current position.
     fn run(&mut self, segments: &[Segment]) -> Result<Logits> {
-        Ok(self.run_with(segments, false)?.0)
+        Ok(self.run_with(segments, false, None)?.0)
     }
 
     /// Checks a prompt's segments; returns its positions.
@@ -272,8 +292,8 @@ impl Decoder {
         Ok(concat(rec, &parts.iter().map(|(rows, _)| rows).collect::<Vec<_>>(), 0)?)
     }
 
-    /// [`run`](Self::run), profiled when `profile`.
-    fn run_with(&mut self, segments: &[Segment], profile: bool) -> Result<(Logits, Option<Profile>)> {
+    /// [`run`](Self::run), profiled when `profile`, traced into `trace` when given.
+    fn run_with(&mut self, segments: &[Segment], profile: bool, mut trace: Option<&mut Trace>) -> Result<(Logits, Option<Profile>)> {
         let t = self.check(segments)?;
         let c = &self.config;
         let needed = self.pos.saturating_add(t);
@@ -282,8 +302,13 @@ impl Decoder {
         }
         let mut rec = if profile { Recorder::with_profiling(&self.ctx) } else { Recorder::new(&self.ctx) };
         let mut x = self.embed(&mut rec, segments)?;
-        for (layer, cache) in self.weights.layers.iter().zip(&self.caches) {
-            x = self.layer(&mut rec, layer, cache, &x, t)?;
+        for (i, (layer, cache)) in self.weights.layers.iter().zip(&self.caches).enumerate() {
+            let (out, routing) = self.layer(&mut rec, layer, cache, &x, t)?;
+            x = out;
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.hidden.push(copy(&mut rec, &x)?);
+                trace.routing.extend(routing.map(|r| (i, r)));
+            }
         }
         let last = if t > 1 { slice(&mut rec, &x, 0, t - 1, t)? } else { x };
         let h = self.weights.final_norm.forward(&mut rec, &last, c.norm_eps)?;
@@ -298,8 +323,9 @@ impl Decoder {
         Ok((Logits { tensor: logits.reshape(&[c.vocab])? }, profile))
     }
 
-    /// Records one layer over `x` (`[t, d]`) at the current position; returns `[t, d]`.
-    fn layer(&self, rec: &mut Recorder, w: &LayerWeights, cache: &KvCache, x: &Tensor, t: usize) -> Result<Tensor> {
+    /// Records one layer over `x` (`[t, d]`) at the current position; returns `[t, d]` and, for
+    /// a mixture-of-experts layer, its routing weights `[t, experts]`.
+    fn layer(&self, rec: &mut Recorder, w: &LayerWeights, cache: &KvCache, x: &Tensor, t: usize) -> Result<(Tensor, Option<Tensor>)> {
         let c = &self.config;
         let h = w.attn_norm.forward(rec, x, c.norm_eps)?;
         let q = match &w.qkv {
@@ -332,29 +358,73 @@ impl Decoder {
             }
         };
         let h = w.ffn_norm.forward(rec, &x, c.norm_eps)?;
-        let m = match (&w.gate_up, &w.gate2) {
-            (Stacked::Fused(gate_up), None) => {
-                let gu = gate_up.forward(rec, &h)?;
-                silu_mul_halves(rec, &gu)?
+        let m = ffn_activation(rec, &w.gate_up, w.gate2.as_ref(), &h)?;
+        match &w.moe {
+            None => Ok((w.down.forward_residual(rec, &m, x)?, None)),
+            Some(moe) => {
+                let (x, routing) = mixture(rec, moe, &h, &w.down, &m, x)?;
+                Ok((x, Some(routing)))
             }
-            (Stacked::Separate(parts), gate2) => {
-                let [gate, up] = parts.as_slice() else {
-                    return Err(ModelError::Config(format!("{} gate/up projections, expected 2", parts.len())));
-                };
-                let (g, u) = (gate.forward(rec, &h)?, up.forward(rec, &h)?);
-                match gate2 {
-                    None => silu_mul(rec, &g, &u)?,
-                    Some(g2) => {
-                        let act = unary(rec, &g, Unary::Silu)?;
-                        let g2 = g2.forward(rec, &h)?;
-                        let g2 = unary(rec, &g2, Unary::QuickGelu)?;
-                        let act = add(rec, &act, &g2)?;
-                        mul(rec, &act, &u)?
-                    }
+        }
+    }
+}
+
+/// The FFN's input to its down projection: `SiLU(gate·h) ⊙ up·h`, plus PanGu-π's
+/// `QuickGELU(gate2·h)` inside the product where there is a second gate.
+fn ffn_activation(rec: &mut Recorder, gate_up: &Stacked, gate2: Option<&kestrel::nn::Linear>, h: &Tensor) -> Result<Tensor> {
+    Ok(match (gate_up, gate2) {
+        (Stacked::Fused(gate_up), None) => {
+            let gu = gate_up.forward(rec, h)?;
+            silu_mul_halves(rec, &gu)?
+        }
+        (Stacked::Separate(parts), gate2) => {
+            let [gate, up] = parts.as_slice() else {
+                return Err(ModelError::Config(format!("{} gate/up projections, expected 2", parts.len())));
+            };
+            let (g, u) = (gate.forward(rec, h)?, up.forward(rec, h)?);
+            match gate2 {
+                None => silu_mul(rec, &g, &u)?,
+                Some(g2) => {
+                    let act = unary(rec, &g, Unary::Silu)?;
+                    let g2 = g2.forward(rec, h)?;
+                    let g2 = unary(rec, &g2, Unary::QuickGelu)?;
+                    let act = add(rec, &act, &g2)?;
+                    mul(rec, &act, &u)?
                 }
             }
-            (Stacked::Fused(_), Some(_)) => return Err(ModelError::Config("a fused gate|up with a second gate".into())),
-        };
-        Ok(w.down.forward_residual(rec, &m, x)?)
+        }
+        (Stacked::Fused(_), Some(_)) => return Err(ModelError::Config("a fused gate|up with a second gate".into())),
+    })
+}
+
+/// A residual mixture of experts over `h` (`[t, d]`) accumulated into `x`:
+/// `x + c0 · p_e · FFN_e(h) + c1 · FFN_res(h)` with `p = softmax(router·h)` kept at its top-1
+/// expert only and `c = softmax(coefficient·h)`, all on the GPU. Every expert runs on every
+/// token and is weighted by its (mostly zero) routing weight; each weight scales the rows of an
+/// FFN's activation before its down projection (which has no bias), so the sums accumulate in
+/// place. `m` is the residual FFN's activation, `down` its down projection. Returns the new
+/// stream and the routing weights `[t, experts]`.
+fn mixture(
+    rec: &mut Recorder,
+    moe: &MoeWeights,
+    h: &Tensor,
+    down: &kestrel::nn::Linear,
+    m: &Tensor,
+    x: Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let gate = moe.router.forward(rec, h)?;
+    let routing = softmax_top1(rec, &gate)?;
+    let coef = moe.coefficient.forward(rec, h)?;
+    let coef = softmax(rec, &coef, &SoftmaxOptions::default())?;
+    let (c0, c1) = (slice(rec, &coef, 1, 0, 1)?, slice(rec, &coef, 1, 1, 2)?);
+    let weights = mul(rec, &routing, &c0)?;
+    let scaled = mul(rec, m, &c1)?;
+    let mut x = down.forward_residual(rec, &scaled, x)?;
+    for (e, expert) in moe.experts.iter().enumerate() {
+        let act = ffn_activation(rec, &expert.gate_up, expert.gate2.as_ref(), h)?;
+        let we = slice(rec, &weights, 1, e, e + 1)?;
+        let scaled = mul(rec, &act, &we)?;
+        x = expert.down.forward_residual(rec, &scaled, x)?;
     }
+    Ok((x, routing))
 }

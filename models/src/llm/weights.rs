@@ -25,7 +25,7 @@ use kestrel::weights::fold::{ChannelAffine, fold_into_following_linear};
 use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, DType, KestrelError, Recorder, Tensor};
 
-pub use names::{Naming, Part};
+pub use names::{FfnSite, Naming, Part};
 pub use store::Store;
 
 use super::config::{LlmConfig, MlpKind, NormKind};
@@ -165,6 +165,30 @@ pub struct LayerWeights {
     pub gate2: Option<Linear>,
     /// Down `[d, ffn]`.
     pub down: Linear,
+    /// An EVF layer's mixture of experts; the fields above are then its residual FFN.
+    pub moe: Option<MoeWeights>,
+}
+
+/// One FFN of a mixture of experts (the layer's kind: SwiGLU, or PanGu-π's with a second gate).
+#[derive(Clone, Debug)]
+pub struct ExpertWeights {
+    /// Gate and up, `[ffn, d]` each.
+    pub gate_up: Stacked,
+    /// The second gate `[ffn, d]` of [`MlpKind::PanguVanilla`].
+    pub gate2: Option<Linear>,
+    /// Down `[d, ffn]`, without a bias.
+    pub down: Linear,
+}
+
+/// A residual mixture of experts with top-1 routing (see [`super::config::MoeConfig`]).
+#[derive(Clone, Debug)]
+pub struct MoeWeights {
+    /// Router `[experts, d]`, f32 whatever the quantisation (routing is computed in f32).
+    pub router: Linear,
+    /// Mixing coefficients `[2, d]` with a bias, f32.
+    pub coefficient: Linear,
+    /// The experts.
+    pub experts: Vec<ExpertWeights>,
 }
 
 /// A whole decoder's weights.
@@ -186,25 +210,34 @@ impl DecoderWeights {
     /// Bytes of every linear weight (and bias): what one decode step reads.
     pub fn linear_bytes(&self) -> u64 {
         let lin = |l: &Linear| l.weight().byte_size() + l.bias().map_or(0, Tensor::byte_size);
+        let expert = |e: &ExpertWeights| e.gate_up.linears().iter().chain([&e.down]).chain(&e.gate2).map(lin).sum::<u64>();
+        let moe = |m: &MoeWeights| lin(&m.router) + lin(&m.coefficient) + m.experts.iter().map(expert).sum::<u64>();
         let layer = |w: &LayerWeights| {
             w.qkv.linears().iter().chain(w.gate_up.linears()).chain([&w.o, &w.down]).map(lin).sum::<u64>()
                 + w.gate2.as_ref().map_or(0, lin)
                 + w.aug.as_ref().map_or(0, |(a, b)| lin(a) + lin(b))
+                + w.moe.as_ref().map_or(0, moe)
         };
         self.layers.iter().map(layer).sum::<u64>() + lin(&self.head)
     }
 }
 
 /// Sets what the checkpoint's tensor names say about the architecture: q/k/v, o and MLP
-/// biases, PanGu-π's second gate and augmented shortcut, PRepBN norms, tied embeddings (no head
+/// biases, PanGu-π's second gate and augmented shortcut (read from the first augmented layer
+/// where the config has a [`LlmConfig::pangu_split`]), PRepBN norms, tied embeddings (no head
 /// tensor) and the vocabulary (rows of the embedding table).
 pub fn refine_config(config: &mut LlmConfig, store: &Store, naming: Naming) -> Result<()> {
-    let has = |part: Part, suffix: &str| store.has(&format!("{}.{suffix}", naming.layer(0, part)));
+    let name = |layer: usize, part: Part| naming.layer_in(layer, part, |n| store.has(n));
+    let has = |part: Part, suffix: &str| store.has(&format!("{}.{suffix}", name(0, part)));
     config.qkv_bias = has(Part::Q, "bias");
     config.o_bias = has(Part::O, "bias");
-    config.mlp_bias = has(Part::Gate, "bias");
-    config.mlp = if has(Part::Gate2, "weight") { MlpKind::PanguVanilla } else { MlpKind::SwiGlu };
-    config.aug_shortcut = store.shape(&format!("{}.weight", naming.layer(0, Part::AugFc1))).and_then(|s| s.first().copied());
+    let site = if config.is_moe_layer(0) { FfnSite::Residual } else { FfnSite::Plain };
+    config.mlp_bias = store.has(&format!("{}.bias", site.place(&name(0, Part::Gate))));
+    if config.pangu_split.is_none() {
+        config.mlp = if has(Part::Gate2, "weight") { MlpKind::PanguVanilla } else { MlpKind::SwiGlu };
+    }
+    let aug_layer = config.pangu_split.unwrap_or(0);
+    config.aug_shortcut = store.shape(&format!("{}.weight", name(aug_layer, Part::AugFc1))).and_then(|s| s.first().copied());
     config.norm = if repbn::is_prepbn(store, &naming.layer(0, Part::AttnNorm)) { NormKind::RepBn } else { NormKind::RmsNorm };
     config.tie_embeddings = !store.has(naming.head());
     match store.shape(naming.embed()).as_deref() {
@@ -404,25 +437,55 @@ impl Loader<'_> {
     /// Layer `i`.
     fn layer(&self, i: usize) -> Result<LayerWeights> {
         let c = self.config;
-        let n = |p: Part| self.naming.layer(i, p);
+        let n = |p: Part| self.naming.layer_in(i, p, |name| self.store.has(name));
         let (d, q_dim, kv_dim) = (c.hidden, c.q_dim(), c.kv_dim());
         let (attn_norm, pre) = self.norm(&n(Part::AttnNorm))?.split();
         let qkv = self.stacked(&[(n(Part::Q), q_dim), (n(Part::K), kv_dim), (n(Part::V), kv_dim)], d, c.qkv_bias, pre.as_ref(), true)?;
         let o = self.linear(&n(Part::O), d, q_dim, c.o_bias, None)?;
-        let aug = match c.aug_shortcut {
+        let aug = match c.layer_aug(i) {
             Some(r) => Some((self.linear(&n(Part::AugFc1), r, d, false, None)?, self.linear(&n(Part::AugFc2), d, r, false, None)?)),
             None => None,
         };
         let (ffn_norm, pre) = self.norm(&n(Part::FfnNorm))?.split();
+        let moe = c.is_moe_layer(i);
+        let site = if moe { FfnSite::Residual } else { FfnSite::Plain };
+        let ExpertWeights { gate_up, gate2, down } = self.ffn(i, site, pre.as_ref())?;
+        let moe = if moe { Some(self.moe(i, pre.as_ref())?) } else { None };
+        Ok(LayerWeights { attn_norm, qkv, o, aug, ffn_norm, gate_up, gate2, down, moe })
+    }
+
+    /// The FFN of layer `i` at `site`, `pre` folded into its input linears.
+    fn ffn(&self, i: usize, site: FfnSite, pre: Option<&ChannelAffine>) -> Result<ExpertWeights> {
+        let c = self.config;
+        let d = c.hidden;
+        let n = |p: Part| site.place(&self.naming.layer_in(i, p, |name| self.store.has(&site.place(name))));
+        let mlp = c.layer_mlp(i);
         // PanGu-π's MLP needs the gate's output on its own (it adds a second gate's).
-        let swiglu = c.mlp == MlpKind::SwiGlu;
-        let gate_up = self.stacked(&[(n(Part::Gate), c.ffn), (n(Part::Up), c.ffn)], d, c.mlp_bias, pre.as_ref(), swiglu)?;
-        let gate2 = match c.mlp {
-            MlpKind::PanguVanilla => Some(self.linear(&n(Part::Gate2), c.ffn, d, c.mlp_bias, pre.as_ref())?),
+        let swiglu = mlp == MlpKind::SwiGlu;
+        let gate_up = self.stacked(&[(n(Part::Gate), c.ffn), (n(Part::Up), c.ffn)], d, c.mlp_bias, pre, swiglu)?;
+        let gate2 = match mlp {
+            MlpKind::PanguVanilla => Some(self.linear(&n(Part::Gate2), c.ffn, d, c.mlp_bias, pre)?),
             MlpKind::SwiGlu => None,
         };
         let down = self.linear(&n(Part::Down), d, c.ffn, c.mlp_bias, None)?;
-        Ok(LayerWeights { attn_norm, qkv, o, aug, ffn_norm, gate_up, gate2, down })
+        Ok(ExpertWeights { gate_up, gate2, down })
+    }
+
+    /// The mixture of experts of layer `i` (Hugging Face names only).
+    fn moe(&self, i: usize, pre: Option<&ChannelAffine>) -> Result<MoeWeights> {
+        let c = self.config;
+        let experts = c.moe.as_ref().map_or(0, |m| m.experts);
+        if self.naming != Naming::Hf || c.mlp_bias || pre.is_some() {
+            return Err(self.store.error("mixture-of-experts layers are read from Hugging Face names, without MLP biases or PRepBN norms"));
+        }
+        let f32_linear = |prefix: &str, out: usize, bias: bool| -> Result<Linear> {
+            let (w, b) = self.host_linear(prefix, out, c.hidden, bias, None)?;
+            Ok(Linear::from_f32(self.ctx, &w, b.as_deref(), out, c.hidden, FileQuant::F32)?)
+        };
+        let router = f32_linear(&names::moe_router(i), experts, false)?;
+        let coefficient = f32_linear(&names::moe_coefficient(i), 2, true)?;
+        let experts = (0..experts).map(|e| self.ffn(i, FfnSite::Expert(e), None)).collect::<Result<Vec<_>>>()?;
+        Ok(MoeWeights { router, coefficient, experts })
     }
 
     /// The final norm and the head (the embedding table when tied).

@@ -3,7 +3,10 @@
 //!
 //! PanGu-π's extra tensors have no established names in either layout; Kestrel defines them:
 //! HF `model.layers.N.mlp.gate2_proj`, `model.layers.N.self_attn.aug_fc1` / `aug_fc2`, GGUF
-//! `blk.N.ffn_gate2`, `blk.N.attn_aug_fc1` / `attn_aug_fc2`.
+//! `blk.N.ffn_gate2`, `blk.N.attn_aug_fc1` / `attn_aug_fc2`. Eve's official checkpoints name
+//! them `mlp.gate_proj2` and `attn_linear.0` / `attn_linear.2` ([`Naming::layer_in`] reads
+//! either), and put an EVF layer's FFNs under `mlp.deepspeed_moe.experts.deepspeed_experts.E.`
+//! and `mlp.mlp.` ([`FfnSite`]).
 
 /// A tensor of one decoder layer (its name prefix, before `.weight` / `.bias`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +78,20 @@ impl Naming {
         }
     }
 
+    /// The prefix of `part` in layer `layer` as the checkpoint spells it: the Kestrel name, or
+    /// the official Eve name where only that one's `.weight` is present.
+    pub fn layer_in(self, layer: usize, part: Part, has: impl Fn(&str) -> bool) -> String {
+        let name = self.layer(layer, part);
+        let alias = match (self, part) {
+            (Naming::Hf, Part::Gate2) => "mlp.gate_proj2",
+            (Naming::Hf, Part::AugFc1) => "attn_linear.0",
+            (Naming::Hf, Part::AugFc2) => "attn_linear.2",
+            _ => return name,
+        };
+        let alias = format!("model.layers.{layer}.{alias}");
+        if !has(&format!("{name}.weight")) && has(&format!("{alias}.weight")) { alias } else { name }
+    }
+
     /// The prefix of `part` in layer `layer`.
     pub fn layer(self, layer: usize, part: Part) -> String {
         match self {
@@ -114,4 +131,39 @@ impl Naming {
             }
         }
     }
+}
+
+/// Where one FFN of a layer lives: the layer's own, or one of an EVF (mixture-of-experts) layer's
+/// (Hugging Face names only: `mlp.X` becomes `mlp.deepspeed_moe.experts.deepspeed_experts.E.X`
+/// or `mlp.mlp.X`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnSite {
+    /// The layer's FFN.
+    Plain,
+    /// Expert `E` of a mixture.
+    Expert(usize),
+    /// The mixture's residual FFN.
+    Residual,
+}
+
+impl FfnSite {
+    /// `name` (a layer's FFN tensor prefix, `….mlp.X`) moved to this site.
+    pub fn place(self, name: &str) -> String {
+        let inner = match self {
+            FfnSite::Plain => return name.to_string(),
+            FfnSite::Expert(e) => format!(".mlp.deepspeed_moe.experts.deepspeed_experts.{e}."),
+            FfnSite::Residual => ".mlp.mlp.".to_string(),
+        };
+        name.replacen(".mlp.", &inner, 1)
+    }
+}
+
+/// The prefix of an EVF layer's router (`[experts, d]`, no bias).
+pub fn moe_router(layer: usize) -> String {
+    format!("model.layers.{layer}.mlp.deepspeed_moe.gate.wg")
+}
+
+/// The prefix of an EVF layer's mixing coefficients (`[2, d]` with a bias).
+pub fn moe_coefficient(layer: usize) -> String {
+    format!("model.layers.{layer}.mlp.coefficient")
 }
