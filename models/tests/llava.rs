@@ -241,3 +241,58 @@ fn bad_inputs_are_errors() {
     assert!(!LlavaModel::is_llava(&clip));
     assert!(LlavaModel::load(&ctx(), &clip, &LoadOptions::default(), &dec, &mut |_, _| {}).is_err());
 }
+
+fn load_gguf(name: &str, quant: WeightQuant) -> LlavaModel {
+    let opts = LoadOptions { quant, ..LoadOptions::default() };
+    let dec = DecoderOptions { context: Some(256), kv_dtype: Some(DType::F32) };
+    let dir = fixture("gguf");
+    let (model, mmproj) = (dir.join(format!("{name}.gguf")), dir.join(format!("{name}-mmproj.gguf")));
+    LlavaModel::load_gguf(&ctx(), &model, &mmproj, &opts, &dec, &mut |_, _| {}).expect("load GGUF pair")
+}
+
+/// llama.cpp's pair (tests/fixtures/make_llava_fixtures.py writes it from the same tiny
+/// models): the same greedy ids and logits (≤ 2e-3) as transformers, features within 4e-3 (the
+/// patch embedding is f16 in the pair, as llama.cpp always stores it: a relative rounding of
+/// 2^-11 on features up to 4.1 in magnitude, 2e-3; measured 1.4–2.1e-3); its own processor
+/// and GGUF tokenizer give the ids transformers' processor gives.
+#[test]
+fn gguf_pair_matches_transformers() {
+    let _g = serial();
+    for name in ["llava15", "llava_next"] {
+        let r = reference(name);
+        let mut model = load_gguf(name, WeightQuant::Native);
+        for (image, want) in r["images"].as_object().expect("images") {
+            let input = reference_input(&model, name, image, want);
+            let features = model.encode(&input).expect("encode").to_vec_f32().expect("readback");
+            let d = max_diff(&features, &flat(&want["image_features"]));
+            assert!(d <= 4e-3, "{name} GGUF {image}: image features max |Δ| {d}");
+            let prompt = ids(&want["input_ids"]);
+            let (last, generated, _) = run(&mut model, &input, &prompt, 16);
+            let d = max_diff(&last, &flat(&want["last_logits"]));
+            assert!(d <= 2e-3, "{name} GGUF {image}: last logits max |Δ| {d}");
+            assert_eq!(generated, ids(&want["generated"]), "{name} GGUF {image}: greedy ids");
+            let photo = load_image(&fixtures().join("preprocess").join(format!("{}.png", photo_name(image))), &DecodeLimits::default())
+                .expect("photo");
+            let ours = model.image_input(&photo).expect("image input");
+            assert!(max_diff(&ours.pixels, &input.pixels) <= 1e-2, "{name} GGUF {image}: pixel values");
+            let tok = model.tokenizer().expect("GGUF tokenizer");
+            let mut theirs = prompt.clone();
+            let at = theirs.iter().position(|&t| t == model.config().image_token).expect("image token");
+            theirs.drain(at + 1..at + model.feature_count(&input));
+            assert_eq!(tok.encode(&LlavaModel::prompt_text("What is in the picture?"), true).expect("encode"), theirs);
+        }
+    }
+}
+
+#[test]
+fn mmproj_errors_are_typed() {
+    let _g = serial();
+    let dir = fixture("gguf");
+    let (opts, dec) = (LoadOptions::default(), DecoderOptions::default());
+    // The language model given as the mmproj, and the mmproj as the language model.
+    let err = LlavaModel::load_gguf(&ctx(), &dir.join("llava15.gguf"), &dir.join("llava15.gguf"), &opts, &dec, &mut |_, _| {});
+    assert!(err.is_err_and(|e| e.to_string().contains("mmproj")));
+    let err =
+        LlavaModel::load_gguf(&ctx(), &dir.join("llava15-mmproj.gguf"), &dir.join("llava15-mmproj.gguf"), &opts, &dec, &mut |_, _| {});
+    assert!(err.is_err());
+}

@@ -56,6 +56,10 @@ pub struct ModelArgs {
     /// Positions of the KV cache (default: the model's context, at most 2048).
     #[arg(long)]
     context: Option<usize>,
+    /// llama.cpp's vision tower + projector file for a LLaVA GGUF (--model is then the
+    /// language model's GGUF).
+    #[arg(long)]
+    mmproj: Option<PathBuf>,
     /// Weight storage: native (as in the file), f16, f32, w8 or w4 (a VLM's vision tower and
     /// projector stay 8-bit under w4).
     #[arg(long, default_value = "native", value_parser = clap::builder::PossibleValuesParser::new(["native", "f16", "f32", "w8", "w4"]))]
@@ -69,6 +73,11 @@ impl ModelArgs {
     /// The model path.
     pub fn path(&self) -> &Path {
         &self.model
+    }
+
+    /// Whether the model takes images (a LLaVA directory, or a GGUF with --mmproj).
+    fn is_vlm(&self) -> bool {
+        self.mmproj.is_some() || LlavaModel::is_llava(&self.model)
     }
 }
 
@@ -119,7 +128,7 @@ pub struct GenerateArgs {
 /// A loaded model: a text decoder, or a vision-language model around one.
 pub enum Loaded {
     /// A decoder and its tokenizer (absent for a checkpoint without one).
-    Text(Decoder, Option<Tokenizer>),
+    Text(Box<Decoder>, Option<Box<Tokenizer>>),
     /// LLaVA-1.5 / NeXT.
     Llava(Box<LlavaModel>),
 }
@@ -136,7 +145,7 @@ impl Loaded {
     /// The decoder and the tokenizer at once.
     pub fn parts(&mut self) -> (&mut Decoder, Option<&Tokenizer>) {
         match self {
-            Loaded::Text(d, t) => (d, t.as_ref()),
+            Loaded::Text(d, t) => (d, t.as_deref()),
             Loaded::Llava(m) => m.decoder_and_tokenizer(),
         }
     }
@@ -181,12 +190,15 @@ pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Err
     let started = Instant::now();
     let opts = LoadOptions { quant, fold_repbn: true, fuse_projections: !args.separate_projections };
     let dec_opts = DecoderOptions { context: args.context, kv_dtype: None };
-    let (model, format) = if LlavaModel::is_llava(&args.model) {
+    let (model, format) = if let Some(mmproj) = &args.mmproj {
+        let m = with_bar(|progress| LlavaModel::load_gguf(&ctx, &args.model, mmproj, &opts, &dec_opts, progress))?;
+        (Loaded::Llava(Box::new(m)), "llava gguf")
+    } else if LlavaModel::is_llava(&args.model) {
         let m = with_bar(|progress| LlavaModel::load(&ctx, &args.model, &opts, &dec_opts, progress))?;
         (Loaded::Llava(Box::new(m)), "llava")
     } else {
         let m = with_bar(|progress| load(&ctx, &args.model, &opts, progress))?;
-        (Loaded::Text(Decoder::new(&ctx, m.config, m.weights, &dec_opts)?, m.tokenizer), m.format)
+        (Loaded::Text(Box::new(Decoder::new(&ctx, m.config, m.weights, &dec_opts)?), m.tokenizer.map(Box::new)), m.format)
     };
     let decoder = model.decoder();
     eprintln!(
@@ -287,15 +299,18 @@ fn prompt_ids(args: &GenerateArgs, s: &mut Session, with_image: bool) -> Result<
     }
     let prompt = args.prompt.as_deref().unwrap_or_default();
     let system = s.system.clone();
-    let (_, tokenizer) = s.model.with_tokenizer(&args.model.model)?;
     let text = if with_image { LlavaModel::prompt_text(prompt) } else { prompt.to_string() };
+    if let (Loaded::Llava(m), false) = (&s.model, args.chat) {
+        return Ok(m.encode_prompt(&text)?);
+    }
+    let (_, tokenizer) = s.model.with_tokenizer(&args.model.model)?;
     Ok(if args.chat { chat_prompt(tokenizer, &turn(system.as_deref(), &text))? } else { tokenizer.encode(&text, true)? })
 }
 
 /// Runs `kestrel generate`.
 pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
     let image_given = args.image.is_some() || args.pixel_values.is_some();
-    if image_given && !LlavaModel::is_llava(&args.model.model) {
+    if image_given && !args.model.is_vlm() {
         return Err(format!(
             "{}: a text-only model takes no image (--image / --pixel-values are for LLaVA models)",
             args.model.model.display()

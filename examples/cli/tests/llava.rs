@@ -67,6 +67,33 @@ fn image_prompt_gives_transformers_greedy_ids() {
 }
 
 #[test]
+fn gguf_pair_gives_transformers_greedy_ids() {
+    for (name, image, photo) in [("llava15", "chelsea", "chelsea"), ("llava_next", "tall", "tall_97x411")] {
+        let r = reference(&format!("llava/{name}"));
+        let dir = fixture("llava/gguf");
+        let (model, mmproj) = (dir.join(format!("{name}.gguf")), dir.join(format!("{name}-mmproj.gguf")));
+        let photo = fixture("preprocess").join(format!("{photo}.png"));
+        let out = kestrel(&[
+            "generate",
+            "--model",
+            path(&model),
+            "--mmproj",
+            path(&mmproj),
+            "--image",
+            path(&photo),
+            "--prompt",
+            "What is in the picture?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "16",
+            "--json",
+        ]);
+        assert_eq!(json_of(&out)["tokens"], r["images"][image]["generated"], "{name} GGUF pair: greedy ids");
+    }
+}
+
+#[test]
 fn input_ids_and_pixel_values_dump_transformers_logits() {
     let dir = fixture("llava/llava_next");
     let r = reference("llava/llava_next");

@@ -59,7 +59,7 @@ fn layout(src: &dyn WeightSource) -> Result<&'static Layout> {
 /// [`WeightQuant::W4`] (4-bit vision encoders lose too much: the tiny fixtures' logits fall to
 /// cosine 0.945 of f32 with a 4-bit tower, as llama.cpp keeps its `mmproj` in 16 or 8 bits),
 /// and for [`WeightQuant::Native`] f16 when the file stores the tower in 16 bits, else f32.
-fn vision_quant(quant: WeightQuant, src: &dyn WeightSource, probe: &str) -> FileQuant {
+pub(crate) fn vision_quant(quant: WeightQuant, src: &dyn WeightSource, probe: &str) -> FileQuant {
     if quant == WeightQuant::W4 {
         return FileQuant::W8;
     }
@@ -113,17 +113,8 @@ impl LlavaModel {
         let probe = "embeddings.patch_embedding.weight";
         let tower_prefix = if src.info(&format!("{nested}{probe}")).is_some() { nested } else { l.vision.to_string() };
         let vq = vision_quant(opts.quant, src.as_ref(), &format!("{tower_prefix}{probe}"));
-        let vision = VisionTower::load(ctx, &config.vision, &Checkpoint::new(src.as_ref(), tower_prefix), vq)?;
-        let top = Checkpoint::new(src.as_ref(), l.top);
-        let (cv, h) = (config.vision.encoder.hidden, config.text.hidden);
-        let projector = [
-            linear(ctx, &top, "multi_modal_projector.linear_1", h, cv, config.projector_bias, vq)?,
-            linear(ctx, &top, "multi_modal_projector.linear_2", h, h, config.projector_bias, vq)?,
-        ];
-        let newline = match config.kind {
-            LlavaKind::V15 => None,
-            LlavaKind::Next => Some(Tensor::from_f32(ctx, &[1, h], &top.f32("image_newline", &[h])?)?),
-        };
+        let tower = Checkpoint::new(src.as_ref(), tower_prefix);
+        let (vision, projector, newline) = vision_parts(ctx, &config, &tower, &Checkpoint::new(src.as_ref(), l.top), vq)?;
         let preprocess = load_config(&dir, config.vision.image_size)?;
 
         let store = Store::Plain(Box::new(Renamed::new(src, &l.text)));
@@ -132,6 +123,28 @@ impl LlavaModel {
         let decoder = Decoder::new(ctx, config.text.clone(), weights, decoder)?;
         Ok(LlavaModel { ctx: ctx.clone(), config, vision, projector, newline, decoder, tokenizer: dir_tokenizer(&dir)?, preprocess })
     }
+}
+
+/// The vision tower (from `tower`), the projector and NeXT's `image_newline` (from `top`:
+/// `multi_modal_projector.linear_{1,2}`, `image_newline`).
+pub(crate) fn vision_parts(
+    ctx: &Arc<Context>,
+    config: &LlavaConfig,
+    tower: &dyn ParamSource,
+    top: &dyn ParamSource,
+    quant: FileQuant,
+) -> Result<(VisionTower, [Linear; 2], Option<Tensor>)> {
+    let vision = VisionTower::load(ctx, &config.vision, tower, quant)?;
+    let (cv, h) = (config.vision.encoder.hidden, config.text.hidden);
+    let projector = [
+        linear(ctx, top, "multi_modal_projector.linear_1", h, cv, config.projector_bias, quant)?,
+        linear(ctx, top, "multi_modal_projector.linear_2", h, h, config.projector_bias, quant)?,
+    ];
+    let newline = match config.kind {
+        LlavaKind::V15 => None,
+        LlavaKind::Next => Some(Tensor::from_f32(ctx, &[1, h], &top.f32("image_newline", &[h])?)?),
+    };
+    Ok((vision, projector, newline))
 }
 
 /// The projector linear `[out, inp]` at `name`, with a bias when `bias`.

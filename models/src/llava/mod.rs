@@ -13,6 +13,7 @@
 
 pub mod anyres;
 pub mod config;
+pub mod gguf;
 pub mod load;
 
 use std::sync::Arc;
@@ -205,6 +206,25 @@ impl LlavaModel {
             return Err(ModelError::Input("more images were given than the prompt has image tokens".into()));
         }
         Ok(out)
+    }
+
+    /// Token ids of a prompt text whose `<image>` marks become the image token (one each).
+    /// Where the tokenizer knows `<image>` as a token the text is encoded at once; else each
+    /// piece around the marks separately (BOS only before the first), joined by the image
+    /// token, as LLaVA's `tokenizer_image_token` does.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let tokenizer = self.tokenizer.as_ref().ok_or_else(|| ModelError::Input("the model has no tokenizer; give token ids".into()))?;
+        if tokenizer.token_id("<image>") == Some(self.config.image_token) {
+            return tokenizer.encode(text, true);
+        }
+        let mut ids = Vec::new();
+        for (i, piece) in text.split("<image>").enumerate() {
+            if i > 0 {
+                ids.push(self.config.image_token);
+            }
+            ids.extend(tokenizer.encode(piece, i == 0)?);
+        }
+        Ok(ids)
     }
 
     /// The prompt text for `question` about one image: `question` itself when it holds
