@@ -75,6 +75,20 @@ pub fn parse_npy_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
 /// an error.
 pub fn read_npy_u32(path: &Path) -> Result<(Vec<usize>, Vec<u32>)> {
     let name = path.display().to_string();
+    let (shape, values) = read_npy_i64(path)?;
+    let values = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| u32::try_from(v).map_err(|_| bad(&name, format!("value {v} at index {i} is not a u32"))))
+        .collect::<Result<Vec<u32>>>()?;
+    Ok((shape, values))
+}
+
+/// Reads the `.npy` file at `path` holding integers (`i4`, `i8` or `u4`) as `i64` (token ids
+/// with negative placeholders, e.g. Eve's image token −200): returns `(shape, values in C
+/// order)`.
+pub fn read_npy_i64(path: &Path) -> Result<(Vec<usize>, Vec<i64>)> {
+    let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: name.clone(), source })?;
     let (header, data) = parse_raw(&bytes, &name)?;
     if header.elem.is_float() {
@@ -83,21 +97,19 @@ pub fn read_npy_u32(path: &Path) -> Result<(Vec<usize>, Vec<u32>)> {
     let size = header.elem.size();
     let values = data
         .chunks_exact(size)
-        .enumerate()
-        .map(|(i, c)| {
+        .map(|c| {
             let mut b = [0u8; 8];
             b[..size].copy_from_slice(c);
             if !header.little {
                 b[..size].reverse();
             }
-            let v = match header.elem {
+            match header.elem {
                 Elem::I32 => i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
                 Elem::U32 => i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
                 _ => i64::from_le_bytes(b),
-            };
-            u32::try_from(v).map_err(|_| bad(&name, format!("value {v} at index {i} is not a u32")))
+            }
         })
-        .collect::<Result<Vec<u32>>>()?;
+        .collect();
     Ok((header.shape, values))
 }
 

@@ -21,7 +21,7 @@ use kestrel_models::eve::prompt::{Piece, expand2square, pad_colour, split_image_
 use kestrel_models::eve::{EveModel, PROJECTOR_PREFIX};
 use kestrel_models::llm::decoder::{Decoder, DecoderOptions, Segment, Trace};
 use kestrel_models::llm::weights::WeightQuant;
-use kestrel_models::npy::read_npy_f32;
+use kestrel_models::npy::{read_npy_f32, read_npy_i64};
 use kestrel_models::params::{Checkpoint, HostParams};
 use kestrel_models::slab::synthetic::uniform01;
 use kestrel_models::vision::Rgb8Image;
@@ -59,10 +59,12 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (n(a) * n(b))
 }
 
-/// The reference prompt (with its −200) and the pixel values on the GPU.
+/// The reference prompt (input_ids.npy, int64 with its −200) and the pixel values on the GPU.
 fn inputs(ctx: &Arc<Context>) -> (Vec<i64>, Tensor) {
     let r = json(&tiny().join("reference.json"));
-    let ids = r["prompt"].as_array().expect("prompt").iter().map(|x| x.as_i64().expect("id")).collect();
+    let (_, ids) = read_npy_i64(&tiny().join("input_ids.npy")).expect("input_ids.npy");
+    let want: Vec<i64> = r["prompt"].as_array().expect("prompt").iter().map(|x| x.as_i64().expect("id")).collect();
+    assert_eq!(ids, want);
     let (shape, px) = npy("pixel_values.npy");
     (ids, Tensor::from_f32(ctx, &shape, &px).expect("upload"))
 }
@@ -77,7 +79,7 @@ fn experts(routing: &Tensor) -> Vec<i64> {
 fn prefill(model: &EveModel, ids: &[i64], image: &Tensor) -> (Decoder, Vec<f32>, Trace) {
     let mut dec = model.decoder(&DecoderOptions { context: Some(64), kv_dtype: Some(DType::F32) }).expect("decoder");
     let pieces = EveModel::pieces(ids, 1).expect("pieces");
-    let (logits, trace) = dec.prefill_traced(&EveModel::segments(&pieces, image)).expect("prefill");
+    let (logits, trace) = dec.prefill_traced(&EveModel::segments(&pieces, Some(image)).expect("segments")).expect("prefill");
     (dec, logits.to_vec().expect("logits"), trace)
 }
 
@@ -270,6 +272,9 @@ fn prompts_follow_the_official_template_and_image_token() {
     assert!(matches!(split_image_tokens(&[1, -3]), Err(ModelError::Input(_))));
     assert!(matches!(EveModel::pieces(&[1, 2], 1), Err(ModelError::Input(_))));
     assert!(matches!(EveModel::pieces(&[IMAGE_TOKEN_INDEX, IMAGE_TOKEN_INDEX], 1), Err(ModelError::Input(_))));
+    let pieces = EveModel::pieces(&[1, IMAGE_TOKEN_INDEX], 1).expect("pieces");
+    assert!(matches!(EveModel::segments(&pieces, None), Err(ModelError::Input(_))));
+    assert!(EveModel::is_eve(&tiny()) && !EveModel::is_eve(&fixtures()));
 }
 
 #[test]

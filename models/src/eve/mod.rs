@@ -175,14 +175,27 @@ impl EveModel {
     }
 
     /// The decoder segments of `pieces` with `image` (`[n, hidden]`, from
-    /// [`image_tokens`](Self::image_tokens)) at every image piece.
-    pub fn segments<'a>(pieces: &'a [Piece], image: &'a Tensor) -> Vec<Segment<'a>> {
+    /// [`image_tokens`](Self::image_tokens)) at every image piece; an image piece without an
+    /// image is an error.
+    pub fn segments<'a>(pieces: &'a [Piece], image: Option<&'a Tensor>) -> Result<Vec<Segment<'a>>> {
         pieces
             .iter()
-            .map(|p| match p {
-                Piece::Tokens(ids) => Segment::Tokens(ids),
-                Piece::Image => Segment::Embeddings(image),
+            .map(|p| match (p, image) {
+                (Piece::Tokens(ids), _) => Ok(Segment::Tokens(ids)),
+                (Piece::Image, Some(image)) => Ok(Segment::Embeddings(image)),
+                (Piece::Image, None) => Err(ModelError::Input(format!(
+                    "the prompt has an image placeholder ({}) but no image was given",
+                    config::IMAGE_TOKEN_INDEX
+                ))),
             })
             .collect()
+    }
+
+    /// Whether `path` is an Eve model directory (or a weight file in one): its `config.json`
+    /// has an Eve `model_type`.
+    pub fn is_eve(path: &Path) -> bool {
+        let dir = if path.is_file() { path.parent().unwrap_or(path) } else { path };
+        let Ok(cfg) = read_json(&dir.join("config.json")) else { return false };
+        cfg.get("model_type").and_then(serde_json::Value::as_str).is_some_and(|t| config::MODEL_TYPES.contains(&t))
     }
 }
