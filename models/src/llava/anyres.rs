@@ -137,7 +137,9 @@ mod tests {
     #[test]
     fn best_resolution_prefers_kept_pixels_then_less_waste() {
         let grid = [(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)];
-        assert_eq!(best_resolution(300, 451, &grid), Some((672, 672)));
+        // Values from transformers' `select_best_resolution` on the same inputs.
+        assert_eq!(best_resolution(300, 451, &grid), Some((336, 672)));
+        assert_eq!(best_resolution(800, 900, &grid), Some((672, 672)));
         assert_eq!(best_resolution(100, 1000, &grid), Some((336, 1008)));
         assert_eq!(best_resolution(1000, 100, &grid), Some((1008, 336)));
     }
