@@ -8,16 +8,18 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kestrel::{Context, ContextOptions};
-use kestrel_models::llava::{ImageInput, LlavaModel};
+use kestrel_models::eve::EveModel;
+use kestrel_models::llava::LlavaModel;
 use kestrel_models::llm::chat::ChatMessage;
-use kestrel_models::llm::decoder::{Decoder, DecoderOptions, Segment};
+use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
 use kestrel_models::llm::generate::{GenerateOptions, Generation, chat_prompt, generate_segments};
 use kestrel_models::llm::load::load;
 use kestrel_models::llm::sampler::SamplerConfig;
 use kestrel_models::llm::tokenizer::Tokenizer;
 use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
-use kestrel_models::npy::{read_npy_f32, read_npy_u32, write_npy_f32};
-use kestrel_models::vision::{DecodeLimits, load_image};
+use kestrel_models::npy::write_npy_f32;
+
+use crate::vlm_input::{InputArgs, Prompt, eve_prompt, llava_prompt, read_ids, segments};
 
 /// Model and sampling options shared by `generate` and `chat`.
 #[derive(clap::Args)]
@@ -75,9 +77,9 @@ impl ModelArgs {
         &self.model
     }
 
-    /// Whether the model takes images (a LLaVA directory, or a GGUF with --mmproj).
+    /// Whether the model takes images (a LLaVA or Eve directory, or a GGUF with --mmproj).
     fn is_vlm(&self) -> bool {
-        self.mmproj.is_some() || LlavaModel::is_llava(&self.model)
+        self.mmproj.is_some() || LlavaModel::is_llava(&self.model) || EveModel::is_eve(&self.model)
     }
 }
 
@@ -131,6 +133,8 @@ pub enum Loaded {
     Text(Box<Decoder>, Option<Box<Tokenizer>>),
     /// LLaVA-1.5 / NeXT.
     Llava(Box<LlavaModel>),
+    /// Eve and its decoder.
+    Eve(Box<EveModel>, Box<Decoder>),
 }
 
 impl Loaded {
@@ -139,6 +143,7 @@ impl Loaded {
         match self {
             Loaded::Text(d, _) => d,
             Loaded::Llava(m) => m.decoder(),
+            Loaded::Eve(_, d) => d,
         }
     }
 
@@ -147,6 +152,7 @@ impl Loaded {
         match self {
             Loaded::Text(d, t) => (d, t.as_deref()),
             Loaded::Llava(m) => m.decoder_and_tokenizer(),
+            Loaded::Eve(m, d) => (d, m.tokenizer()),
         }
     }
 
@@ -193,6 +199,10 @@ pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Err
     let (model, format) = if let Some(mmproj) = &args.mmproj {
         let m = with_bar(|progress| LlavaModel::load_gguf(&ctx, &args.model, mmproj, &opts, &dec_opts, progress))?;
         (Loaded::Llava(Box::new(m)), "llava gguf")
+    } else if EveModel::is_eve(&args.model) {
+        let m = EveModel::load(&ctx, &args.model, quant)?;
+        let d = m.decoder(&dec_opts)?;
+        (Loaded::Eve(Box::new(m), Box::new(d)), "eve")
     } else if LlavaModel::is_llava(&args.model) {
         let m = with_bar(|progress| LlavaModel::load(&ctx, &args.model, &opts, &dec_opts, progress))?;
         (Loaded::Llava(Box::new(m)), "llava")
@@ -255,56 +265,38 @@ pub fn print_piece(piece: &str) {
     let _ = out.write_all(piece.as_bytes()).and_then(|()| out.flush());
 }
 
-/// The image of `args` (`--image` or `--pixel-values`) as `model`'s input, if one was given.
-fn image_input(args: &GenerateArgs, model: &LlavaModel) -> Result<Option<ImageInput>, Box<dyn std::error::Error>> {
-    if let Some(path) = &args.image {
-        let image = load_image(path, &DecodeLimits::default())?;
-        return Ok(Some(model.image_input(&image)?));
-    }
-    let Some(path) = &args.pixel_values else { return Ok(None) };
-    let (shape, pixels) = read_npy_f32(path)?;
-    let s = model.config().vision.image_size;
-    let [tiles, 3, h, w] = shape[..] else {
-        return Err(format!("{}: pixel values of shape {shape:?}; [tiles, 3, {s}, {s}] wanted", path.display()).into());
+/// The prompt of `args` for the loaded model, with any image encoded.
+fn prompt(args: &GenerateArgs, s: &mut Session) -> Result<Prompt, Box<dyn std::error::Error>> {
+    let input = InputArgs {
+        image: args.image.as_deref(),
+        pixel_values: args.pixel_values.as_deref(),
+        image_size: args.image_size.as_deref(),
+        input_ids: args.input_ids.as_deref(),
     };
-    if (h, w) != (s, s) || tiles == 0 {
-        return Err(format!("{}: pixel values of shape {shape:?}; [tiles, 3, {s}, {s}] wanted", path.display()).into());
-    }
-    let size = match &args.image_size {
-        Some(text) => parse_size(text)?,
-        None if tiles == 1 => (s, s),
-        None => return Err("--pixel-values with several tiles (LLaVA-NeXT) needs --image-size HEIGHTxWIDTH".into()),
-    };
-    Ok(Some(model.image_input_from_pixels(pixels, tiles, size)?))
-}
-
-/// `HEIGHTxWIDTH` as two positive numbers.
-fn parse_size(text: &str) -> Result<(usize, usize), String> {
-    let parsed = text.split_once('x').and_then(|(h, w)| Some((h.trim().parse().ok()?, w.trim().parse().ok()?)));
-    match parsed {
-        Some((h, w)) if h > 0 && w > 0 => Ok((h, w)),
-        _ => Err(format!("--image-size `{text}`: HEIGHTxWIDTH wanted, e.g. 480x640")),
-    }
-}
-
-/// The prompt's token ids: `--input-ids`, else `--prompt` (in the chat template with --chat;
-/// for a vision-language model with an image, in its conversation unless it says `<image>`).
-fn prompt_ids(args: &GenerateArgs, s: &mut Session, with_image: bool) -> Result<Vec<u32>, Box<dyn std::error::Error>> {
-    if let Some(path) = &args.input_ids {
-        let (shape, ids) = read_npy_u32(path)?;
-        if ids.is_empty() || shape.iter().filter(|&&d| d > 1).count() > 1 {
-            return Err(format!("{}: token ids of shape {shape:?}; one non-empty row wanted", path.display()).into());
-        }
-        return Ok(ids);
-    }
-    let prompt = args.prompt.as_deref().unwrap_or_default();
+    let text = args.prompt.as_deref().unwrap_or_default();
     let system = s.system.clone();
-    let text = if with_image { LlavaModel::prompt_text(prompt) } else { prompt.to_string() };
-    if let (Loaded::Llava(m), false) = (&s.model, args.chat) {
-        return Ok(m.encode_prompt(&text)?);
+    let chat = |model: &mut Loaded, text: &str| -> Result<Vec<u32>, Box<dyn std::error::Error>> {
+        let (_, tokenizer) = model.with_tokenizer(&args.model.model)?;
+        Ok(chat_prompt(tokenizer, &turn(system.as_deref(), text))?)
+    };
+    // LLaVA in the tokenizer's chat template: the image (if any) opens the user turn.
+    let llava_chat = matches!(s.model, Loaded::Llava(_)) && args.chat && input.input_ids.is_none();
+    let chat_ids = match llava_chat {
+        true => Some(chat(&mut s.model, &if input.has_image() { format!("<image>\n{text}") } else { text.to_string() })?),
+        false => None,
+    };
+    match &s.model {
+        Loaded::Llava(m) => llava_prompt(&input, m, text, chat_ids),
+        Loaded::Eve(m, _) => eve_prompt(&input, m, text),
+        Loaded::Text(..) => match input.input_ids {
+            Some(path) => Ok(Prompt::Ids(read_ids(path)?, Vec::new())),
+            None if args.chat => Ok(Prompt::Ids(chat(&mut s.model, text)?, Vec::new())),
+            None => {
+                let (_, tokenizer) = s.model.with_tokenizer(&args.model.model)?;
+                Ok(Prompt::Ids(tokenizer.encode(text, true)?, Vec::new()))
+            }
+        },
     }
-    let (_, tokenizer) = s.model.with_tokenizer(&args.model.model)?;
-    Ok(if args.chat { chat_prompt(tokenizer, &turn(system.as_deref(), &text))? } else { tokenizer.encode(&text, true)? })
 }
 
 /// Runs `kestrel generate`.
@@ -312,7 +304,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
     let image_given = args.image.is_some() || args.pixel_values.is_some();
     if image_given && !args.model.is_vlm() {
         return Err(format!(
-            "{}: a text-only model takes no image (--image / --pixel-values are for LLaVA models)",
+            "{}: a text-only model takes no image (--image / --pixel-values are for LLaVA and Eve models)",
             args.model.model.display()
         )
         .into());
@@ -325,21 +317,21 @@ pub fn run(args: &GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
     gpu.trim();
     gpu.memory().reset_peak();
     let vision_start = Instant::now();
-    let features = match &s.model {
-        Loaded::Llava(m) => match image_input(args, m)? {
-            Some(input) => Some(m.encode(&input)?),
-            None => None,
+    let prompt = prompt(args, &mut s)?;
+    let image_tokens = prompt.image_tokens();
+    let vision_ms = if image_tokens > 0 {
+        gpu.sync()?;
+        Some(vision_start.elapsed().as_secs_f64() * 1e3)
+    } else {
+        None
+    };
+    let segments = segments(
+        &prompt,
+        match &s.model {
+            Loaded::Llava(m) => Some(m),
+            _ => None,
         },
-        Loaded::Text(..) => None,
-    };
-    let vision_ms = features.as_ref().map(|_| vision_start.elapsed().as_secs_f64() * 1e3);
-    let prompt = prompt_ids(args, &mut s, features.is_some())?;
-    let images: Vec<kestrel::Tensor> = features.into_iter().collect();
-    let segments = match &s.model {
-        Loaded::Llava(m) => m.segments(&prompt, &images)?,
-        Loaded::Text(..) => vec![Segment::Tokens(&prompt)],
-    };
-    let image_tokens: usize = segments.iter().filter(|seg| matches!(seg, Segment::Embeddings(_))).map(Segment::len).sum();
+    )?;
     let mut sink = |piece: &str| {
         if !args.json {
             print_piece(piece);

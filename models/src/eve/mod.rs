@@ -50,13 +50,13 @@ pub struct EveModel {
     preprocess: PreprocessConfig,
 }
 
-/// The storage of the vision tower's and projector's linears for a decoder quantisation.
+/// The storage of the vision tower's and projector's linears for a decoder quantisation: w8
+/// under w4 (as LLaVA's: a 4-bit vision encoder costs too much accuracy).
 fn vision_quant(quant: WeightQuant) -> FileQuant {
     match quant {
         WeightQuant::Native | WeightQuant::F32 => FileQuant::F32,
         WeightQuant::F16 => FileQuant::F16,
-        WeightQuant::W8 => FileQuant::W8,
-        WeightQuant::W4 => FileQuant::W4,
+        WeightQuant::W8 | WeightQuant::W4 => FileQuant::W8,
     }
 }
 
@@ -92,6 +92,11 @@ impl EveModel {
             Ldp::load(ctx, &Checkpoint::new(store.source(), PROJECTOR_PREFIX), config.vision.encoder.hidden, config.hidden(), vq)?;
         let preprocess = load_config(&dir, config.vision.image_size)?;
         Ok(EveModel { ctx: ctx.clone(), config, vision, projector, weights, tokenizer: dir_tokenizer(&dir)?, preprocess })
+    }
+
+    /// The GPU context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
     }
 
     /// The configuration (refined from the checkpoint).
