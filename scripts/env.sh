@@ -1,8 +1,9 @@
 # Sourced by the scripts in this folder: installs the system packages Kestrel's GPU paths need
 # when they are missing (Debian/Ubuntu), and prepares the environment Mesa expects.
 
-# gcc, g++, binutils (nm) and valgrind build and check the C ABI's tests (scripts/test-capi.sh).
-kestrel_packages=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri gcc g++ binutils valgrind)
+# gcc, g++, binutils (nm) and valgrind build and check the C ABI's tests (scripts/test-capi.sh);
+# openjdk-17-jdk-headless runs the Android JNI layer's host test (scripts/test-android.sh).
+kestrel_packages=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri gcc g++ binutils valgrind openjdk-17-jdk-headless)
 
 kestrel_install_deps() {
     local missing=()

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: static checks (scripts/lint.sh), then every kernel against its CPU
 # reference on Vulkan (lavapipe: f16, subgroups, timestamps), then again on GL (llvmpipe: no
-# f16, no subgroups — the fallbacks), with the C ABI's tests (scripts/test-capi.sh) in between;
-# then the platforms CI cannot run (macOS, iOS, Windows, Android) are type-checked. Every kernel
-# variant's translation to MSL, HLSL and SPIR-V is tested once, in the Vulkan pass.
+# f16, no subgroups — the fallbacks), with the C ABI's tests (scripts/test-capi.sh) and the
+# Android JNI layer's host test (scripts/test-android.sh) in between; then the platforms CI
+# cannot run (macOS, iOS, Windows, Android) are type-checked. Every kernel variant's
+# translation to MSL, HLSL and SPIR-V is tested once, in the Vulkan pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -29,6 +30,8 @@ echo "== Vulkan (lavapipe) =="
 WGPU_BACKEND=vulkan cargo test --workspace
 echo "== C ABI (capi/): header drift, exported symbols, C tests against both libraries =="
 WGPU_BACKEND=vulkan scripts/test-capi.sh
+echo "== Android JNI layer (android/jni) on the host JVM =="
+WGPU_BACKEND=vulkan scripts/test-android.sh
 echo "== GL (llvmpipe): fallback paths =="
 # One test at a time: wgpu's GL backend serialises every call through one EGL context lock and
 # gives up after 6 s, which a long llvmpipe dispatch in a parallel test can exceed on a loaded
