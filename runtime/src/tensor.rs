@@ -23,19 +23,26 @@ impl std::fmt::Debug for Tensor {
 }
 
 /// Bytes of a tensor's buffer: its data padded to 16 bytes so kernels may use vec4 loads
-/// (they mask the tail); an error when the buffer would exceed the device's largest.
+/// (they mask the tail); an error when the buffer would exceed the device's largest, also when
+/// the element count or the byte size does not fit in 64 bits (checked arithmetic throughout:
+/// a shape from a file or an app never wraps around to a small buffer).
 pub(crate) fn padded_bytes(ctx: &Context, shape: &[usize], dtype: DType) -> Result<u64> {
     let limit = ctx.caps().max_buffer_size;
-    let bytes =
-        (numel(shape) as u64).checked_mul(dtype.size() as u64).ok_or(KestrelError::BufferTooLarge { requested: u64::MAX, limit })?;
-    let padded = bytes.div_ceil(16) * 16;
-    if crate::pool::size_class(padded) > limit {
+    let too_large = KestrelError::BufferTooLarge { requested: u64::MAX, limit };
+    let padded = shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .and_then(|n| n.checked_mul(dtype.size() as u64))
+        .and_then(|bytes| bytes.checked_next_multiple_of(16))
+        .ok_or(too_large)?;
+    if padded > limit || crate::pool::size_class(padded) > limit {
         return Err(KestrelError::BufferTooLarge { requested: padded, limit });
     }
     Ok(padded)
 }
 
-/// Number of elements of a shape.
+/// Number of elements of a shape (of a tensor that exists: creating one checks that its size
+/// fits).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -211,7 +218,9 @@ impl Tensor {
 }
 
 fn check_len(shape: &[usize], got: usize) -> Result<()> {
-    let expected = numel(shape);
+    let Some(expected) = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+        return Err(KestrelError::InvalidArgument { op: "Tensor", detail: format!("shape {shape:?} has more elements than fit in usize") });
+    };
     if expected != got {
         return Err(KestrelError::DataLength { expected, got });
     }

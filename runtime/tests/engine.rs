@@ -210,3 +210,20 @@ fn a_pass_reuses_the_buffers_of_dropped_intermediates() {
     let buffer = kestrel::pool::size_class(4 * n as u64);
     assert!(ctx.peak_gpu_bytes() <= 4 * buffer, "peak {} for buffers of {buffer}", ctx.peak_gpu_bytes());
 }
+
+#[test]
+fn tensor_sizes_that_overflow_are_errors_not_panics() {
+    let ctx = Context::new(&ContextOptions::from_env()).unwrap();
+    // Element counts or byte sizes past 64 bits, and sizes that only overflow when padded to 16.
+    let shapes: [&[usize]; 4] = [&[usize::MAX, 2], &[1 << 32, 1 << 32], &[usize::MAX], &[(1 << 62) - 1]];
+    for shape in shapes {
+        for dtype in [kestrel::DType::F32, kestrel::DType::F16, kestrel::DType::U32] {
+            match Tensor::empty(&ctx, shape, dtype) {
+                Err(KestrelError::BufferTooLarge { requested, limit }) => assert!(requested > limit, "{shape:?} {dtype:?}"),
+                other => panic!("{shape:?} {dtype:?}: {other:?}"),
+            }
+        }
+    }
+    assert!(matches!(Tensor::from_f32(&ctx, &[usize::MAX, 2], &[0.0; 2]), Err(KestrelError::InvalidArgument { .. })));
+    assert_eq!(Tensor::empty(&ctx, &[3, 5], kestrel::DType::F32).unwrap().shape(), &[3, 5]);
+}
