@@ -111,9 +111,10 @@ const char *kestrel_last_error(void);
 
 // Opens a GPU context. options_json: NULL or a JSON object with optional "backend"
 // ("vulkan", "metal", "dx12", "gl"; comma-separated), "adapter" (substring of the adapter
-// name), "cache_dir" (pipeline cache directory), "weight_textures" (bool), "no_f16",
-// "no_subgroups" (bools, testing the fallbacks). On success *out is a new runtime the caller
-// frees with kestrel_runtime_free; on failure *out is NULL. Thread-safe.
+// name), "cache_dir" (pipeline cache directory; without it no file is written),
+// "weight_textures" (bool), "no_f16", "no_subgroups" (bools, testing the fallbacks). No
+// environment variable is read. On success *out is a new runtime the caller frees with
+// kestrel_runtime_free; on failure *out is NULL. Thread-safe.
 //
 // # Safety
 // options_json is NULL or a NUL-terminated string; out is NULL or writable.

@@ -15,9 +15,9 @@ use crate::pool::BufferPool;
 /// How to choose and configure the device.
 #[derive(Clone, Debug, Default)]
 pub struct ContextOptions {
-    /// Backends to search; `None` reads `WGPU_BACKEND` (e.g. `vulkan`, `gl`) or uses all.
+    /// Backends to search; `None`: all.
     pub backends: Option<wgpu::Backends>,
-    /// Case-insensitive substring of the adapter name; `None` reads `KESTREL_ADAPTER`.
+    /// Case-insensitive substring of the adapter name; `None` (or empty): the best adapter.
     pub adapter_filter: Option<String>,
     /// Pretend the device has no `SHADER_F16` (tests the packed-u32 fallback).
     pub disable_f16: bool,
@@ -36,11 +36,11 @@ pub struct ContextOptions {
     /// that avoid one big buffer); the binding limit shrinks with it.
     pub max_buffer_override: Option<u64>,
     /// Store quantised weights in textures (`Some(true)`) or storage buffers (`Some(false)`);
-    /// `None` reads `KESTREL_WEIGHT_TEXTURES` (`1` / `0`), else textures exactly when the CPU
-    /// kernel set runs (see [`Capabilities::texture_weights`]).
+    /// `None`: textures exactly when the CPU kernel set runs (see
+    /// [`Capabilities::texture_weights`]).
     pub weight_textures: Option<bool>,
-    /// Where the driver pipeline cache is persisted; `None` uses `KESTREL_CACHE_DIR`, then
-    /// `$XDG_CACHE_HOME/kestrel`, then `$HOME/.cache/kestrel`.
+    /// Where the driver pipeline cache is persisted; `None`: nowhere (pipelines are compiled
+    /// once per process). [`ContextOptions::from_env`] fills it for the CLI.
     pub cache_dir: Option<PathBuf>,
     /// Kernel tests only: make the kernels behave as on a device with another subgroup layout
     /// (see [`SubgroupLayoutTest`]).
@@ -74,45 +74,44 @@ impl SubgroupLayoutTest {
 }
 
 impl ContextOptions {
-    /// Options from the environment: `WGPU_BACKEND`, `KESTREL_ADAPTER`,
+    /// Options from the environment, for the CLI and tests (the library itself reads no
+    /// environment variable: [`ContextOptions::default`] and every other constructor take only
+    /// what they are given): `WGPU_BACKEND` (e.g. `vulkan`, `gl`), `KESTREL_ADAPTER`,
     /// `KESTREL_NO_F16=1` / `KESTREL_NO_SUBGROUPS=1` to force the fallback kernels,
     /// `KESTREL_NO_TIMESTAMPS_INSIDE_PASSES=1` / `KESTREL_NO_TIMESTAMPS=1` to force the
-    /// profiler's fallbacks, and `KESTREL_GPU_KERNELS=1` to use the GPU kernels on a CPU adapter
-    /// (the weight storage follows `KESTREL_WEIGHT_TEXTURES` when set, see
-    /// [`ContextOptions::weight_textures`]).
+    /// profiler's fallbacks, `KESTREL_GPU_KERNELS=1` to use the GPU kernels on a CPU adapter,
+    /// `KESTREL_WEIGHT_TEXTURES=1|0` for the weight storage, and the pipeline cache in
+    /// `KESTREL_CACHE_DIR`, else `$XDG_CACHE_HOME/kestrel`, else `$HOME/.cache/kestrel`.
     pub fn from_env() -> Self {
         let flag = |name: &str| std::env::var(name).map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
         ContextOptions {
+            backends: wgpu::Backends::from_env(),
+            adapter_filter: std::env::var("KESTREL_ADAPTER").ok(),
             disable_f16: flag("KESTREL_NO_F16"),
             disable_subgroups: flag("KESTREL_NO_SUBGROUPS"),
             disable_timestamps_inside_passes: flag("KESTREL_NO_TIMESTAMPS_INSIDE_PASSES"),
             disable_timestamps: flag("KESTREL_NO_TIMESTAMPS"),
             gpu_kernels: flag("KESTREL_GPU_KERNELS"),
+            weight_textures: match std::env::var("KESTREL_WEIGHT_TEXTURES").as_deref() {
+                Ok("1" | "true") => Some(true),
+                Ok("0" | "false") => Some(false),
+                _ => None,
+            },
+            cache_dir: cache_dir_from_env(
+                std::env::var_os("KESTREL_CACHE_DIR"),
+                std::env::var_os("XDG_CACHE_HOME"),
+                std::env::var_os("HOME"),
+            ),
             ..Default::default()
         }
     }
 
     fn resolved_backends(&self) -> wgpu::Backends {
-        self.backends.or_else(wgpu::Backends::from_env).unwrap_or(wgpu::Backends::all())
-    }
-
-    fn resolved_weight_textures(&self) -> Option<bool> {
-        self.weight_textures.or_else(|| match std::env::var("KESTREL_WEIGHT_TEXTURES").ok()?.as_str() {
-            "1" | "true" => Some(true),
-            "0" | "false" => Some(false),
-            _ => None,
-        })
+        self.backends.unwrap_or(wgpu::Backends::all())
     }
 
     fn resolved_filter(&self) -> Option<String> {
-        self.adapter_filter.clone().or_else(|| std::env::var("KESTREL_ADAPTER").ok()).filter(|s| !s.is_empty())
-    }
-
-    fn resolved_cache_dir(&self) -> Option<PathBuf> {
-        if let Some(dir) = &self.cache_dir {
-            return Some(dir.clone());
-        }
-        cache_dir_from_env(std::env::var_os("KESTREL_CACHE_DIR"), std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+        self.adapter_filter.clone().filter(|s| !s.is_empty())
     }
 }
 
@@ -165,14 +164,12 @@ impl AdapterSummary {
     }
 }
 
-/// Lists every adapter on the given backends (`None`: as [`ContextOptions`] resolves them).
+/// Lists every adapter on the given backends (`None`: those of [`ContextOptions::from_env`],
+/// i.e. `WGPU_BACKEND`, else all; `kestrel info` lists what the other commands choose from).
 pub fn list_adapters(backends: Option<wgpu::Backends>) -> Vec<AdapterSummary> {
-    let opts = ContextOptions { backends, ..Default::default() };
-    let instance = make_instance(opts.resolved_backends());
-    pollster::block_on(instance.enumerate_adapters(opts.resolved_backends()))
-        .iter()
-        .map(|a| AdapterSummary::from_info(&a.get_info()))
-        .collect()
+    let backends = backends.or_else(wgpu::Backends::from_env).unwrap_or(wgpu::Backends::all());
+    let instance = make_instance(backends);
+    pollster::block_on(instance.enumerate_adapters(backends)).iter().map(|a| AdapterSummary::from_info(&a.get_info())).collect()
 }
 
 fn make_instance(backends: wgpu::Backends) -> wgpu::Instance {
@@ -290,7 +287,7 @@ impl Context {
         if opts.gpu_kernels {
             caps.cpu = false;
         }
-        caps.texture_weights = opts.resolved_weight_textures().unwrap_or(caps.cpu);
+        caps.texture_weights = opts.weight_textures.unwrap_or(caps.cpu);
         if let Some(over) = opts.max_buffer_override {
             caps.max_buffer_size = caps.max_buffer_size.min(over.max(caps.storage_offset_alignment as u64 * 4));
             caps.max_storage_binding = caps.max_storage_binding.min(caps.max_buffer_size);
@@ -298,7 +295,7 @@ impl Context {
         if let Some(over) = opts.max_binding_override {
             caps.max_storage_binding = caps.max_storage_binding.min(over.max(caps.storage_offset_alignment as u64 * 4));
         }
-        let cache_file = opts.resolved_cache_dir().and_then(|dir| wgpu::util::pipeline_cache_key(&adapter_info).map(|key| dir.join(key)));
+        let cache_file = opts.cache_dir.clone().and_then(|dir| wgpu::util::pipeline_cache_key(&adapter_info).map(|key| dir.join(key)));
         let extra = opts.subgroup_layout_test.map(|t| vec![t.define()]).unwrap_or_default();
         let pipelines = PipelineCache::new(&device, &caps, cache_file, extra);
         log::info!(

@@ -17,7 +17,8 @@ pub struct RuntimeOptions {
     pub backend: Option<String>,
     /// Use the first adapter whose name contains this (case-insensitive).
     pub adapter: Option<String>,
-    /// Directory where the driver's pipeline cache is kept between runs (Vulkan).
+    /// Directory where the driver's pipeline cache is kept between runs (Vulkan); `None`: no
+    /// file is written (Kestrel reads no environment variable for it, or for anything else).
     pub cache_dir: Option<PathBuf>,
     /// Keep weights in textures (`true`) or storage buffers (`false`); default: textures on
     /// CPU adapters only.
