@@ -40,8 +40,9 @@ pub const INCLUDES: &[(&str, &str)] = &[
     ("wg_reduce", include_str!("../../shaders/include/wg_reduce.wgsl")),
 ];
 
-/// Returns the WGSL source of a kernel family: the copy built into the binary, or, when
-/// `KESTREL_SHADER_DIR` is set (kernel development), `$KESTREL_SHADER_DIR/<family>.wgsl`.
+/// Returns the WGSL source of a kernel family: the copy built into the binary, or, in a build
+/// with the `shader-dir` feature where `KESTREL_SHADER_DIR` is set (kernel development),
+/// `$KESTREL_SHADER_DIR/<family>.wgsl`.
 pub fn source(family: &str) -> Result<Cow<'static, str>> {
     let builtin = FAMILIES.iter().find(|(name, _)| *name == family).map(|(_, src)| *src).ok_or_else(|| KestrelError::Shader {
         family: family.to_string(),
@@ -51,7 +52,8 @@ pub fn source(family: &str) -> Result<Cow<'static, str>> {
     from_dir_or(family, &format!("{family}.wgsl"), builtin)
 }
 
-/// The text of `#include name`: the built-in copy, or `$KESTREL_SHADER_DIR/include/<name>.wgsl`.
+/// The text of `#include name`: the built-in copy, or (feature `shader-dir`)
+/// `$KESTREL_SHADER_DIR/include/<name>.wgsl`.
 fn include_source(family: &str, name: &str) -> Result<Cow<'static, str>> {
     let builtin = INCLUDES.iter().find(|(n, _)| *n == name).map(|(_, src)| *src).ok_or_else(|| KestrelError::Shader {
         family: family.to_string(),
@@ -61,19 +63,21 @@ fn include_source(family: &str, name: &str) -> Result<Cow<'static, str>> {
     from_dir_or(family, &format!("include/{name}.wgsl"), builtin)
 }
 
-/// `$KESTREL_SHADER_DIR/<file>` when that variable is set (kernel development), else `builtin`.
+/// `$KESTREL_SHADER_DIR/<file>` when the `shader-dir` feature is on and that variable is set
+/// (kernel development), else `builtin`. Without the feature no variable is read.
 fn from_dir_or(family: &str, file: &str, builtin: &'static str) -> Result<Cow<'static, str>> {
-    match std::env::var_os("KESTREL_SHADER_DIR") {
-        Some(dir) => {
-            let path = std::path::Path::new(&dir).join(file);
-            std::fs::read_to_string(&path).map(Cow::Owned).map_err(|e| KestrelError::Shader {
-                family: family.to_string(),
-                variant: String::new(),
-                message: format!("{}: {e}", path.display()),
-            })
-        }
-        None => Ok(Cow::Borrowed(builtin)),
+    #[cfg(feature = "shader-dir")]
+    if let Some(dir) = std::env::var_os("KESTREL_SHADER_DIR") {
+        let path = std::path::Path::new(&dir).join(file);
+        return std::fs::read_to_string(&path).map(Cow::Owned).map_err(|e| KestrelError::Shader {
+            family: family.to_string(),
+            variant: String::new(),
+            message: format!("{}: {e}", path.display()),
+        });
     }
+    #[cfg(not(feature = "shader-dir"))]
+    let _ = (family, file);
+    Ok(Cow::Borrowed(builtin))
 }
 
 /// A set of preprocessor defines, kept sorted so equal variants have equal keys.
