@@ -88,6 +88,23 @@ public struct ProfileReport: Sendable {
     public let json: String
 }
 
+/// Calls `body` with `s` as a NUL-terminated C string, or NULL for nil.
+private func withOptionalCString<T>(_ s: String?, _ body: (UnsafePointer<CChar>?) throws -> T) rethrows -> T {
+    guard let s else { return try body(nil) }
+    return try s.withCString { try body($0) }
+}
+
+/// The parts of the profiler's JSON that ProfileReport lifts out.
+private struct ProfileSummary: Decodable {
+    struct Latency: Decodable {
+        let p50: Double
+        let p90: Double
+    }
+
+    let latency_ms: Latency
+    let peak_gpu_bytes: UInt64
+}
+
 /// Receives the pieces of one kestrel_generate call (its user_data).
 private final class StreamSink {
     let continuation: AsyncThrowingStream<String, Error>.Continuation
@@ -135,11 +152,11 @@ public final class KestrelModel: @unchecked Sendable {
     public static func load(path: String, options: String? = nil, runtimeOptions: String? = nil) async throws -> KestrelModel {
         try await Task.detached {
             var runtime: OpaquePointer?
-            try KestrelError.check(kestrel_runtime_create(runtimeOptions, &runtime))
+            try withOptionalCString(runtimeOptions) { try KestrelError.check(kestrel_runtime_create($0, &runtime)) }
             // The model keeps the GPU context alive; the runtime handle is not needed after.
             defer { kestrel_runtime_free(runtime) }
             var model: OpaquePointer?
-            try KestrelError.check(kestrel_model_load(runtime, path, options, &model))
+            try withOptionalCString(options) { try KestrelError.check(kestrel_model_load(runtime, path, $0, &model)) }
             guard let model else { throw KestrelError(status: .internal, message: "kestrel_model_load returned no model") }
             return KestrelModel(handle: model)
         }.value
@@ -233,9 +250,7 @@ public final class KestrelModel: @unchecked Sendable {
             var json: UnsafeMutablePointer<CChar>?
             try KestrelError.check(kestrel_model_profile(handle, "{\"iters\": \(iters), \"trace\": \(trace)}", &json))
             let text = Self.take(json)
-            struct Latency: Decodable { let p50: Double; let p90: Double }
-            struct Summary: Decodable { let latency_ms: Latency; let peak_gpu_bytes: UInt64 }
-            let s = try JSONDecoder().decode(Summary.self, from: Data(text.utf8))
+            let s = try JSONDecoder().decode(ProfileSummary.self, from: Data(text.utf8))
             return ProfileReport(p50Ms: s.latency_ms.p50, p90Ms: s.latency_ms.p90, peakGpuBytes: s.peak_gpu_bytes, json: text)
         }.value
     }
