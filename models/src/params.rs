@@ -286,7 +286,7 @@ impl RandomParams {
     }
 
     /// `n` values uniform in ±0.05, a function of the seed and the name only.
-    fn values(&self, name: &str, n: usize) -> Vec<f32> {
+    pub(crate) fn values(&self, name: &str, n: usize) -> Vec<f32> {
         // FNV-1a over the name, mixed with the seed, drives a SplitMix64 stream.
         let mut state = name.bytes().fold(0xcbf2_9ce4_8422_2325u64 ^ self.seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
         (0..n)

@@ -10,6 +10,7 @@ mod generate;
 mod info;
 mod inspect;
 mod profile;
+mod profile_vlm;
 mod vlm_input;
 
 use std::process::ExitCode;

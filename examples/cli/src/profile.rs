@@ -17,12 +17,15 @@ use kestrel_models::slab::config::lookup;
 use serde_json::json;
 
 use crate::convert::parse_quant;
+use crate::profile_vlm::{self, VlmProfileArgs};
 
 /// Arguments of `kestrel profile`.
 #[derive(clap::Args)]
 pub struct ProfileArgs {
     /// Architecture names (e.g. `slab-swin-t`, `slab_deit_tiny`) or checkpoint / Kestrel files.
     /// Several models are timed interleaved in one process (fair ratios on a noisy machine).
+    /// Vision-language architectures (`clip-vit-l-14-336`, `llava-1.5-7b`, `eve-1.8b`; not
+    /// mixed with others) report vision encode, prefill and decode instead.
     #[arg(required = true)]
     models: Vec<String>,
     /// Weight storage: f32, f16, w8 or w4 (a Kestrel file keeps its own).
@@ -45,6 +48,14 @@ pub struct ProfileArgs {
     /// fraction of the best.
     #[arg(long)]
     vs_matmul: bool,
+    /// Vision-language architectures: decode steps timed after the prefill.
+    #[arg(long, default_value_t = 16)]
+    decode_tokens: usize,
+    /// Vision-language architectures: skip the vision encode and the image's prefill (prefill
+    /// one token, then decode): a large model's decode bandwidth without minutes of prefill on
+    /// a CPU adapter.
+    #[arg(long)]
+    decode_only: bool,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -104,6 +115,23 @@ fn check_trace_path(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Runs `kestrel profile`.
 pub fn run(args: &ProfileArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let vlms = args.models.iter().filter(|m| profile_vlm::is_vlm(m)).count();
+    if vlms > 0 {
+        if vlms < args.models.len() {
+            return Err(
+                format!("profile the vision-language architectures ({}) apart from other models", profile_vlm::NAMES.join(", ")).into()
+            );
+        }
+        let vargs = VlmProfileArgs {
+            models: &args.models,
+            quant: &args.quant,
+            iters: args.iters,
+            decode_tokens: args.decode_tokens,
+            decode_only: args.decode_only,
+            json: args.json,
+        };
+        return profile_vlm::run(&vargs);
+    }
     let quant = parse_quant(&args.quant)?;
     if let Some(path) = &args.trace {
         check_trace_path(path)?;

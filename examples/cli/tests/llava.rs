@@ -155,3 +155,9 @@ fn bad_inputs_fail_cleanly() {
     let t5 = fixture("llava/llava15_t5");
     assert_clean_failure(&run(&["--model", path(&t5), "--image", path(&photo), "--prompt", "hi"]), "tokenizer");
 }
+
+#[test]
+fn profile_keeps_vision_language_architectures_apart() {
+    let out = kestrel(&["profile", "llava-1.5-7b", "slab-deit-t"]);
+    assert_clean_failure(&out, "apart from other models");
+}

@@ -167,6 +167,19 @@ impl EveConfig {
         Ok(EveConfig { llm, vision, select_layer, pad_to_square })
     }
 
+    /// Eve-1.8B as the paper describes it (hidden 2048, 22 layers, 16 heads, MLP 5632, vocabulary
+    /// 48000, EVF on the even layers, CLIP ViT-L/14-336, LDP), for profiling with seeded weights.
+    pub fn eve_1_8b() -> Result<EveConfig> {
+        EveConfig::from_json(&serde_json::json!({
+            "model_type": "moe_llava_zhizi", "image_projector_type": "ldpnet", "bias": true,
+            "hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 16, "intermediate_size": 5632,
+            "vocab_size": 48000, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "image_aspect_ratio": "pad",
+            "mm_hidden_size": 1024, "mm_image_tower": "openai/clip-vit-large-patch14-336", "mm_vision_select_layer": -2,
+            "moe": {"moe_enable": true, "moe_layers_idx": [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20], "num_experts": [2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],
+                    "top_k_experts": 1, "use_residual": true}
+        }))
+    }
+
     /// The projector's output width (the LLM's).
     pub fn hidden(&self) -> usize {
         self.llm.hidden

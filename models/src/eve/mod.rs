@@ -19,14 +19,15 @@ use kestrel::ops::attention::RopeLayout;
 use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};
 
-use crate::clip::preprocess::load_config;
+use crate::clip::preprocess::{default_config, load_config};
 use crate::clip::vision::VisionTower;
 use crate::error::{ModelError, Result};
 use crate::llm::decoder::{Decoder, DecoderOptions, Segment};
 use crate::llm::load::{WEIGHT_FILES, dir_tokenizer, read_json};
+use crate::llm::random::RandomCheckpoint;
 use crate::llm::tokenizer::Tokenizer;
 use crate::llm::weights::{DecoderWeights, LoadOptions, Naming, Store, WeightQuant, load_weights, refine_config};
-use crate::params::Checkpoint;
+use crate::params::{Checkpoint, RandomParams};
 use crate::vision::{DecodeLimits, ImageTensor, PreprocessConfig, load_image, preprocess};
 
 use config::EveConfig;
@@ -92,6 +93,19 @@ impl EveModel {
             Ldp::load(ctx, &Checkpoint::new(store.source(), PROJECTOR_PREFIX), config.vision.encoder.hidden, config.hidden(), vq)?;
         let preprocess = load_config(&dir, config.vision.image_size)?;
         Ok(EveModel { ctx: ctx.clone(), config, vision, projector, weights, tokenizer: dir_tokenizer(&dir)?, preprocess })
+    }
+
+    /// An Eve of `config` with seeded random weights (`kestrel profile eve-1.8b`: latency and
+    /// memory do not depend on the values).
+    pub fn random(ctx: &Arc<Context>, config: EveConfig, quant: WeightQuant, seed: u64) -> Result<EveModel> {
+        let store = Store::Plain(Box::new(RandomCheckpoint::new(&config.llm, seed)));
+        let opts = LoadOptions { quant, ..LoadOptions::default() };
+        let weights = load_weights(ctx, &store, &config.llm, Naming::Hf, RopeLayout::RotateHalf, &opts, &mut |_, _| {})?;
+        let (vq, params) = (vision_quant(quant), RandomParams::new(seed));
+        let vision = VisionTower::load(ctx, &config.vision, &params, vq)?;
+        let projector = Ldp::load(ctx, &params, config.vision.encoder.hidden, config.hidden(), vq)?;
+        let preprocess = default_config(config.vision.image_size);
+        Ok(EveModel { ctx: ctx.clone(), config, vision, projector, weights, tokenizer: None, preprocess })
     }
 
     /// The GPU context.

@@ -106,6 +106,19 @@ impl LlavaConfig {
         Ok(LlavaConfig { kind, vision, text, image_token, feature_layer, select, projector_bias, grid_pinpoints })
     }
 
+    /// llava-hf's LLaVA-1.5-7B: CLIP ViT-L/14-336 (layer −2, patches), the GELU projector, the
+    /// Vicuna-7B decoder (LLaMA: hidden 4096, 32 layers, 32 heads, MLP 11008, vocabulary 32064,
+    /// 4096 positions), image token 32000; for profiling with seeded weights.
+    pub fn llava_15_7b() -> Result<LlavaConfig> {
+        LlavaConfig::from_json(&serde_json::json!({
+            "model_type": "llava", "image_token_index": 32000, "projector_hidden_act": "gelu",
+            "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
+            "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096, "num_attention_heads": 16,
+                              "num_hidden_layers": 24, "patch_size": 14, "projection_dim": 768},
+            "text_config": {"model_type": "llama", "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "vocab_size": 32064}
+        }))
+    }
+
     /// Features per image tile: `grid²` (+ 1 with [`FeatureSelect::Full`]).
     pub fn tile_features(&self) -> usize {
         let g = self.vision.grid();

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::LlavaModel;
 use super::config::{FeatureSelect, LlavaConfig, LlavaKind};
-use super::load::{vision_parts, vision_quant};
+use super::load::{stored_half, vision_parts, vision_quant};
 use crate::clip::config::{Activation, EncoderConfig, VisionConfig};
 use crate::clip::preprocess::default_config;
 use crate::error::{ModelError, Result};
@@ -188,7 +188,7 @@ impl LlavaModel {
             projector_bias,
             grid_pinpoints,
         };
-        let vq = vision_quant(opts.quant, &params, "embeddings.patch_embedding.weight");
+        let vq = vision_quant(opts.quant, stored_half(&params, "encoder.layers.0.self_attn.q_proj.weight"));
         let all = Checkpoint::new(&params, "");
         let (vision, projector, newline) = vision_parts(ctx, &config, &all, &all, vq)?;
         let decoder = Decoder::new(ctx, config.text.clone(), llm.weights, decoder)?;

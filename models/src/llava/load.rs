@@ -26,8 +26,9 @@ use crate::clip::preprocess::load_config;
 use crate::error::{ModelError, Result};
 use crate::llm::decoder::{Decoder, DecoderOptions};
 use crate::llm::load::{WEIGHT_FILES, dir_tokenizer, read_json};
+use crate::llm::random::RandomCheckpoint;
 use crate::llm::weights::{LoadOptions, Naming, Store, WeightQuant, load_weights, refine_config};
-use crate::params::{Checkpoint, ParamSource};
+use crate::params::{Checkpoint, ParamSource, RandomParams};
 
 /// Where each part of the checkpoint lives in one key layout.
 struct Layout {
@@ -58,15 +59,19 @@ fn layout(src: &dyn WeightSource) -> Result<&'static Layout> {
 /// The vision tower's and projector's storage for `quant`: as asked, except w8 for
 /// [`WeightQuant::W4`] (4-bit vision encoders lose too much: the tiny fixtures' logits fall to
 /// cosine 0.945 of f32 with a 4-bit tower, as llama.cpp keeps its `mmproj` in 16 or 8 bits),
-/// and for [`WeightQuant::Native`] f16 when the file stores the tower in 16 bits, else f32.
-pub(crate) fn vision_quant(quant: WeightQuant, src: &dyn WeightSource, probe: &str) -> FileQuant {
-    if quant == WeightQuant::W4 {
-        return FileQuant::W8;
+/// and for [`WeightQuant::Native`] f16 when the file stores the tower in 16 bits (`stored_half`),
+/// else f32.
+pub(crate) fn vision_quant(quant: WeightQuant, stored_half: bool) -> FileQuant {
+    match quant {
+        WeightQuant::W4 => FileQuant::W8,
+        WeightQuant::Native if stored_half => FileQuant::F16,
+        q => q.file_quant().unwrap_or(FileQuant::F32),
     }
-    quant.file_quant().unwrap_or_else(|| {
-        let half = src.info(probe).is_some_and(|t| matches!(t.dtype, WeightDType::F16 | WeightDType::BF16));
-        if half { FileQuant::F16 } else { FileQuant::F32 }
-    })
+}
+
+/// Whether `src` stores the tensor `name` in 16 bits.
+pub(crate) fn stored_half(src: &dyn WeightSource, name: &str) -> bool {
+    src.info(name).is_some_and(|t| matches!(t.dtype, WeightDType::F16 | WeightDType::BF16))
 }
 
 /// The model directory of `path` (itself, or the directory of a weight file in it).
@@ -112,7 +117,7 @@ impl LlavaModel {
         let nested = format!("{}vision_model.", l.vision);
         let probe = "embeddings.patch_embedding.weight";
         let tower_prefix = if src.info(&format!("{nested}{probe}")).is_some() { nested } else { l.vision.to_string() };
-        let vq = vision_quant(opts.quant, src.as_ref(), &format!("{tower_prefix}{probe}"));
+        let vq = vision_quant(opts.quant, stored_half(src.as_ref(), &format!("{tower_prefix}{probe}")));
         let tower = Checkpoint::new(src.as_ref(), tower_prefix);
         let (vision, projector, newline) = vision_parts(ctx, &config, &tower, &Checkpoint::new(src.as_ref(), l.top), vq)?;
         let preprocess = load_config(&dir, config.vision.image_size)?;
@@ -122,6 +127,21 @@ impl LlavaModel {
         let weights = load_weights(ctx, &store, &config.text, Naming::Hf, RopeLayout::RotateHalf, opts, progress)?;
         let decoder = Decoder::new(ctx, config.text.clone(), weights, decoder)?;
         Ok(LlavaModel { ctx: ctx.clone(), config, vision, projector, newline, decoder, tokenizer: dir_tokenizer(&dir)?, preprocess })
+    }
+}
+
+impl LlavaModel {
+    /// A LLaVA of `config` with seeded random weights (`kestrel profile llava-1.5-7b`: latency
+    /// and memory do not depend on the values).
+    pub fn random(ctx: &Arc<Context>, config: LlavaConfig, opts: &LoadOptions, decoder: &DecoderOptions, seed: u64) -> Result<LlavaModel> {
+        let params = RandomParams::new(seed);
+        let vq = vision_quant(opts.quant, false);
+        let (vision, projector, newline) = vision_parts(ctx, &config, &params, &params, vq)?;
+        let store = Store::Plain(Box::new(RandomCheckpoint::new(&config.text, seed)));
+        let weights = load_weights(ctx, &store, &config.text, Naming::Hf, RopeLayout::RotateHalf, opts, &mut |_, _| {})?;
+        let decoder = Decoder::new(ctx, config.text.clone(), weights, decoder)?;
+        let preprocess = crate::clip::preprocess::default_config(config.vision.image_size);
+        Ok(LlavaModel { ctx: ctx.clone(), config, vision, projector, newline, decoder, tokenizer: None, preprocess })
     }
 }
 

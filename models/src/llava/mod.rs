@@ -139,6 +139,23 @@ impl LlavaModel {
         }
     }
 
+    /// Records the tower and the projector of LLaVA-1.5 on one tile `[1, 3, S, S]`: its
+    /// features `[grid², hidden]`.
+    pub fn record_image(&self, rec: &mut Recorder, pixels: &Tensor) -> Result<Tensor> {
+        if self.vision.check_pixels(pixels)? != 1 || self.config.kind != LlavaKind::V15 {
+            return Err(ModelError::Input("record_image takes one tile of LLaVA-1.5".into()));
+        }
+        let x = self.vision.patch_features(rec, pixels, self.config.feature_layer)?;
+        let x = x.reshape(&[x.shape()[1], self.config.vision.encoder.hidden])?;
+        self.project(rec, &x)
+    }
+
+    /// Records the projector on vision features `[n, C]`: `[n, hidden]`.
+    fn project(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        let h = self.projector[0].forward_gelu(rec, x)?;
+        Ok(self.projector[1].forward(rec, &h)?)
+    }
+
     /// Records the tower, the projector and (NeXT) the packing of `input`; returns its features
     /// `[n, hidden]` on the GPU (nothing read back).
     pub fn encode(&self, input: &ImageInput) -> Result<Tensor> {
@@ -154,8 +171,7 @@ impl LlavaModel {
         };
         let per_tile = x.shape()[1];
         let x = x.reshape(&[input.tiles * per_tile, self.config.vision.encoder.hidden])?;
-        let h = self.projector[0].forward_gelu(&mut rec, &x)?;
-        let features = self.projector[1].forward(&mut rec, &h)?;
+        let features = self.project(&mut rec, &x)?;
         let out = match input.grid {
             None => features,
             Some(grid) => {

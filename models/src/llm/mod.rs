@@ -5,6 +5,7 @@ pub mod config;
 pub mod decoder;
 pub mod generate;
 pub mod load;
+pub mod random;
 pub mod sampler;
 pub mod tokenizer;
 pub mod weights;

@@ -25,7 +25,7 @@ use kestrel::weights::fold::{ChannelAffine, fold_into_following_linear};
 use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, DType, KestrelError, Recorder, Tensor};
 
-pub use names::{FfnSite, Naming, Part};
+pub use names::{FfnSite, Naming, Part, moe_coefficient, moe_router};
 pub use store::Store;
 
 use super::config::{LlmConfig, MlpKind, NormKind};
