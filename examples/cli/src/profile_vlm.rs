@@ -2,7 +2,7 @@
 //! memory do not depend on the values): `clip-vit-l-14-336` (the CLIP vision tower's encode),
 //! `llava-1.5-7b` and `eve-1.8b` (vision encode, prefill of the image's tokens with a short
 //! prompt around them, decode). Decode reads every linear weight once per token: its weight
-//! bandwidth is compared with the `copy` kernel's, measured in the same run.
+//! bandwidth is compared with the `copy` kernel's, measured just before and after it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -123,7 +123,6 @@ fn copy_gbps(ctx: &Arc<Context>) -> Result<f64, Error> {
 pub fn run(args: &VlmProfileArgs) -> Result<(), Error> {
     let quant = WeightQuant::from_name(args.quant).ok_or_else(|| format!("unknown --quant `{}`", args.quant))?;
     let ctx = Context::new(&ContextOptions::from_env())?;
-    let copy = copy_gbps(&ctx)?;
     for name in args.models {
         ctx.trim();
         ctx.memory().reset_peak();
@@ -133,20 +132,12 @@ pub fn run(args: &VlmProfileArgs) -> Result<(), Error> {
         let load_peak = ctx.peak_gpu_bytes();
         ctx.trim();
         ctx.memory().reset_peak();
-        profile_one(&ctx, name, &mut s, args, copy, load_s, load_peak)?;
+        profile_one(&ctx, name, &mut s, args, load_s, load_peak)?;
     }
     Ok(())
 }
 
-fn profile_one(
-    ctx: &Arc<Context>,
-    name: &str,
-    s: &mut Subject,
-    args: &VlmProfileArgs,
-    copy: f64,
-    load_s: f64,
-    load_peak: u64,
-) -> Result<(), Error> {
+fn profile_one(ctx: &Arc<Context>, name: &str, s: &mut Subject, args: &VlmProfileArgs, load_s: f64, load_peak: u64) -> Result<(), Error> {
     let side = 336;
     let pixels: Vec<f32> = (0..3 * side * side).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
     let pixels = Tensor::from_f32(ctx, &[1, 3, side, side], &pixels)?;
@@ -181,11 +172,15 @@ fn profile_one(
         let mut id = dec.prefill_segments(&segments)?.argmax()?;
         let prefill_s = start.elapsed().as_secs_f64();
         let steps = args.decode_tokens.max(1);
+        // The copy kernel's bandwidth just before and just after the decode steps (the better
+        // of the two): the ratio compares like with like on a machine whose load changes.
+        let copy_before = copy_gbps(ctx)?;
         let start = Instant::now();
         for _ in 0..steps {
             id = dec.decode_step(id)?.argmax()?;
         }
         let decode_tok_s = steps as f64 / start.elapsed().as_secs_f64();
+        let copy = copy_before.max(copy_gbps(ctx)?);
         let weight_bytes = dec.weights().linear_bytes();
         let gbps = weight_bytes as f64 * decode_tok_s / 1e9;
         out["prefill_tokens"] = json!(prefill_tokens);
