@@ -4,7 +4,8 @@
 //! Tolerances (acceptance of issue #17), max |Δ| per value, f32 weights and KV cache:
 //! - preprocessing (CLIPImageProcessorPil / LlavaNextImageProcessorPil on two real photos):
 //!   ≤ 1e-2 per pixel value;
-//! - the projected (and, for NeXT, packed) image features: ≤ 1e-3;
+//! - the projected (and, for NeXT, packed) image features and every decoder layer's output
+//!   over the prompt: ≤ 1e-3;
 //! - the last prompt position's logits and the logits of each of 16 greedy tokens decoded with
 //!   the KV cache: ≤ 2e-3; the greedy ids equal transformers' `generate`.
 //! - w8 / w4: cosine ≥ 0.999 / ≥ 0.99 of the f32 model's logits (w4 not met: see
@@ -100,6 +101,24 @@ fn run(model: &mut LlavaModel, input: &ImageInput, prompt: &[u32], tokens: usize
     (last, g.tokens, g.logits)
 }
 
+/// Every decoder layer's output over the prompt (image features in place) against
+/// transformers' `hidden_states` (entry `i + 1` is layer `i`'s output; the last entry is after
+/// the final norm and is covered by the logits), ≤ 1e-3.
+fn check_layers(model: &mut LlavaModel, input: &ImageInput, prompt: &[u32], want: &Value, model_dir: &str, image: &str) {
+    let features = model.encode(input).expect("encode");
+    let segments = model.segments(prompt, std::slice::from_ref(&features)).expect("segments");
+    let dec = model.decoder_mut();
+    dec.reset();
+    let (_, trace) = dec.prefill_traced(&segments).expect("traced prefill");
+    let reference = want["hidden_states"].as_array().expect("hidden states");
+    let layers = reference.len() - 2;
+    assert!(layers >= 1 && trace.hidden.len() == layers + 1, "{} traced layers", trace.hidden.len());
+    for (i, h) in trace.hidden.iter().take(layers).enumerate() {
+        let d = max_diff(&h.to_vec_f32().expect("readback"), &flat(&reference[i + 1]));
+        assert!(d <= 1e-3, "{model_dir} {image}: layer {i} output max |Δ| {d}");
+    }
+}
+
 fn check_golden(dir: &str, model_dir: &str) {
     let _g = serial();
     let r = reference(dir);
@@ -111,6 +130,7 @@ fn check_golden(dir: &str, model_dir: &str) {
         let d = max_diff(&features, &flat(&want["image_features"]));
         assert!(d <= 1e-3, "{model_dir} {image}: image features max |Δ| {d}");
         let prompt = ids(&want["input_ids"]);
+        check_layers(&mut model, &input, &prompt, want, model_dir, image);
         let (last, generated, logits) = run(&mut model, &input, &prompt, 16);
         let d = max_diff(&last, &flat(&want["last_logits"]));
         assert!(d <= 2e-3, "{model_dir} {image}: last logits max |Δ| {d}");
