@@ -1,23 +1,58 @@
 #!/usr/bin/env bash
 # The platforms Kestrel promises but CI cannot run: `cargo check` of the whole workspace
 # (libraries, binaries, tests, examples) for macOS and iOS (Metal), Windows (DX12) and Android
-# (Vulkan, GLES). Type-checking needs no linker, SDK or device; rustup adds the Rust standard
-# library of each target when it is missing. Shader translation for these back ends is the
-# `translate` test of the runtime (scripts/test.sh).
+# (Vulkan, GLES), then the C ABI's static library (`cargo rustc -p kestrel-capi --crate-type
+# staticlib`) for each mobile target the Android and iOS packages ship: Android arm64-v8a,
+# armeabi-v7a, x86_64 and the iOS device and simulator. Neither needs a linker, SDK, NDK or
+# device: a static library is an archive of the compiled objects, never linked (android/ and
+# ios/ link it with the NDK or Xcode). The staticlibs use the `cross` profile (no optimisation,
+# no debug info: the cheapest full code generation). rustup adds the Rust standard library of
+# each target when it is missing; a target whose standard library cannot be downloaded is
+# reported and skipped (KESTREL_REQUIRE_ALL_TARGETS=1 makes that an error). Shader translation
+# for these back ends is the `translate` test of the runtime (scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets=(aarch64-apple-darwin aarch64-apple-ios x86_64-pc-windows-msvc aarch64-linux-android)
+check_targets=(aarch64-apple-darwin aarch64-apple-ios x86_64-pc-windows-msvc aarch64-linux-android)
+staticlib_targets=(aarch64-linux-android armv7-linux-androideabi x86_64-linux-android aarch64-apple-ios aarch64-apple-ios-sim)
 if ! command -v rustup >/dev/null; then
-    echo "check-platforms: rustup is needed to add the targets ${targets[*]}" >&2
+    echo "check-platforms: rustup is needed to add the targets" >&2
     exit 1
 fi
 installed="$(rustup target list --installed)"
-missing=()
-for t in "${targets[@]}"; do
-    grep -qx "$t" <<<"$installed" || missing+=("$t")
+unavailable=()
+for t in $(printf '%s\n' "${check_targets[@]}" "${staticlib_targets[@]}" | sort -u); do
+    grep -qx "$t" <<<"$installed" && continue
+    if ! rustup target add "$t"; then
+        echo "check-platforms: warning: the standard library for $t could not be installed; $t is skipped" >&2
+        unavailable+=("$t")
+    fi
 done
-[ ${#missing[@]} -eq 0 ] || rustup target add "${missing[@]}"
-for t in "${targets[@]}"; do
+available() {
+    local u
+    for u in "${unavailable[@]}"; do
+        [ "$u" = "$1" ] && return 1
+    done
+    return 0
+}
+echo "== iOS package: the C target (ios/Sources/CKestrel: module map over kestrel.h) compiles as C =="
+grep -q 'header "kestrel.h"' ios/Sources/CKestrel/include/module.modulemap
+cc -std=c11 -Wall -Werror -fsyntax-only -Iios/Sources/CKestrel/include ios/Sources/CKestrel/abi.c
+for t in "${check_targets[@]}"; do
+    available "$t" || continue
     echo "== cargo check --target $t =="
     cargo check --workspace --all-targets --target "$t"
 done
+for t in "${staticlib_targets[@]}"; do
+    available "$t" || continue
+    echo "== staticlib libkestrel_capi.a for $t =="
+    start=$SECONDS
+    cargo rustc -p kestrel-capi --lib --crate-type staticlib --profile cross --target "$t"
+    lib="${CARGO_TARGET_DIR:-target}/$t/cross/libkestrel_capi.a"
+    echo "$t: $lib ($(du -h "$lib" | cut -f1), $((SECONDS - start)) s)"
+done
+if [ ${#unavailable[@]} -gt 0 ]; then
+    echo "check-platforms: skipped (no standard library from rustup): ${unavailable[*]}" >&2
+    if [ "${KESTREL_REQUIRE_ALL_TARGETS:-}" = 1 ]; then
+        exit 1
+    fi
+fi

@@ -3,8 +3,9 @@
 # reference on Vulkan (lavapipe: f16, subgroups, timestamps), then again on GL (llvmpipe: no
 # f16, no subgroups — the fallbacks), with the C ABI's tests (scripts/test-capi.sh) and the
 # Android JNI layer's host test (scripts/test-android.sh) in between; then the platforms CI
-# cannot run (macOS, iOS, Windows, Android) are type-checked. Every kernel variant's
-# translation to MSL, HLSL and SPIR-V is tested once, in the Vulkan pass.
+# cannot run (macOS, iOS, Windows, Android) are type-checked and the C ABI's static library is
+# built for the Android and iOS targets. Every kernel variant's translation to MSL, HLSL and
+# SPIR-V is tested once, in the Vulkan pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -37,5 +38,5 @@ echo "== GL (llvmpipe): fallback paths =="
 # gives up after 6 s, which a long llvmpipe dispatch in a parallel test can exceed on a loaded
 # 2-core machine ("Could not lock adapter context").
 KESTREL_SKIP_TRANSLATION=1 WGPU_BACKEND=gl cargo test --workspace -- --test-threads=1
-echo "== Other platforms: cargo check for macOS, iOS, Windows, Android =="
+echo "== Other platforms: cargo check for macOS, iOS, Windows, Android; mobile staticlibs of the C ABI =="
 scripts/check-platforms.sh
