@@ -161,3 +161,32 @@ fn profile_keeps_vision_language_architectures_apart() {
     let out = kestrel(&["profile", "llava-1.5-7b", "slab-deit-t"]);
     assert_clean_failure(&out, "apart from other models");
 }
+
+/// `kestrel chat --image`: the first turn is what `generate --chat --image` gives (the same
+/// template, the image opening the user turn), a second turn reuses the cache; a text-only
+/// model refuses the image.
+#[test]
+fn chat_with_an_image() {
+    use std::io::Write;
+    let dir = fixture("llava/llava15");
+    let photo = fixture("preprocess/chelsea.png");
+    let common = ["--model", path(&dir), "--image", path(&photo), "--temperature", "0", "--max-tokens", "8"];
+    let out = kestrel(&[&["generate", "--chat", "--prompt", "What is in the picture?", "--json"][..], &common].concat());
+    let want = json_of(&out)["text"].as_str().expect("text").to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kestrel"))
+        .args([&["chat"][..], &common].concat())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kestrel chat");
+    child.stdin.take().expect("stdin").write_all(b"What is in the picture?\nAnd the colour?\n").expect("write");
+    let out = child.wait_with_output().expect("chat");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&want), "first turn differs from generate --chat");
+    assert_eq!(stderr.matches("prefill:").count(), 2, "two turns: {stderr}");
+    let text_only = fixture("llm/llama_gqa");
+    let out = kestrel(&["chat", "--model", path(&text_only), "--image", path(&photo)]);
+    assert_clean_failure(&out, "text-only");
+}
