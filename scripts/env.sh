@@ -3,7 +3,10 @@
 
 # gcc, g++, binutils (nm) and valgrind build and check the C ABI's tests (scripts/test-capi.sh);
 # openjdk-17-jdk-headless runs the Android JNI layer's host test (scripts/test-android.sh).
-kestrel_packages=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri gcc g++ binutils valgrind openjdk-17-jdk-headless)
+# The libav*-dev packages, libclang-dev (bindgen) and pkg-config build the `video` feature
+# (ffmpeg-next, on by default in the CLI); the ffmpeg tool makes the synthetic test videos.
+kestrel_packages=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri gcc g++ binutils valgrind openjdk-17-jdk-headless
+    libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev libclang-dev pkg-config ffmpeg)
 
 kestrel_install_deps() {
     local missing=()

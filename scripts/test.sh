@@ -28,7 +28,8 @@ fi
 echo "== Static checks: rustfmt, clippy, rustdoc (warnings denied) =="
 scripts/lint.sh
 echo "== Vulkan (lavapipe) =="
-WGPU_BACKEND=vulkan cargo test --workspace
+# kestrel-models/video: video decoding (FFmpeg) and the Free Video-LLM tests, as the CLI builds it.
+WGPU_BACKEND=vulkan cargo test --workspace --features kestrel-models/video
 echo "== C ABI (capi/): header drift, exported symbols, C tests against both libraries =="
 WGPU_BACKEND=vulkan scripts/test-capi.sh
 echo "== Android JNI layer (android/jni) on the host JVM =="
@@ -37,6 +38,6 @@ echo "== GL (llvmpipe): fallback paths =="
 # One test at a time: wgpu's GL backend serialises every call through one EGL context lock and
 # gives up after 6 s, which a long llvmpipe dispatch in a parallel test can exceed on a loaded
 # 2-core machine ("Could not lock adapter context").
-KESTREL_SKIP_TRANSLATION=1 WGPU_BACKEND=gl cargo test --workspace -- --test-threads=1
+KESTREL_SKIP_TRANSLATION=1 WGPU_BACKEND=gl cargo test --workspace --features kestrel-models/video -- --test-threads=1
 echo "== Other platforms: cargo check for macOS, iOS, Windows, Android; mobile staticlibs of the C ABI =="
 scripts/check-platforms.sh

@@ -75,6 +75,9 @@ pub enum ModelError {
     /// The caller cancelled the operation from another thread (a [`crate::api::CancelFlag`]).
     #[error("cancelled")]
     Cancelled,
+    /// A video could not be read.
+    #[error(transparent)]
+    Video(#[from] crate::video::VideoError),
 }
 
 /// Result type of the model crate.

@@ -13,6 +13,7 @@ pub mod llm;
 pub mod npy;
 pub mod params;
 pub mod slab;
+pub mod video;
 pub mod vision;
 
 pub use error::{ModelError, Result};
