@@ -25,6 +25,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("norm", include_str!("../../shaders/norm.wgsl")),
     ("qmatmul", include_str!("../../shaders/qmatmul.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("select", include_str!("../../shaders/select.wgsl")),
     ("sla", include_str!("../../shaders/sla.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("window_attention", include_str!("../../shaders/window_attention.wgsl")),

@@ -16,6 +16,7 @@ pub mod norm;
 pub mod operand;
 pub mod qmatmul;
 pub mod reduce;
+pub mod select;
 pub(crate) mod rows;
 pub mod sla;
 pub mod softmax;
@@ -95,6 +96,7 @@ pub fn all_variants() -> Vec<crate::pipeline::KernelKey> {
     v.extend(norm::variants());
     v.extend(softmax::variants());
     v.extend(reduce::variants());
+    v.extend(select::variants());
     v.extend(gemv::variants());
     v.extend(matmul::variants());
     v.extend(layout::variants());

@@ -10,6 +10,7 @@ pub mod matmul;
 pub mod norm;
 pub mod qmatmul;
 pub mod reduce;
+pub mod select;
 pub mod sla;
 pub mod softmax;
 pub mod window_attention;
