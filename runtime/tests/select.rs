@@ -1,7 +1,7 @@
 //! Selection scores (cosine of rows with one vector) vs the CPU reference at awkward shapes.
 //!
 //! Tolerance (f32 only): 2e-6 absolute on values in [-1, 1] — two f32 sums of D ≤ 1031
-//! products against the f64 reference (measured ≤ 4e-7).
+//! products against the f64 reference (measured 1.2e-7 on lavapipe).
 
 mod common;
 
@@ -12,6 +12,7 @@ use kestrel::{DType, Recorder, Tensor};
 
 #[test]
 fn cosine_rows_matches_reference() {
+    let mut worst = 0.0f32;
     for (cfg, ctx) in all() {
         for &(lead, d) in &[(&[1usize][..], 1usize), (&[7], 3), (&[3, 33], 16), (&[197], 64), (&[2, 577], 33), (&[5], 1031), (&[50], 768)] {
             let rows: usize = lead.iter().product();
@@ -30,9 +31,12 @@ fn cosine_rows_matches_reference() {
             assert_eq!(out.shape(), lead);
             let got = out.to_vec_f32().unwrap();
             assert_eq!(got[0], 0.0);
-            assert_close(&got, &reference::select::cosine_rows(&x, &y, d), 2e-6, 0.0, &format!("{cfg} {shape:?}"));
+            let want = reference::select::cosine_rows(&x, &y, d);
+            worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+            assert_close(&got, &want, 2e-6, 0.0, &format!("{cfg} {shape:?}"));
         }
     }
+    eprintln!("cosine_rows: max |error| {worst:e}");
 }
 
 #[test]
