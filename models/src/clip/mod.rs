@@ -120,6 +120,19 @@ impl ClipModel {
         Ok(proj.forward(rec, &pooled)?)
     }
 
+    /// Records, from one pass of the vision tower over `pixels` `[B, 3, S, S]`, the image
+    /// features (as [`image_features`](Self::image_features)) `[B, projection_dim]` and the
+    /// last layer's patch tokens through `visual_projection` (`last_hidden_state[:, 1:]`, no
+    /// `post_layernorm`: Free Video-LLM's region scores) `[B, grid², projection_dim]`.
+    pub fn image_features_and_patches(&self, rec: &mut Recorder, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (pooled, patches) = self.vision_tower()?.pooled_and_patches(rec, pixels)?;
+        let proj = self.visual_projection.as_ref().ok_or_else(|| ModelError::Input("the checkpoint has no visual_projection".into()))?;
+        let (b, n, c) = (patches.shape()[0], patches.shape()[1], patches.shape()[2]);
+        let projected = proj.forward(rec, &patches.reshape(&[b * n, c])?)?;
+        let p = projected.shape()[1];
+        Ok((proj.forward(rec, &pooled)?, projected.reshape(&[b, n, p])?))
+    }
+
     /// Records the text features (`get_text_features`) of `ids`: `[B, projection_dim]`.
     pub fn text_features(&self, rec: &mut Recorder, ids: &TextBatch) -> Result<Tensor> {
         let pooled = self.text_tower()?.pooled(rec, ids)?;

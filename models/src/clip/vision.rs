@@ -118,8 +118,25 @@ impl VisionTower {
             return Err(ModelError::Input("this vision tower has no post_layernorm (it gives hidden states only)".into()));
         };
         let h = self.hidden_state(rec, pixels, -1)?;
+        self.pool_hidden(rec, &h, post_norm)
+    }
+
+    /// Records the pooled output and the last layer's patch tokens from one pass: `([B, C]`
+    /// pooled, `[B, grid², C]` `last_hidden_state[:, 1:]` without `post_layernorm`).
+    pub fn pooled_and_patches(&self, rec: &mut Recorder, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let Some(post_norm) = &self.post_norm else {
+            return Err(ModelError::Input("this vision tower has no post_layernorm (it gives hidden states only)".into()));
+        };
+        let h = self.hidden_state(rec, pixels, -1)?;
+        let (b, t, c) = (h.shape()[0], self.cfg.tokens(), self.cfg.encoder.hidden);
+        let patches = slice_ranges(rec, &h, &[0..b, 1..t, 0..c])?;
+        Ok((self.pool_hidden(rec, &h, post_norm)?, patches))
+    }
+
+    /// `post_layernorm` of the class token of hidden states `h` `[B, tokens, C]`.
+    fn pool_hidden(&self, rec: &mut Recorder, h: &Tensor, post_norm: &LayerNorm) -> Result<Tensor> {
         let (b, c) = (h.shape()[0], self.cfg.encoder.hidden);
-        let cls = slice_ranges(rec, &h, &[0..b, 0..1, 0..c])?.reshape(&[b, c])?;
+        let cls = slice_ranges(rec, h, &[0..b, 0..1, 0..c])?.reshape(&[b, c])?;
         post_norm.forward(rec, &cls)
     }
 }
