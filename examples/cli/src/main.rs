@@ -11,6 +11,8 @@ mod info;
 mod inspect;
 mod profile;
 mod profile_vlm;
+#[cfg(feature = "video")]
+mod video;
 mod vlm_input;
 
 use std::process::ExitCode;
@@ -47,6 +49,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Chat with a LLaMA-family chat model (interactive; the KV cache keeps the conversation).
     Chat(chat::ChatArgs),
+    /// Answer a question about a video (Free Video-LLM: CLIP picks frames and regions, LLaVA
+    /// answers); `kestrel video plan` shows which frames a spec takes.
+    #[cfg(feature = "video")]
+    Video(video::VideoArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,8 @@ fn main() -> ExitCode {
         Command::Clip(args) => clip::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Chat(args) => chat::run(&args),
+        #[cfg(feature = "video")]
+        Command::Video(args) => video::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
