@@ -2,8 +2,12 @@
 //!
 //! The frame count is that of the stream's packets (one per coded frame), counted by demuxing
 //! the whole file without decoding; container headers are not trusted (their counts can be
-//! missing or wrong). The frames asked for are then decoded in one forward pass that stops
-//! after the last of them; only those are converted to RGB. Colour conversion is swscale's
+//! missing or wrong). The same pass records each packet's timestamp and keyframe flag: frame
+//! `k` is the one with the `k`-th smallest timestamp. The frames asked for are then decoded by
+//! seeking to the keyframe at or before each (when one lies past the frames already decoded),
+//! decoding forward and picking frames by timestamp; only those are converted to RGB. Streams
+//! without timestamps, or where a seek does not land where it should, are decoded in one
+//! forward pass instead (stopping after the last frame asked). Colour conversion is swscale's
 //! YUV → RGB with the stream's tagged matrix and range, BT.601 limited range when untagged (what
 //! FFmpeg, and so decord, the official reader, do).
 
@@ -40,6 +44,8 @@ pub struct DecodedVideo {
     pub indices: Vec<usize>,
     /// The frames, one per entry of `indices`.
     pub frames: Vec<Rgb8Image>,
+    /// Seeks made to reach them (0: decoded forward from the start).
+    pub seeks: usize,
 }
 
 fn open(path: &Path) -> Result<(ffmpeg::format::context::Input, usize), VideoError> {
@@ -59,6 +65,15 @@ fn open(path: &Path) -> Result<(ffmpeg::format::context::Input, usize), VideoErr
 /// Counts the video stream's frames (its packets) and reads its size and rate, without
 /// decoding.
 pub fn probe(path: &Path) -> Result<VideoInfo, VideoError> {
+    Ok(scan(path)?.0)
+}
+
+/// A video stream's frames in presentation order: each one's timestamp and whether a keyframe
+/// starts at it (`None` when some packet has no timestamp or two share one).
+type FrameIndex = Option<Vec<(i64, bool)>>;
+
+/// [`probe`] and the frame index.
+fn scan(path: &Path) -> Result<(VideoInfo, FrameIndex), VideoError> {
     let (mut input, index) = open(path)?;
     let stream = input.stream(index).ok_or_else(|| VideoError::NoVideoStream { path: path.to_path_buf() })?;
     let rate = stream.avg_frame_rate();
@@ -69,8 +84,14 @@ pub fn probe(path: &Path) -> Result<VideoInfo, VideoError> {
         let p = &*params.as_ptr();
         (p.width.max(0) as usize, p.height.max(0) as usize)
     };
-    let n_frames = input.packets().filter(|(s, _)| s.index() == index).count();
-    Ok(VideoInfo { n_frames, fps, width, height })
+    let packets: Vec<(Option<i64>, bool)> =
+        input.packets().filter(|(s, _)| s.index() == index).map(|(_, p)| (p.pts(), p.is_key())).collect();
+    let n_frames = packets.len();
+    let mut frames: Vec<(i64, bool)> = packets.iter().filter_map(|&(pts, key)| pts.map(|t| (t, key))).collect();
+    frames.sort_unstable();
+    let unique = frames.windows(2).all(|w| w[0].0 != w[1].0);
+    let frames = (frames.len() == n_frames && unique).then_some(frames);
+    Ok((VideoInfo { n_frames, fps, width, height }, frames))
 }
 
 /// swscale's matrix for a stream's tagged colour space (BT.601 when untagged or unknown).
@@ -116,7 +137,7 @@ fn packed_rgb(frame: &ffmpeg::frame::Video) -> Result<Rgb8Image, crate::ModelErr
 /// Decodes the frames at `indices` (any order, repeats allowed; each below the frame count)
 /// of the video at `path`. `indices = None` decodes every frame.
 pub fn decode(path: &Path, indices: Option<&[usize]>) -> Result<DecodedVideo, VideoError> {
-    let info = probe(path)?;
+    let (info, frame_index) = scan(path)?;
     if info.n_frames == 0 {
         return Err(VideoError::NoFrames { path: path.to_path_buf() });
     }
@@ -131,9 +152,101 @@ pub fn decode(path: &Path, indices: Option<&[usize]>) -> Result<DecodedVideo, Vi
     wanted.sort_unstable();
     wanted.dedup();
     let last = wanted.last().copied().unwrap_or(0);
-    let decoded = decode_sorted(path, &wanted, last, info.n_frames)?;
+    let seeked = match &frame_index {
+        Some(index) if indices.len() < info.n_frames => decode_seeking(path, &wanted, index)?,
+        _ => None,
+    };
+    let (decoded, seeks) = match seeked {
+        Some(found) => found,
+        None => (decode_sorted(path, &wanted, last, info.n_frames)?, 0),
+    };
     let frames = indices.iter().map(|i| decoded[wanted.binary_search(i).unwrap_or_default()].clone()).collect();
-    Ok(DecodedVideo { info, indices, frames })
+    Ok(DecodedVideo { info, indices, frames, seeks })
+}
+
+/// The stream's decoder.
+fn video_decoder(path: &Path, input: &ffmpeg::format::context::Input, index: usize) -> Result<ffmpeg::decoder::Video, VideoError> {
+    let p = path.to_path_buf();
+    let derr = |detail: String| VideoError::Decode { path: p.clone(), detail };
+    let stream = input.stream(index).ok_or_else(|| VideoError::NoVideoStream { path: p.clone() })?;
+    let params = stream.parameters();
+    let codec_id = params.id();
+    if ffmpeg::codec::decoder::find(codec_id).is_none() {
+        return Err(VideoError::UnsupportedCodec { path: p.clone(), codec: format!("{codec_id:?}") });
+    }
+    let ctx = ffmpeg::codec::context::Context::from_parameters(params).map_err(|e| derr(e.to_string()))?;
+    ctx.decoder().video().map_err(|e| match e {
+        ffmpeg::Error::DecoderNotFound => VideoError::UnsupportedCodec { path: p.clone(), codec: format!("{codec_id:?}") },
+        e => derr(e.to_string()),
+    })
+}
+
+/// Decodes the frames `wanted` (sorted, unique) by seeking: for each, to the keyframe at or
+/// before it when that keyframe lies past the last frame decoded, then forward, frames picked
+/// by timestamp; the frames and the seeks made. `None` when the stream does not behave (a seek fails or passes a frame asked
+/// for): the caller then decodes forward from the start.
+fn decode_seeking(path: &Path, wanted: &[usize], frames: &[(i64, bool)]) -> Result<Option<(Vec<Rgb8Image>, usize)>, VideoError> {
+    let derr = |detail: String| VideoError::Decode { path: path.to_path_buf(), detail };
+    let (mut input, index) = open(path)?;
+    let mut decoder = video_decoder(path, &input, index)?;
+    let mut scaler: Option<scaling::Context> = None;
+    let (mut frame, mut rgb) = (ffmpeg::frame::Video::empty(), ffmpeg::frame::Video::empty());
+    let mut out = Vec::with_capacity(wanted.len());
+    // Presentation position of the last frame decoded (None: nothing decoded yet).
+    let mut position: Option<usize> = None;
+    let (mut eof, mut seeks) = (false, 0);
+    for &target in wanted {
+        let key = (0..=target).rev().find(|&k| frames[k].1).unwrap_or(0);
+        if position.is_none_or(|p| p < key) || eof {
+            // SAFETY: `input` is an open format context and `index` one of its streams.
+            let r =
+                unsafe { ffmpeg::ffi::av_seek_frame(input.as_mut_ptr(), index as i32, frames[key].0, ffmpeg::ffi::AVSEEK_FLAG_BACKWARD) };
+            if r < 0 {
+                return Ok(None);
+            }
+            decoder.flush();
+            (position, eof) = (None, false);
+            seeks += 1;
+        }
+        let got = loop {
+            match decoder.receive_frame(&mut frame) {
+                Ok(()) => {
+                    let Some(pts) = frame.timestamp() else { return Ok(None) };
+                    let Ok(k) = frames.binary_search_by_key(&pts, |f| f.0) else { return Ok(None) };
+                    position = Some(k);
+                    if k == target {
+                        break true;
+                    }
+                    if k > target {
+                        return Ok(None);
+                    }
+                }
+                Err(ffmpeg::Error::Eof) => break false,
+                Err(_) if eof => break false,
+                Err(_) => match input.packets().find(|(s, _)| s.index() == index) {
+                    Some((_, packet)) => {
+                        if let Err(e) = decoder.send_packet(&packet) {
+                            log::warn!("{}: packet at {:?}: {e}", path.display(), packet.pts());
+                        }
+                    }
+                    None => {
+                        decoder.send_eof().map_err(|e| derr(e.to_string()))?;
+                        eof = true;
+                    }
+                },
+            }
+        };
+        if !got {
+            return Ok(None);
+        }
+        let sc = match &mut scaler {
+            Some(s) => s,
+            None => scaler.insert(converter(path, &frame)?),
+        };
+        sc.run(&frame, &mut rgb).map_err(|e| derr(format!("colour conversion: {e}")))?;
+        out.push(packed_rgb(&rgb).map_err(|e| derr(e.to_string()))?);
+    }
+    Ok(Some((out, seeks)))
 }
 
 /// Decodes frames `0..=last` in presentation order, converting those in `wanted` (sorted,
@@ -142,17 +255,7 @@ fn decode_sorted(path: &Path, wanted: &[usize], last: usize, counted: usize) -> 
     let p: PathBuf = path.to_path_buf();
     let derr = |detail: String| VideoError::Decode { path: p.clone(), detail };
     let (mut input, index) = open(path)?;
-    let stream = input.stream(index).ok_or_else(|| VideoError::NoVideoStream { path: p.clone() })?;
-    let params = stream.parameters();
-    let codec_id = params.id();
-    let ctx = ffmpeg::codec::context::Context::from_parameters(params).map_err(|e| derr(e.to_string()))?;
-    if ffmpeg::codec::decoder::find(codec_id).is_none() {
-        return Err(VideoError::UnsupportedCodec { path: p.clone(), codec: format!("{codec_id:?}") });
-    }
-    let mut decoder = ctx.decoder().video().map_err(|e| match e {
-        ffmpeg::Error::DecoderNotFound => VideoError::UnsupportedCodec { path: p.clone(), codec: format!("{codec_id:?}") },
-        e => derr(e.to_string()),
-    })?;
+    let mut decoder = video_decoder(path, &input, index)?;
     let mut out = Vec::with_capacity(wanted.len());
     let mut next = 0usize; // index of the next decoded frame
     let mut scaler: Option<scaling::Context> = None;
