@@ -1,6 +1,7 @@
 //! `kestrel video`: Free Video-LLM — a question about a video answered by a LLaVA with the
-//! frames and regions the question picks (CLIP scores, selection on the GPU), and `kestrel
-//! video plan` (which frames a spec takes, no GPU).
+//! frames and regions the question picks (CLIP scores, selection on the GPU); `kestrel video
+//! plan` (which frames a spec takes, no GPU) and `kestrel video frames` (the sampled frames as
+//! PNGs).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,6 +37,25 @@ enum VideoCommand {
     /// Which frames a spec takes from a video of N frames (no GPU): JSON with the sampled
     /// frame indices, the middle positions among them and the visual token count.
     Plan(PlanArgs),
+    /// Decode the sampled frames of a video at its own size as DIR/frame_NNNNNN.png (the frame
+    /// index, six digits) and print the frames, their count, rate and size.
+    Frames(FramesArgs),
+}
+
+#[derive(Args)]
+struct FramesArgs {
+    /// The video file.
+    #[arg(long)]
+    video: PathBuf,
+    /// Frame budget T.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAMES)]
+    max_frames: usize,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Print one JSON object (else a summary line).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -92,6 +112,7 @@ struct RunArgs {
 pub fn run(args: &VideoArgs) -> Result<(), Error> {
     match &args.command {
         Some(VideoCommand::Plan(p)) => plan(p),
+        Some(VideoCommand::Frames(f)) => frames(f),
         None => answer(&args.run),
     }
 }
@@ -105,6 +126,28 @@ fn plan(p: &PlanArgs) -> Result<(), Error> {
     } else {
         println!("{} frames sampled: {frames:?}", frames.len());
         println!("middle positions {:?}; {} visual tokens", plan.middle, plan.visual_tokens);
+    }
+    Ok(())
+}
+
+fn frames(f: &FramesArgs) -> Result<(), Error> {
+    if f.max_frames == 0 {
+        return Err("--max-frames must be at least 1".into());
+    }
+    let info = kestrel_models::video::decode::probe(&f.video)?;
+    let indices = seq_frames(info.n_frames, f.max_frames);
+    let video = decode(&f.video, Some(&indices))?;
+    std::fs::create_dir_all(&f.out).map_err(|e| format!("{}: {e}", f.out.display()))?;
+    for (&k, frame) in indices.iter().zip(&video.frames) {
+        let path = f.out.join(format!("frame_{k:06}.png"));
+        image::save_buffer(&path, frame.as_bytes(), frame.width() as u32, frame.height() as u32, image::ExtendedColorType::Rgb8)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let i = &video.info;
+    if f.json {
+        println!("{}", serde_json::json!({"frames": indices, "n_frames": i.n_frames, "fps": i.fps, "width": i.width, "height": i.height}));
+    } else {
+        println!("{} of {} frames ({}x{}, {:.3} fps) written to {}", indices.len(), i.n_frames, i.width, i.height, i.fps, f.out.display());
     }
     Ok(())
 }

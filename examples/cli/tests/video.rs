@@ -36,6 +36,27 @@ fn plan_prints_frames_and_counts() {
 }
 
 #[test]
+fn frames_writes_the_sampled_frames() {
+    let out = std::env::temp_dir().join(format!("kestrel-cli-frames-{}", std::process::id()));
+    let video = fixtures().join("clip_60f.mp4");
+    let v =
+        json(&kestrel(&["video", "frames", "--video", video.to_str().expect("utf-8"), "--out", out.to_str().expect("utf-8"), "--json"]));
+    assert_eq!((v["n_frames"].as_u64(), v["width"].as_u64(), v["height"].as_u64()), (Some(60), Some(96), Some(64)));
+    assert_eq!(v["fps"].as_f64(), Some(25.0));
+    let frames = v["frames"].as_array().expect("frames");
+    assert_eq!(frames.len(), 50);
+    for k in frames {
+        let path = out.join(format!("frame_{:06}.png", k.as_u64().expect("index")));
+        let png = image::open(&path).expect("png").to_rgb8();
+        assert_eq!(png.dimensions(), (96, 64));
+        // The frame index burnt into the top stripe (ten 9-pixel cells, white = bit set).
+        let index: u64 = (0..10).filter(|b| png.get_pixel(b * 9 + 4, 8)[0] > 128).map(|b| 1 << b).sum();
+        assert_eq!(Some(index), k.as_u64());
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn answers_as_the_reference() {
     let f = fixtures();
     let want: Value = serde_json::from_str(&std::fs::read_to_string(f.join("pipeline.json")).expect("pipeline.json")).expect("json");
