@@ -87,3 +87,15 @@ fn pipeline_matches_pytorch() {
     let g = generate_segments(dec, tok, &segments, &opts, &mut |_| {}).expect("generate");
     assert_eq!(g.tokens.iter().map(|&t| t as usize).collect::<Vec<_>>(), want_gen);
 }
+
+/// A question longer than CLIP's 77 positions is truncated as transformers' `truncation=True`
+/// does (with a warning), not an error or a panic; the official code would fail there.
+#[test]
+fn long_question_is_truncated_for_clip() {
+    let clip = ClipModel::load(&ctx(), &dir().join("clip"), FileQuant::F32).expect("CLIP");
+    let long = "a photo of a cat on the sky ".repeat(30);
+    let ids = clip.tokenize(&[long]).expect("tokenize");
+    assert_eq!(ids.len(), 77);
+    let eot = clip.tokenizer().and_then(|t| t.token_id("<|endoftext|>")).expect("eot");
+    assert_eq!(ids.row(0)[76], eot);
+}
