@@ -16,7 +16,7 @@ use kestrel_models::llm::decoder::DecoderOptions;
 use kestrel_models::llm::generate::{GenerateOptions, generate_segments};
 use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
 use kestrel_models::video::decode::decode;
-use kestrel_models::video::{Spec, encode_video, prompt_text, seq_frames};
+use kestrel_models::video::{RoiGrid, Spec, encode_video, encode_video_with, prompt_text, seq_frames};
 use serde_json::Value;
 
 fn ctx() -> Arc<Context> {
@@ -86,6 +86,28 @@ fn pipeline_matches_pytorch() {
     let (dec, tok) = llava.decoder_and_tokenizer();
     let g = generate_segments(dec, tok, &segments, &opts, &mut |_| {}).expect("generate");
     assert_eq!(g.tokens.iter().map(|&t| t as usize).collect::<Vec<_>>(), want_gen);
+}
+
+/// The spatial RoI reading (beyond the official code) on the same clip: 21x11 boxes inside the
+/// 24x12 pooled map, the same frames, 2 648 tokens; prints how the boxes differ from the
+/// official reading's.
+#[test]
+fn spatial_roi_reading() {
+    let clip = ClipModel::load(&ctx(), &dir().join("clip"), FileQuant::F32).expect("CLIP");
+    let llava =
+        LlavaModel::load(&ctx(), &dir().join("llava"), &LoadOptions::default(), &DecoderOptions::default(), &mut |_, _| {}).expect("LLaVA");
+    let video = decode(&dir().join("clip_60f.mp4"), Some(&seq_frames(60, 50))).expect("decode");
+    let q = "what is on the sky?";
+    let (_, official, _) = encode_video(&llava, &clip, &video.frames, q, &Spec::default()).expect("official");
+    let (tokens, spatial, _) = encode_video_with(&llava, &clip, &video.frames, q, &Spec::default(), RoiGrid::Spatial).expect("spatial");
+    assert_eq!((spatial.slow.clone(), spatial.middle.clone()), (official.slow.clone(), official.middle.clone()));
+    assert_eq!((spatial.visual_tokens, tokens.shape()[0]), (2648, 2648));
+    for r in &spatial.roi {
+        assert_eq!((r.height, r.width), (21, 11));
+        assert!(r.top + r.height <= 24 && r.left + r.width <= 12, "{r:?}");
+    }
+    eprintln!("official boxes {:?}", official.roi.iter().map(|r| (r.frame, r.top, r.left)).collect::<Vec<_>>());
+    eprintln!("spatial boxes  {:?}", spatial.roi.iter().map(|r| (r.frame, r.top, r.left)).collect::<Vec<_>>());
 }
 
 /// A question longer than CLIP's 77 positions is truncated as transformers' `truncation=True`

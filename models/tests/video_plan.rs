@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use kestrel_models::video::{DEFAULT_SPEC, Plan, RoiGeometry, Spec, middle_positions, seq_frames, text_guided};
+use kestrel_models::video::{DEFAULT_SPEC, Plan, RoiGeometry, RoiGrid, Spec, middle_positions, seq_frames, text_guided};
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -93,6 +93,12 @@ fn roi_boxes_match_roi_box() {
     assert!(exact >= 10 && tied >= 10, "{exact} untied, {tied} tied cases");
     let g = RoiGeometry::new(24, 0.8).expect("geometry");
     assert_eq!((g.h, g.w, g.k, g.box_h, g.box_w, g.tokens()), (12, 24, 230, 11, 21, 231));
+    // The spatial reading (beyond the official code): 24 rows of 12 pooled pairs, 21x11 boxes.
+    let s = RoiGeometry::with_grid(24, 0.8, RoiGrid::Spatial).expect("geometry");
+    assert_eq!((s.h, s.w, s.k, s.box_h, s.box_w, s.tokens()), (24, 12, 230, 21, 11, 231));
+    // All top positions in the bottom-right corner: shifted inside, never shrunk.
+    let b = s.roi_box(&[24 * 12 - 1; 230]);
+    assert_eq!((b.top, b.left, b.height, b.width), (3, 1, 21, 11));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, ContextOptions};
 use kestrel_models::clip::ClipModel;
@@ -18,7 +18,7 @@ use kestrel_models::llm::generate::{GenerateOptions, generate_segments};
 use kestrel_models::llm::sampler::SamplerConfig;
 use kestrel_models::llm::weights::LoadOptions;
 use kestrel_models::video::decode::decode;
-use kestrel_models::video::{DEFAULT_MAX_FRAMES, DEFAULT_SPEC, PROMPT, Plan, Spec, encode_video, prompt_text, seq_frames};
+use kestrel_models::video::{DEFAULT_MAX_FRAMES, DEFAULT_SPEC, PROMPT, Plan, RoiGrid, Spec, encode_video_with, prompt_text, seq_frames};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -97,6 +97,10 @@ struct RunArgs {
     /// Frame budget T.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAMES)]
     max_frames: usize,
+    /// How the RoI reads the pooled scores: `official` (24×12 read as 12×24, as the official
+    /// code) or `spatial` (as 24×12, geometrically right; beyond the official code).
+    #[arg(long, value_enum, default_value_t = RoiReading::Official)]
+    roi_grid: RoiReading,
     /// New tokens at most.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -106,6 +110,24 @@ struct RunArgs {
     /// Print one JSON object instead of streaming the answer.
     #[arg(long)]
     json: bool,
+}
+
+/// `--roi-grid`.
+#[derive(Clone, Copy, ValueEnum)]
+enum RoiReading {
+    /// The official reading.
+    Official,
+    /// The geometrically right reading.
+    Spatial,
+}
+
+impl From<RoiReading> for RoiGrid {
+    fn from(r: RoiReading) -> RoiGrid {
+        match r {
+            RoiReading::Official => RoiGrid::Official,
+            RoiReading::Spatial => RoiGrid::Spatial,
+        }
+    }
 }
 
 /// Runs `kestrel video`.
@@ -171,14 +193,14 @@ fn answer(a: &RunArgs) -> Result<(), Error> {
     let config_path = model_dir.join("config.json");
     let config_text = std::fs::read_to_string(&config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = LlavaConfig::from_json(&serde_json::from_str(&config_text)?)?;
-    let plan = Plan::new(&spec, indices.len(), config.vision.grid())?;
+    let plan = Plan::with_roi_grid(&spec, indices.len(), config.vision.grid(), a.roi_grid.into())?;
     let context = plan.visual_tokens + PROMPT.len() + question.len() + a.max_tokens;
 
     let ctx = Arc::new(Context::new(&ContextOptions::from_env())?);
     let clip = ClipModel::load(&ctx, &clip_dir, FileQuant::F32)?;
     let decoder = DecoderOptions { context: Some(context), ..DecoderOptions::default() };
     let mut llava = LlavaModel::load(&ctx, &model_dir, &LoadOptions::default(), &decoder, &mut |_, _| {})?;
-    let (tokens, sel, t) = encode_video(&llava, &clip, &video.frames, &question, &spec)?;
+    let (tokens, sel, t) = encode_video_with(&llava, &clip, &video.frames, &question, &spec, a.roi_grid.into())?;
     let ids = llava.encode_prompt(&prompt_text(&question))?;
     let segments = llava.segments(&ids, std::slice::from_ref(&tokens))?;
     let opts = GenerateOptions {

@@ -17,6 +17,6 @@ pub mod sample;
 pub mod spec;
 
 pub use error::VideoError;
-pub use pipeline::{FrameRoi, PROMPT, Selection, SelectionTimings, encode_video, frame_pixels, prompt_text};
-pub use sample::{DEFAULT_MAX_FRAMES, Plan, RoiBox, RoiGeometry, middle_positions, seq_frames, text_guided};
+pub use pipeline::{FrameRoi, PROMPT, Selection, SelectionTimings, encode_video, encode_video_with, frame_pixels, prompt_text};
+pub use sample::{DEFAULT_MAX_FRAMES, Plan, RoiBox, RoiGeometry, RoiGrid, middle_positions, seq_frames, text_guided};
 pub use spec::{DEFAULT_SPEC, Spec};

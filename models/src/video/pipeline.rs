@@ -15,7 +15,7 @@ use kestrel::ops::select::cosine_rows;
 use kestrel::{Recorder, Tensor};
 use serde::Serialize;
 
-use super::sample::{Plan, RoiBox};
+use super::sample::{Plan, RoiBox, RoiGrid};
 use super::spec::Spec;
 use crate::clip::ClipModel;
 use crate::error::{ModelError, Result};
@@ -109,7 +109,7 @@ fn unreverse(t: usize, picked: &[u32]) -> Vec<usize> {
 
 /// Runs CLIP and the selection on `frames` (the sampled frames, in time order) for `question`
 /// and assembles LLaVA's visual tokens `[slow | middle | fast]` on the GPU: the tokens
-/// `[n, hidden]`, what was chosen, and the stage times.
+/// `[n, hidden]`, what was chosen, and the stage times. The official RoI reading.
 pub fn encode_video(
     llava: &LlavaModel,
     clip: &ClipModel,
@@ -117,10 +117,22 @@ pub fn encode_video(
     question: &str,
     spec: &Spec,
 ) -> Result<(Tensor, Selection, SelectionTimings)> {
+    encode_video_with(llava, clip, frames, question, spec, RoiGrid::Official)
+}
+
+/// [`encode_video`] with the RoI grid read as `reading` says.
+pub fn encode_video_with(
+    llava: &LlavaModel,
+    clip: &ClipModel,
+    frames: &[Rgb8Image],
+    question: &str,
+    spec: &Spec,
+    reading: RoiGrid,
+) -> Result<(Tensor, Selection, SelectionTimings)> {
     let t = frames.len();
     let vcfg = &llava.config().vision;
     let grid = vcfg.grid();
-    let plan = Plan::new(spec, t, grid)?;
+    let plan = Plan::with_roi_grid(spec, t, grid, reading)?;
     let ctx = llava.context().clone();
     let clip_vision = clip.vision().ok_or_else(|| ModelError::Input("the CLIP model has no vision tower".into()))?;
     if clip_vision.config().grid() != grid {
@@ -193,7 +205,8 @@ pub fn encode_video(
     let table = concat(&mut rec, &[&slow_table, &fast_table], 0)?;
     let half = n / 2;
     let mut rows: Vec<u32> = Vec::with_capacity(plan.visual_tokens);
-    let (gh, gw) = (grid / 2, grid);
+    // Pooled token j of a frame is at row j / w, column j % w of the grid the RoI reads.
+    let gw = plan.roi.map_or(grid, |g| g.w);
     for (i, &frame) in slow.iter().chain(&middle).enumerate() {
         match roi.get(i) {
             Some(b) => {
@@ -201,7 +214,7 @@ pub fn encode_video(
                     rows.extend((b.left..b.left + b.width).map(|x| (frame * half + y * gw + x) as u32));
                 }
             }
-            None => rows.extend((0..gh * gw).map(|j| (frame * half + j) as u32)),
+            None => rows.extend((0..half).map(|j| (frame * half + j) as u32)),
         }
     }
     for &frame in &fast {

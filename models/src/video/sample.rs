@@ -67,14 +67,34 @@ pub struct RoiGeometry {
     pub box_w: usize,
 }
 
+/// How the pooled scores of a frame are read as a grid for the RoI.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum RoiGrid {
+    /// The official reading: `(√N // 2, √N)` rows × columns (24×12 pooled tokens read as
+    /// 12×24).
+    #[default]
+    Official,
+    /// The geometrically right reading: `(√N, √N // 2)` (the max pool joins horizontal pairs,
+    /// so the pooled map has the full height and half the width). Beyond the official code.
+    Spatial,
+}
+
 impl RoiGeometry {
-    /// The geometry for a square patch grid of `grid × grid` tokens (`grid` even, as the
-    /// 1-D max pool of pairs needs) at `ratio` in (0, 1).
+    /// The official geometry for a square patch grid of `grid × grid` tokens (`grid` even, as
+    /// the 1-D max pool of pairs needs) at `ratio` in (0, 1).
     pub fn new(grid: usize, ratio: f64) -> Result<RoiGeometry> {
+        RoiGeometry::with_grid(grid, ratio, RoiGrid::Official)
+    }
+
+    /// The geometry for a `grid × grid` patch grid read as `reading` says.
+    pub fn with_grid(grid: usize, ratio: f64, reading: RoiGrid) -> Result<RoiGeometry> {
         if grid < 2 || !grid.is_multiple_of(2) {
             return Err(ModelError::Input(format!("a {grid}x{grid} patch grid: the 1-D max pool needs an even side")));
         }
-        let (h, w) = (grid / 2, grid);
+        let (h, w) = match reading {
+            RoiGrid::Official => (grid / 2, grid),
+            RoiGrid::Spatial => (grid, grid / 2),
+        };
         let k = (h as f64 * w as f64 * ratio) as usize;
         // Python's round() on floats is half-to-even.
         let box_h = (h as f64 * ratio.sqrt()).round_ties_even() as usize;
@@ -153,8 +173,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan for `t ≥ 1` sampled frames of a `grid × grid` patch grid.
+    /// The plan for `t ≥ 1` sampled frames of a `grid × grid` patch grid (the official RoI
+    /// reading).
     pub fn new(spec: &Spec, t: usize, grid: usize) -> Result<Plan> {
+        Plan::with_roi_grid(spec, t, grid, RoiGrid::Official)
+    }
+
+    /// [`Plan::new`] with the RoI grid read as `reading` says.
+    pub fn with_roi_grid(spec: &Spec, t: usize, grid: usize, reading: RoiGrid) -> Result<Plan> {
         if t == 0 {
             return Err(ModelError::Input("no frame was sampled (the video has no frames)".into()));
         }
@@ -162,7 +188,7 @@ impl Plan {
             return Err(ModelError::Input(format!("a {grid}x{grid} patch grid: the 1-D max pool needs an even side")));
         }
         let roi = if spec.crops() && (spec.slow_frames > 0 || spec.middle_frames > 0) {
-            Some(RoiGeometry::new(grid, spec.roi_ratio())?)
+            Some(RoiGeometry::with_grid(grid, spec.roi_ratio(), reading)?)
         } else {
             None
         };
