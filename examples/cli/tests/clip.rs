@@ -3,36 +3,16 @@
 //! acceptance bound of issue #17), images and texts go through the model's own preprocessing and
 //! tokenizer, and bad inputs give a clear message and a non-zero exit code, never a panic.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use common::{assert_clean_failure, fixture, kestrel, path};
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tests/fixtures").join(name)
-}
-
-fn kestrel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kestrel")).args(args).output().expect("run kestrel")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn flat(v: &Value) -> Vec<f64> {
     match v {
         Value::Array(a) => a.iter().flat_map(flat).collect(),
         other => vec![other.as_f64().expect("number")],
     }
-}
-
-/// Fails with stderr unless the command failed cleanly with a message containing `what`.
-fn assert_clean_failure(out: &Output, what: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "succeeded: {stderr}");
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert!(stderr.contains(what), "no {what:?} in: {stderr}");
 }
 
 #[test]

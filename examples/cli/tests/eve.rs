@@ -3,28 +3,15 @@
 //! `--input-ids` (with −200 where the image goes) and `--pixel-values` give the reference's
 //! greedy ids; bad inputs fail cleanly.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::{assert_clean_failure, kestrel, path};
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tests/fixtures/eve/tiny")
-}
-
-fn kestrel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kestrel")).args(args).output().expect("run kestrel")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn assert_clean_failure(out: &Output, what: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "succeeded: {stderr}");
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert!(stderr.contains(what), "no {what:?} in: {stderr}");
 }
 
 #[test]

@@ -5,48 +5,16 @@
 //! decoder's stated f16-cache bound); bad inputs give a clear message and a non-zero exit code,
 //! never a panic.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Command;
+
+use common::{assert_clean_failure, fixture, flat, json_of, kestrel, path};
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tests/fixtures").join(name)
-}
-
-fn kestrel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kestrel")).args(args).output().expect("run kestrel")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn reference(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(name).join("reference.json")).expect("reference.json");
     serde_json::from_str(&text).expect("valid json")
-}
-
-fn flat(v: &Value) -> Vec<f32> {
-    match v {
-        Value::Array(a) => a.iter().flat_map(flat).collect(),
-        other => vec![other.as_f64().expect("number") as f32],
-    }
-}
-
-/// The JSON object a successful `--json` run prints last.
-fn json_of(out: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
-}
-
-/// Fails with stderr unless the command failed cleanly with a message containing `what`.
-fn assert_clean_failure(out: &Output, what: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "succeeded: {stderr}");
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert!(stderr.contains(what), "no {what:?} in: {stderr}");
 }
 
 #[test]

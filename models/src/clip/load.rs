@@ -7,7 +7,7 @@
 //! transformers 5 drops that level (`embeddings.…`). Both are accepted, recognised by where the
 //! tower's embedding weight is. The projections and `logit_scale` are read when present.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use kestrel::Context;
@@ -20,8 +20,8 @@ use super::config::ClipConfig;
 use super::preprocess::load_config;
 use super::text::TextTower;
 use super::vision::VisionTower;
-use crate::error::{ModelError, Result};
-use crate::llm::load::{WEIGHT_FILES, dir_tokenizer, read_json};
+use crate::error::Result;
+use crate::llm::load::{HfDir, dir_tokenizer, hf_dir};
 use crate::params::{Checkpoint, ParamSource};
 
 /// Where a tower's weights start: `{level}.` when `{level}.{probe}` exists, else no prefix when
@@ -45,21 +45,8 @@ impl ClipModel {
     /// Loads the CLIP model in directory `dir` (or the directory of the weight file `dir`),
     /// linears stored as `quant` asks.
     pub fn load(ctx: &Arc<Context>, dir: &Path, quant: FileQuant) -> Result<ClipModel> {
-        let dir: PathBuf =
-            if dir.is_file() { dir.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) } else { dir.to_path_buf() };
-        if !dir.is_dir() {
-            return Err(ModelError::Config(format!("{}: not a model directory", dir.display())));
-        }
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(ModelError::Config(format!("{}: no config.json", dir.display())));
-        }
-        let config = ClipConfig::from_json(&read_json(&config_path)?)?;
-        let weights = WEIGHT_FILES
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file())
-            .ok_or_else(|| ModelError::Config(format!("{}: none of {} is there", dir.display(), WEIGHT_FILES.join(", "))))?;
+        let HfDir { dir, config, weights } = hf_dir(dir)?;
+        let config = ClipConfig::from_json(&config)?;
         let src = kestrel::weights::open(&weights)?;
         let src = src.as_ref();
         let top = Checkpoint::new(src, "");

@@ -12,7 +12,7 @@ pub mod config;
 pub mod ldp;
 pub mod prompt;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use kestrel::ops::attention::RopeLayout;
@@ -23,7 +23,7 @@ use crate::clip::preprocess::{default_config, load_config};
 use crate::clip::vision::VisionTower;
 use crate::error::{ModelError, Result};
 use crate::llm::decoder::{Decoder, DecoderOptions, Segment};
-use crate::llm::load::{WEIGHT_FILES, dir_tokenizer, read_json};
+use crate::llm::load::{HfDir, dir_tokenizer, hf_dir, model_dir, read_json};
 use crate::llm::random::RandomCheckpoint;
 use crate::llm::tokenizer::Tokenizer;
 use crate::llm::weights::{DecoderWeights, LoadOptions, Naming, Store, WeightQuant, load_weights, refine_config};
@@ -67,21 +67,8 @@ impl EveModel {
     /// linears stored as `quant` asks (the vision tower and projector in f32 under
     /// [`WeightQuant::Native`]).
     pub fn load(ctx: &Arc<Context>, dir: &Path, quant: WeightQuant) -> Result<EveModel> {
-        let dir: PathBuf =
-            if dir.is_file() { dir.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) } else { dir.to_path_buf() };
-        if !dir.is_dir() {
-            return Err(ModelError::Config(format!("{}: not a model directory", dir.display())));
-        }
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(ModelError::Config(format!("{}: no config.json", dir.display())));
-        }
-        let mut config = EveConfig::from_json(&read_json(&config_path)?)?;
-        let weights_path = WEIGHT_FILES
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file())
-            .ok_or_else(|| ModelError::Config(format!("{}: none of {} is there", dir.display(), WEIGHT_FILES.join(", "))))?;
+        let HfDir { dir, config, weights: weights_path } = hf_dir(dir)?;
+        let mut config = EveConfig::from_json(&config)?;
         let store = Store::Plain(kestrel::weights::open(&weights_path)?);
         refine_config(&mut config.llm, &store, Naming::Hf)?;
         let opts = LoadOptions { quant, ..LoadOptions::default() };
@@ -213,7 +200,7 @@ impl EveModel {
     /// Whether `path` is an Eve model directory (or a weight file in one): its `config.json`
     /// has an Eve `model_type`.
     pub fn is_eve(path: &Path) -> bool {
-        let dir = if path.is_file() { path.parent().unwrap_or(path) } else { path };
+        let Ok(dir) = model_dir(path) else { return false };
         let Ok(cfg) = read_json(&dir.join("config.json")) else { return false };
         cfg.get("model_type").and_then(serde_json::Value::as_str).is_some_and(|t| config::MODEL_TYPES.contains(&t))
     }

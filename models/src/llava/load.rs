@@ -10,7 +10,7 @@
 //! - transformers' in-memory names: `model.vision_tower.*`, `model.multi_modal_projector.*`,
 //!   `model.image_newline`, `model.language_model.*`, `lm_head.weight`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use kestrel::nn::Linear;
@@ -25,7 +25,7 @@ use crate::clip::VisionTower;
 use crate::clip::preprocess::load_config;
 use crate::error::{ModelError, Result};
 use crate::llm::decoder::{Decoder, DecoderOptions};
-use crate::llm::load::{WEIGHT_FILES, dir_tokenizer, read_json};
+use crate::llm::load::{HfDir, dir_tokenizer, hf_dir, model_dir, read_json};
 use crate::llm::random::RandomCheckpoint;
 use crate::llm::weights::{LoadOptions, Naming, Store, WeightQuant, load_weights, refine_config};
 use crate::params::{Checkpoint, ParamSource, RandomParams};
@@ -74,15 +74,6 @@ pub(crate) fn stored_half(src: &dyn WeightSource, name: &str) -> bool {
     src.info(name).is_some_and(|t| matches!(t.dtype, WeightDType::F16 | WeightDType::BF16))
 }
 
-/// The model directory of `path` (itself, or the directory of a weight file in it).
-fn model_dir(path: &Path) -> Result<PathBuf> {
-    let dir = if path.is_file() { path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) } else { path.to_path_buf() };
-    if !dir.is_dir() {
-        return Err(ModelError::Config(format!("{}: not a model directory", dir.display())));
-    }
-    Ok(dir)
-}
-
 impl LlavaModel {
     /// Whether the `config.json` in `path`'s directory describes a LLaVA model.
     pub fn is_llava(path: &Path) -> bool {
@@ -100,17 +91,8 @@ impl LlavaModel {
         decoder: &DecoderOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<LlavaModel> {
-        let dir = model_dir(path)?;
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(ModelError::Config(format!("{}: no config.json", dir.display())));
-        }
-        let mut config = LlavaConfig::from_json(&read_json(&config_path)?)?;
-        let weights = WEIGHT_FILES
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file())
-            .ok_or_else(|| ModelError::Config(format!("{}: none of {} is there", dir.display(), WEIGHT_FILES.join(", "))))?;
+        let HfDir { dir, config, weights } = hf_dir(path)?;
+        let mut config = LlavaConfig::from_json(&config)?;
         let src = kestrel::weights::open(&weights)?;
         let l = layout(src.as_ref())?;
 

@@ -78,6 +78,43 @@ fn parent(path: &Path) -> PathBuf {
     path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// The model directory of `path`: itself, or the directory of a file in it.
+pub(crate) fn model_dir(path: &Path) -> Result<PathBuf> {
+    let dir = if path.is_file() { parent(path) } else { path.to_path_buf() };
+    if !dir.is_dir() {
+        return Err(ModelError::Config(format!("{}: not a model directory", dir.display())));
+    }
+    Ok(dir)
+}
+
+/// A Hugging Face model directory of a vision or vision-language model: its `config.json` and
+/// weight file.
+pub(crate) struct HfDir {
+    /// The directory.
+    pub dir: PathBuf,
+    /// `config.json`.
+    pub config: Value,
+    /// The first of [`WEIGHT_FILES`] present.
+    pub weights: PathBuf,
+}
+
+/// The [`HfDir`] of `path` (the directory, or a file in it). Errors: not a directory, no
+/// `config.json`, none of [`WEIGHT_FILES`].
+pub(crate) fn hf_dir(path: &Path) -> Result<HfDir> {
+    let dir = model_dir(path)?;
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(ModelError::Config(format!("{}: no config.json", dir.display())));
+    }
+    let config = read_json(&config_path)?;
+    let weights = WEIGHT_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ModelError::Config(format!("{}: none of {} is there", dir.display(), WEIGHT_FILES.join(", "))))?;
+    Ok(HfDir { dir, config, weights })
+}
+
 /// The weight files of a Hugging Face directory, in order of preference (sharded checkpoints
 /// through their index).
 pub(crate) const WEIGHT_FILES: [&str; 4] =
