@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The platforms Kestrel promises but CI cannot run: `cargo check` of the whole workspace
-# (libraries, binaries, tests, examples) for macOS and iOS (Metal), Windows (DX12) and Android
-# (Vulkan, GLES), then the C ABI's static library (`cargo rustc -p kestrel-capi --crate-type
+# (libraries, binaries, tests, examples) for macOS (Metal) and Windows (DX12), then the C ABI's
+# static library (`cargo rustc -p kestrel-capi --crate-type
 # staticlib`) for each mobile target the Android and iOS packages ship: Android arm64-v8a,
 # armeabi-v7a, x86_64 and the iOS device and simulator. Neither needs a linker, SDK, NDK or
 # device: a static library is an archive of the compiled objects, never linked (android/ and
@@ -12,7 +12,10 @@
 # for these back ends is the `translate` test of the runtime (scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-check_targets=(aarch64-apple-darwin aarch64-apple-ios x86_64-pc-windows-msvc aarch64-linux-android)
+# The mobile targets get the C ABI's staticlib below instead of a workspace check: it compiles
+# the runtime, the models and the C ABI for them in full (what apps link); their CLI and tests
+# are not built for phones. The two checks and the staticlibs keep CI under its 45 minutes.
+check_targets=(aarch64-apple-darwin x86_64-pc-windows-msvc)
 staticlib_targets=(aarch64-linux-android armv7-linux-androideabi x86_64-linux-android aarch64-apple-ios aarch64-apple-ios-sim)
 if ! command -v rustup >/dev/null; then
     echo "check-platforms: rustup is needed to add the targets" >&2

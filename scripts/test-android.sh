@@ -11,7 +11,9 @@
 # the GGUF the generation checks are skipped unless KESTREL_REQUIRE_TEST_WEIGHTS=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q -p kestrel-jni -p kestrel-capi -p kestrel-cli --examples --lib --bins
+# The CLI apart: its default `video` feature would otherwise put FFmpeg into the JNI library.
+cargo build -q -p kestrel-jni -p kestrel-capi --examples --lib
+cargo build -q -p kestrel-cli --bins
 lib=target/debug/libkestrel_jni.so
 
 echo "== JNI: only Java_dev_kestrel_* and kestrel_* symbols are exported =="
