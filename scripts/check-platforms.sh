@@ -7,9 +7,12 @@
 # device: a static library is an archive of the compiled objects, never linked (android/ and
 # ios/ link it with the NDK or Xcode). The staticlibs use the `cross` profile (no optimisation,
 # no debug info: the cheapest full code generation). rustup adds the Rust standard library of
-# each target when it is missing; a target whose standard library cannot be downloaded is
-# reported and skipped (KESTREL_REQUIRE_ALL_TARGETS=1 makes that an error). Shader translation
-# for these back ends is the `translate` test of the runtime (scripts/test.sh).
+# each target when it is missing; where rustup has no prebuilt one (aarch64-apple-ios-sim from
+# this machine's mirror), the staticlib is built with a standard library compiled from source
+# (`-Zbuild-std` from the `rust-src` component; RUSTC_BOOTSTRAP=1 lets stable cargo take that
+# flag, for this build only). A target that can be had neither way is reported and skipped
+# (KESTREL_REQUIRE_ALL_TARGETS=1 makes that an error). Shader translation for these back ends is
+# the `translate` test of the runtime (scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The mobile targets get the C ABI's staticlib below instead of a workspace check: it compiles
@@ -23,19 +26,29 @@ if ! command -v rustup >/dev/null; then
 fi
 installed="$(rustup target list --installed)"
 unavailable=()
+from_source=()
 for t in $(printf '%s\n' "${check_targets[@]}" "${staticlib_targets[@]}" | sort -u); do
     grep -qx "$t" <<<"$installed" && continue
-    if ! rustup target add "$t"; then
+    rustup target add "$t" && continue
+    if [[ " ${staticlib_targets[*]} " == *" $t "* ]] && rustup component add rust-src; then
+        echo "check-platforms: no prebuilt standard library for $t; it is built from source" >&2
+        from_source+=("$t")
+    else
         echo "check-platforms: warning: the standard library for $t could not be installed; $t is skipped" >&2
         unavailable+=("$t")
     fi
 done
-available() {
-    local u
-    for u in "${unavailable[@]}"; do
-        [ "$u" = "$1" ] && return 1
+# Whether $1 is in the rest of the arguments.
+listed() {
+    local want=$1 u
+    shift
+    for u in "$@"; do
+        [ "$u" = "$want" ] && return 0
     done
-    return 0
+    return 1
+}
+available() {
+    ! listed "$1" "${unavailable[@]}"
 }
 echo "== iOS package: the C target (ios/Sources/CKestrel: module map over kestrel.h) compiles as C =="
 grep -q 'header "kestrel.h"' ios/Sources/CKestrel/include/module.modulemap
@@ -51,7 +64,11 @@ for t in "${staticlib_targets[@]}"; do
     available "$t" || continue
     echo "== staticlib libkestrel_capi.a for $t =="
     start=$SECONDS
-    cargo rustc -p kestrel-capi --lib --crate-type staticlib --profile cross --target "$t"
+    if listed "$t" "${from_source[@]}"; then
+        RUSTC_BOOTSTRAP=1 cargo rustc -Zbuild-std=std,panic_abort -p kestrel-capi --lib --crate-type staticlib --profile cross --target "$t"
+    else
+        cargo rustc -p kestrel-capi --lib --crate-type staticlib --profile cross --target "$t"
+    fi
     lib="${CARGO_TARGET_DIR:-target}/$t/cross/libkestrel_capi.a"
     echo "$t: $lib ($(du -h "$lib" | cut -f1), $((SECONDS - start)) s)"
 done
