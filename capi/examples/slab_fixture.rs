@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use kestrel_models::kestrel::weights::kestrel_file::FileQuant;
+use kestrel_models::kestrel::Quant;
 use kestrel_models::slab::config::lookup;
 use kestrel_models::slab::convert::convert_checkpoint;
 
@@ -18,6 +18,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.arch = "slab_deit_test".into();
     (cfg.embed_dims, cfg.depths, cfg.img_size, cfg.patch_size, cfg.num_classes) = (vec![36], vec![2], 48, 8, 10);
     let src = kestrel_models::kestrel::weights::open(&ckpt)?;
-    convert_checkpoint(src.as_ref(), &cfg, FileQuant::F32, Path::new(&out), |_, _| {})?;
+    convert_checkpoint(src.as_ref(), &cfg, Quant::F32, Path::new(&out), |_, _| {})?;
     Ok(())
 }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kestrel::Context;
+use kestrel::Quant;
 use kestrel::nn::{Linear, LinearWeight};
-use kestrel::weights::kestrel_file::{FileQuant, KestrelFile};
+use kestrel::weights::kestrel_file::KestrelFile;
 use kestrel::weights::{TensorInfo, WeightDType, WeightSource, tensor_f32};
 
 use crate::error::{ModelError, Result};
@@ -154,7 +155,7 @@ pub trait ParamSource {
     fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
     /// The linear layer `{prefix}.weight` (`[out, in]`) and, when present, `{prefix}.bias`,
     /// stored as `quant` asks (a converted file keeps the storage it was converted with).
-    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: FileQuant) -> Result<Linear>;
+    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: Quant) -> Result<Linear>;
 }
 
 fn missing(file: &str, name: &str, shape: &[usize], got: Option<&[usize]>) -> ModelError {
@@ -167,7 +168,7 @@ fn missing(file: &str, name: &str, shape: &[usize], got: Option<&[usize]>) -> Mo
 
 /// The linear layer `{prefix}.weight` (+ `{prefix}.bias` when present) from `p`'s f32 values,
 /// stored as `quant` asks.
-fn linear_from_f32(p: &dyn ParamSource, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: FileQuant) -> Result<Linear> {
+fn linear_from_f32(p: &dyn ParamSource, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: Quant) -> Result<Linear> {
     let w = p.f32(&format!("{prefix}.weight"), &[out, inp])?;
     let bias_name = format!("{prefix}.bias");
     let b = if p.has(&bias_name) { Some(p.f32(&bias_name, &[out])?) } else { None };
@@ -191,7 +192,7 @@ impl ParamSource for HostParams {
         }
     }
 
-    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: FileQuant) -> Result<Linear> {
+    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: Quant) -> Result<Linear> {
         linear_from_f32(self, ctx, prefix, out, inp, quant)
     }
 }
@@ -213,7 +214,7 @@ impl ParamSource for KestrelFile {
         }
     }
 
-    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, _quant: FileQuant) -> Result<Linear> {
+    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, _quant: Quant) -> Result<Linear> {
         let wname = format!("{prefix}.weight");
         let weight = match self.upload_packed(ctx, &wname)? {
             Some(q) => LinearWeight::Quant(q),
@@ -266,7 +267,7 @@ impl ParamSource for Checkpoint<'_> {
         read_checked(self.src, &format!("{}{name}", self.prefix), shape)
     }
 
-    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: FileQuant) -> Result<Linear> {
+    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: Quant) -> Result<Linear> {
         linear_from_f32(self, ctx, prefix, out, inp, quant)
     }
 }
@@ -315,7 +316,7 @@ impl ParamSource for RandomParams {
         Ok(self.values(name, shape.iter().product()))
     }
 
-    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: FileQuant) -> Result<Linear> {
+    fn linear(&self, ctx: &Arc<Context>, prefix: &str, out: usize, inp: usize, quant: Quant) -> Result<Linear> {
         let w = self.values(&format!("{prefix}.weight"), out * inp);
         let b = self.values(&format!("{prefix}.bias"), out);
         Ok(Linear::from_f32(ctx, &w, Some(&b), out, inp, quant)?)

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use kestrel::weights::kestrel_file::FileQuant;
+use kestrel::Quant;
 use kestrel::{Context, ContextOptions, Recorder, Tensor};
 use kestrel_models::ModelError;
 use kestrel_models::clip::{ClipModel, TextBatch, VisionConfig, VisionTower};
@@ -74,7 +74,7 @@ fn ids(name: &str) -> TextBatch {
     TextBatch::new(ids, shape[0], shape[1]).expect("ids")
 }
 
-fn load(name: &str, quant: FileQuant) -> ClipModel {
+fn load(name: &str, quant: Quant) -> ClipModel {
     ClipModel::load(&ctx(), &fixture(name), quant).expect("load")
 }
 
@@ -150,7 +150,7 @@ fn check_run(name: &str, model: &ClipModel, r: &Value) {
 fn tiny_matches_transformers() {
     let _g = serial();
     let r = reference("tiny");
-    let model = load("tiny", FileQuant::F32);
+    let model = load("tiny", Quant::F32);
     let v = check_vision("tiny", &model, &r);
     let t = check_text("tiny", &model, &r);
     eprintln!("tiny: vision worst {v:.2e}, text worst {t:.2e}");
@@ -161,7 +161,7 @@ fn tiny_matches_transformers() {
 fn legacy_pooling_and_gelu_match_transformers() {
     let _g = serial();
     let r = reference("legacy");
-    let model = load("legacy", FileQuant::F32);
+    let model = load("legacy", Quant::F32);
     let v = check_vision("legacy", &model, &r);
     let t = check_text("legacy", &model, &r);
     eprintln!("legacy: vision worst {v:.2e}, text worst {t:.2e}");
@@ -171,11 +171,11 @@ fn legacy_pooling_and_gelu_match_transformers() {
 #[test]
 fn bare_towers_load_without_the_model_level() {
     let _g = serial();
-    let vision = load("vision_bare", FileQuant::F32);
+    let vision = load("vision_bare", Quant::F32);
     assert!(vision.text().is_none());
     check_vision("vision_bare", &vision, &reference("vision_bare"));
 
-    let text = load("text_only", FileQuant::F32);
+    let text = load("text_only", Quant::F32);
     assert!(text.vision().is_none());
     let r = reference("text_only");
     check_text("text_only", &text, &r);
@@ -189,7 +189,7 @@ fn bare_towers_load_without_the_model_level() {
 fn patch_features_drop_the_class_token() {
     let _g = serial();
     let r = reference("vision_bare");
-    let model = load("vision_bare", FileQuant::F32);
+    let model = load("vision_bare", Quant::F32);
     let (shape, px) = pixels("vision_bare");
     let x = Tensor::from_f32(model.context(), &shape, &px).expect("upload");
     let tower = model.vision().expect("vision");
@@ -205,7 +205,7 @@ fn patch_features_drop_the_class_token() {
 }
 
 /// Image and text features of `name` under `quant`.
-fn quant_features(name: &str, quant: FileQuant) -> (ClipModel, Vec<f32>, Vec<f32>) {
+fn quant_features(name: &str, quant: Quant) -> (ClipModel, Vec<f32>, Vec<f32>) {
     let m = load(name, quant);
     let (shape, px) = pixels(name);
     let x = Tensor::from_f32(m.context(), &shape, &px).expect("upload");
@@ -228,12 +228,12 @@ fn assert_cosines(what: &str, a: &[f32], b: &[f32], p: usize, bound: f64) {
 fn quantised_features_stay_close() {
     let _g = serial();
     for name in ["tiny", "legacy"] {
-        let (base, img, txt) = quant_features(name, FileQuant::F32);
+        let (base, img, txt) = quant_features(name, Quant::F32);
         let p = base.config().projection_dim;
-        for (quant, bound) in [(FileQuant::F16, 0.999), (FileQuant::W8, 0.999), (FileQuant::W4, 0.99)] {
+        for (quant, bound) in [(Quant::F16, 0.999), (Quant::W8, 0.999), (Quant::W4, 0.99)] {
             let (_, qi, qt) = quant_features(name, quant);
             assert_cosines(&format!("{name} {} image", quant.name()), &img, &qi, p, bound);
-            if quant != FileQuant::W4 {
+            if quant != Quant::W4 {
                 assert_cosines(&format!("{name} {} text", quant.name()), &txt, &qt, p, bound);
             }
         }
@@ -252,8 +252,8 @@ fn quantised_features_stay_close() {
 fn quantised_w4_text_features_stay_close() {
     let _g = serial();
     for name in ["tiny", "legacy"] {
-        let (base, _, txt) = quant_features(name, FileQuant::F32);
-        let (_, _, qt) = quant_features(name, FileQuant::W4);
+        let (base, _, txt) = quant_features(name, Quant::F32);
+        let (_, _, qt) = quant_features(name, Quant::W4);
         assert_cosines(&format!("{name} w4 text"), &txt, &qt, base.config().projection_dim, 0.99);
     }
 }
@@ -263,7 +263,7 @@ fn tokenizer_gives_transformers_ids() {
     let prompts: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("tiny").join("prompts.json")).expect("prompts")).expect("json");
     let _g = serial();
-    let model = load("tiny", FileQuant::F32);
+    let model = load("tiny", Quant::F32);
     let texts: Vec<String> = prompts["prompts"].as_array().expect("prompts").iter().map(|p| p.as_str().expect("str").to_string()).collect();
     let batch = model.tokenize(&texts).expect("tokenize");
     let tok = model.tokenizer().expect("tokenizer");
@@ -279,7 +279,7 @@ fn tokenizer_gives_transformers_ids() {
 #[test]
 fn long_prompts_are_truncated_to_77() {
     let _g = serial();
-    let model = load("tiny", FileQuant::F32);
+    let model = load("tiny", Quant::F32);
     let long = vec!["a photo of a cat ".repeat(40)];
     let batch = model.tokenize(&long).expect("tokenize");
     assert_eq!(batch.len(), 77);
@@ -319,7 +319,7 @@ fn preprocessing_matches_clip_image_processor() {
 #[test]
 fn preprocessor_config_is_read() {
     let _g = serial();
-    let model = load("tiny", FileQuant::F32);
+    let model = load("tiny", Quant::F32);
     let cfg = model.preprocess_config().expect("vision model");
     assert_eq!(cfg.crop_size, 32);
     assert_eq!(cfg.resize_side().expect("side"), 32);
@@ -328,7 +328,7 @@ fn preprocessor_config_is_read() {
 #[test]
 fn bad_inputs_are_clear_errors() {
     let _g = serial();
-    let tiny = load("tiny", FileQuant::F32);
+    let tiny = load("tiny", Quant::F32);
     // Pixel values of the wrong size.
     let err = tiny.run(Some((&[0.0; 10], 1)), None).expect_err("wrong pixel count");
     assert!(matches!(err, ModelError::Input(_)), "{err}");
@@ -343,7 +343,7 @@ fn bad_inputs_are_clear_errors() {
     assert!(err.to_string().contains("77 positions"), "{err}");
     assert!(TextBatch::new(vec![1, 2, 3], 2, 2).is_err());
     // A text-only CLIP given an image.
-    let text_only = load("text_only", FileQuant::F32);
+    let text_only = load("text_only", Quant::F32);
     let err = text_only.run(Some((&[0.0; 3 * 224 * 224], 1)), None).expect_err("no vision tower");
     assert!(err.to_string().contains("no vision tower"), "{err}");
     // A missing or corrupt image.
@@ -363,10 +363,10 @@ fn bad_inputs_are_clear_errors() {
     cfg_json["vision_config"]["hidden_size"] = 128.into();
     std::fs::write(dir.join("config.json"), cfg_json.to_string()).expect("write");
     std::fs::copy(fixture("tiny").join("model.safetensors"), dir.join("model.safetensors")).expect("copy");
-    let err = ClipModel::load(&ctx(), &dir, FileQuant::F32).err().expect("misshapen");
+    let err = ClipModel::load(&ctx(), &dir, Quant::F32).err().expect("misshapen");
     assert!(matches!(err, ModelError::Checkpoint { .. }), "{err}");
     std::fs::remove_file(dir.join("model.safetensors")).expect("rm");
-    let err = ClipModel::load(&ctx(), &dir, FileQuant::F32).err().expect("no weights");
+    let err = ClipModel::load(&ctx(), &dir, Quant::F32).err().expect("no weights");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -386,7 +386,7 @@ fn full_size_vit_l_14_336_matches_transformers() {
     let _g = serial();
     let r: Value = serde_json::from_str(&std::fs::read_to_string(fixture("full_l14_336.json")).expect("fixture")).expect("json");
     let seed = r["seed"].as_u64().expect("seed");
-    let tower = VisionTower::load(&ctx(), &VisionConfig::clip_vit_l_14_336(), &RandomParams::new(seed), FileQuant::F32).expect("tower");
+    let tower = VisionTower::load(&ctx(), &VisionConfig::clip_vit_l_14_336(), &RandomParams::new(seed), Quant::F32).expect("tower");
     let n: usize = 3 * 336 * 336;
     let pixels: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
     let pixels = Tensor::from_f32(&ctx(), &[1, 3, 336, 336], &pixels).expect("pixels");

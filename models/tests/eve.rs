@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use kestrel::weights::kestrel_file::FileQuant;
+use kestrel::Quant;
 use kestrel::{Context, ContextOptions, DType, Recorder, Tensor};
 use kestrel_models::error::ModelError;
 use kestrel_models::eve::config::{EveConfig, IMAGE_TOKEN_INDEX};
@@ -20,7 +20,6 @@ use kestrel_models::eve::ldp::{Ldp, squeeze_channels};
 use kestrel_models::eve::prompt::{Piece, expand2square, pad_colour, split_image_tokens, v1_prompt};
 use kestrel_models::eve::{EveModel, PROJECTOR_PREFIX};
 use kestrel_models::llm::decoder::{Decoder, DecoderOptions, Segment, Trace};
-use kestrel_models::llm::weights::WeightQuant;
 use kestrel_models::npy::{read_npy_f32, read_npy_i64};
 use kestrel_models::params::{Checkpoint, HostParams};
 use kestrel_models::slab::synthetic::uniform01;
@@ -86,7 +85,7 @@ fn prefill(model: &EveModel, ids: &[i64], image: &Tensor) -> (Decoder, Vec<f32>,
 #[test]
 fn tiny_eve_matches_the_reference() {
     let ctx = ctx();
-    let model = EveModel::load(&ctx, &tiny(), WeightQuant::F32).expect("load");
+    let model = EveModel::load(&ctx, &tiny(), Quant::F32).expect("load");
     let c = model.config();
     assert_eq!((c.llm.pangu_split, c.llm.aug_shortcut, c.image_tokens()), (Some(8), Some(128), 16));
     let (ids, pixels) = inputs(&ctx);
@@ -151,7 +150,7 @@ fn tiny_eve_matches_the_reference() {
 }
 
 /// Cosine of the prompt's last logits under `quant` against the f32 reference.
-fn quantised_cosine(quant: WeightQuant) -> f64 {
+fn quantised_cosine(quant: Quant) -> f64 {
     let ctx = ctx();
     let (ids, pixels) = inputs(&ctx);
     let model = EveModel::load(&ctx, &tiny(), quant).expect("load");
@@ -164,21 +163,21 @@ fn quantised_cosine(quant: WeightQuant) -> f64 {
 
 #[test]
 fn w8_logits_stay_close() {
-    let cos = quantised_cosine(WeightQuant::W8);
+    let cos = quantised_cosine(Quant::W8);
     assert!(cos >= 0.999, "w8: cosine {cos} < 0.999");
 }
 
 #[test]
 #[ignore = "w4 misses cosine 0.99 on the tiny random fixture (0.9869 measured; 0.9864 with the tower and projector in f32)"]
 fn w4_logits_stay_close() {
-    let cos = quantised_cosine(WeightQuant::W4);
+    let cos = quantised_cosine(Quant::W4);
     assert!(cos >= 0.99, "w4: cosine {cos} < 0.99");
 }
 
 #[test]
 fn image_file_is_padded_to_a_square_then_preprocessed() {
     let ctx = ctx();
-    let model = EveModel::load(&ctx, &tiny(), WeightQuant::F32).expect("load");
+    let model = EveModel::load(&ctx, &tiny(), Quant::F32).expect("load");
     let px = model.pixels_from_file(&tiny().join("image.png")).expect("pixels");
     let (shape, want) = npy("pixel_values.npy");
     assert_eq!(px.shape.to_vec(), shape);
@@ -237,7 +236,7 @@ fn full_width_ldp_matches_the_seeded_reference() {
         params.insert(format!("{PROJECTOR_PREFIX}{name}"), shape.clone(), synth(17, i as u64, n, lo, hi)).expect("insert");
     }
     let ctx = ctx();
-    let ldp = Ldp::load(&ctx, &Checkpoint::new(&params, PROJECTOR_PREFIX), inc, ouc, FileQuant::F32).expect("load");
+    let ldp = Ldp::load(&ctx, &Checkpoint::new(&params, PROJECTOR_PREFIX), inc, ouc, Quant::F32).expect("load");
     let feats = Tensor::from_f32(&ctx, &[grid * grid, inc], &synth(29, 0, grid * grid * inc, -2.0, 2.0)).expect("upload");
     let mut rec = Recorder::new(&ctx);
     let out = ldp.forward(&mut rec, &feats).expect("forward");
@@ -297,16 +296,13 @@ fn bad_inputs_are_typed_errors() {
     let ctx = ctx();
     let mut params = HostParams::new("misshapen");
     params.insert(format!("{PROJECTOR_PREFIX}mlp.1.weight"), vec![64, 31], vec![0.0; 64 * 31]).expect("insert");
-    assert!(matches!(
-        Ldp::load(&ctx, &Checkpoint::new(&params, PROJECTOR_PREFIX), 32, 64, FileQuant::F32),
-        Err(ModelError::Checkpoint { .. })
-    ));
-    let model = EveModel::load(&ctx, &tiny(), WeightQuant::F32).expect("load");
+    assert!(matches!(Ldp::load(&ctx, &Checkpoint::new(&params, PROJECTOR_PREFIX), 32, 64, Quant::F32), Err(ModelError::Checkpoint { .. })));
+    let model = EveModel::load(&ctx, &tiny(), Quant::F32).expect("load");
     let mut rec = Recorder::new(&ctx);
     let feats = Tensor::from_f32(&ctx, &[63, 32], &vec![0.0; 63 * 32]).expect("upload");
     assert!(matches!(model.record_projector(&mut rec, &feats), Err(ModelError::Input(_))));
     let pixels = Tensor::from_f32(&ctx, &[1, 3, 30, 30], &vec![0.0; 2700]).expect("upload");
     assert!(matches!(model.image_tokens(&pixels), Err(ModelError::Input(_))));
     assert!(model.prompt_ids("hi").is_err(), "no tokenizer in the tiny fixture");
-    assert!(matches!(EveModel::load(&ctx, &fixtures().join("missing"), WeightQuant::F32), Err(ModelError::Config(_))));
+    assert!(matches!(EveModel::load(&ctx, &fixtures().join("missing"), Quant::F32), Err(ModelError::Config(_))));
 }

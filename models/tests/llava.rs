@@ -14,11 +14,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use kestrel::Quant;
 use kestrel::{Context, ContextOptions, DType};
 use kestrel_models::llava::{ImageInput, LlavaModel};
 use kestrel_models::llm::decoder::DecoderOptions;
 use kestrel_models::llm::generate::{GenerateOptions, generate_segments};
-use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
+use kestrel_models::llm::weights::LoadOptions;
 use kestrel_models::npy::read_npy_f32;
 use kestrel_models::vision::{DecodeLimits, load_image};
 use serde_json::Value;
@@ -71,7 +72,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (n(a) * n(b))
 }
 
-fn load(name: &str, quant: WeightQuant) -> LlavaModel {
+fn load(name: &str, quant: Quant) -> LlavaModel {
     let opts = LoadOptions { quant, ..LoadOptions::default() };
     let dec = DecoderOptions { context: Some(256), kv_dtype: Some(DType::F32) };
     LlavaModel::load(&ctx(), &fixture(name), &opts, &dec, &mut |_, _| {}).expect("load LLaVA")
@@ -122,7 +123,7 @@ fn check_layers(model: &mut LlavaModel, input: &ImageInput, prompt: &[u32], want
 fn check_golden(dir: &str, model_dir: &str) {
     let _g = serial();
     let r = reference(dir);
-    let mut model = load(model_dir, WeightQuant::F32);
+    let mut model = load(model_dir, Quant::F32);
     for (image, want) in r["images"].as_object().expect("images") {
         let input = reference_input(&model, dir, image, want);
         assert_eq!(model.feature_count(&input), flat(&want["image_features"]).len() / model.config().text.hidden, "{image}: feature count");
@@ -168,7 +169,7 @@ fn llava_next_anyres_matches_transformers() {
 fn check_processor(dir: &str) {
     let _g = serial();
     let r = reference(dir);
-    let model = load(dir, WeightQuant::F32);
+    let model = load(dir, Quant::F32);
     let tok = model.tokenizer().expect("tokenizer");
     for (image, want) in r["images"].as_object().expect("images") {
         let photo =
@@ -204,11 +205,11 @@ fn llava_next_processor_matches_transformers() {
 }
 
 /// Cosine of the `quant` model's logits (after the chelsea prompt) with the f32 model's.
-fn quantised_cosine(dir: &str, quant: WeightQuant) -> f64 {
+fn quantised_cosine(dir: &str, quant: Quant) -> f64 {
     let r = reference(dir);
     let want = &r["images"]["chelsea"];
     let prompt = ids(&want["input_ids"]);
-    let mut f32_model = load(dir, WeightQuant::F32);
+    let mut f32_model = load(dir, Quant::F32);
     let input = reference_input(&f32_model, dir, "chelsea", want);
     let (base, _, _) = run(&mut f32_model, &input, &prompt, 1);
     let mut m = load(dir, quant);
@@ -222,7 +223,7 @@ fn quantised_cosine(dir: &str, quant: WeightQuant) -> f64 {
 fn w8_logits_stay_close() {
     let _g = serial();
     for dir in ["llava15", "llava_next"] {
-        let c = quantised_cosine(dir, WeightQuant::W8);
+        let c = quantised_cosine(dir, Quant::W8);
         assert!(c >= 0.999, "{dir} w8: logits cosine {c} < 0.999");
     }
 }
@@ -236,7 +237,7 @@ fn w8_logits_stay_close() {
 fn w4_logits_stay_close() {
     let _g = serial();
     for dir in ["llava15", "llava_next"] {
-        let c = quantised_cosine(dir, WeightQuant::W4);
+        let c = quantised_cosine(dir, Quant::W4);
         assert!(c >= 0.99, "{dir} w4: logits cosine {c} < 0.99");
     }
 }
@@ -244,7 +245,7 @@ fn w4_logits_stay_close() {
 #[test]
 fn bad_inputs_are_errors() {
     let _g = serial();
-    let model = load("llava15", WeightQuant::F32);
+    let model = load("llava15", Quant::F32);
     // Pixel values of the wrong size.
     let bad = ImageInput { pixels: vec![0.0; 10], tiles: 1, grid: None, image_size: (28, 28) };
     assert!(model.encode(&bad).is_err());
@@ -262,7 +263,7 @@ fn bad_inputs_are_errors() {
     assert!(LlavaModel::load(&ctx(), &clip, &LoadOptions::default(), &dec, &mut |_, _| {}).is_err());
 }
 
-fn load_gguf(name: &str, quant: WeightQuant) -> LlavaModel {
+fn load_gguf(name: &str, quant: Quant) -> LlavaModel {
     let opts = LoadOptions { quant, ..LoadOptions::default() };
     let dec = DecoderOptions { context: Some(256), kv_dtype: Some(DType::F32) };
     let dir = fixture("gguf");
@@ -280,7 +281,7 @@ fn gguf_pair_matches_transformers() {
     let _g = serial();
     for name in ["llava15", "llava_next"] {
         let r = reference(name);
-        let mut model = load_gguf(name, WeightQuant::Native);
+        let mut model = load_gguf(name, Quant::Native);
         for (image, want) in r["images"].as_object().expect("images") {
             let input = reference_input(&model, name, image, want);
             let features = model.encode(&input).expect("encode").to_vec_f32().expect("readback");

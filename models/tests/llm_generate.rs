@@ -5,13 +5,14 @@
 mod llm_common;
 
 use kestrel::DType;
+use kestrel::Quant;
 use kestrel_models::ModelError;
 use kestrel_models::llm::config::LlmConfig;
 use kestrel_models::llm::generate::{FinishReason, GenerateOptions, generate};
 use kestrel_models::llm::load::load;
 use kestrel_models::llm::sampler::{Sampler, SamplerConfig};
 use kestrel_models::llm::tokenizer::Tokenizer;
-use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
+use kestrel_models::llm::weights::LoadOptions;
 use llm_common::{ctx, fixture, reference, tiny_decoder};
 use serde_json::json;
 
@@ -30,7 +31,7 @@ fn sampled(seed: u64) -> SamplerConfig {
 
 #[test]
 fn empty_prompt_is_an_input_error() {
-    let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 16);
+    let mut dec = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, 16);
     assert!(matches!(dec.prefill(&[]), Err(ModelError::Input(_))));
     let r = generate(&mut dec, &tokenizer(), &[], &GenerateOptions::default(), &mut |_| {});
     assert!(matches!(r, Err(ModelError::Input(_))), "{:?}", r.map(|g| g.tokens));
@@ -39,7 +40,7 @@ fn empty_prompt_is_an_input_error() {
 #[test]
 fn prompt_longer_than_the_context_is_refused() {
     let ids = reference("llama_gqa").ids;
-    let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 8);
+    let mut dec = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, 8);
     match dec.prefill(&ids[..9]) {
         Err(ModelError::ContextFull { needed: 9, context: 8 }) => {}
         other => panic!("expected ContextFull, got {:?}", other.map(|l| l.vocab())),
@@ -55,7 +56,7 @@ fn prompt_longer_than_the_context_is_refused() {
 #[test]
 fn generation_stops_when_the_context_is_full() {
     let ids = reference("llama_gqa").ids;
-    let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 8);
+    let mut dec = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, 8);
     let opts = GenerateOptions { max_tokens: 10, sampler: sampled(7), ..Default::default() };
     let g = generate(&mut dec, &tokenizer(), &ids[..6], &opts, &mut |_| {}).expect("generate");
     assert_eq!((g.finish, g.tokens.len(), dec.position()), (FinishReason::ContextFull, 3, 8), "{:?}", g.tokens);
@@ -63,7 +64,7 @@ fn generation_stops_when_the_context_is_full() {
 
 #[test]
 fn token_ids_outside_the_vocabulary_are_refused() {
-    let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 8);
+    let mut dec = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, 8);
     assert!(matches!(dec.prefill(&[3, 100]), Err(ModelError::Input(_))));
     assert_eq!(dec.position(), 0);
 }
@@ -94,7 +95,7 @@ fn same_seed_same_tokens_and_streamed_text_is_the_text() {
     let ids = reference("llama_gqa").ids;
     let tok = tokenizer();
     let run = |seed: u64| {
-        let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
+        let mut dec = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, 32);
         let mut streamed = String::new();
         let opts = GenerateOptions { max_tokens: 10, sampler: sampled(seed), ..Default::default() };
         let g = generate(&mut dec, &tok, &ids[..4], &opts, &mut |s| streamed.push_str(s)).expect("generate");
@@ -109,7 +110,7 @@ fn same_seed_same_tokens_and_streamed_text_is_the_text() {
 #[test]
 fn gpu_sampling_paths_equal_the_cpu_path() {
     let ids = reference("llama_gqa").ids;
-    let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
+    let mut dec = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, 32);
     let logits = dec.prefill(&ids[..6]).expect("prefill");
     let row = logits.to_vec().expect("readback");
     for config in [SamplerConfig::default(), sampled(3), sampled(11)] {
@@ -125,7 +126,7 @@ fn gpu_sampling_paths_equal_the_cpu_path() {
 fn stop_strings_end_generation_and_are_cut() {
     let ids = reference("llama_gqa").ids;
     let tok = tokenizer();
-    let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
+    let mut dec = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, 32);
     let opts = GenerateOptions { max_tokens: 12, ..Default::default() };
     let full = generate(&mut dec, &tok, &ids[..4], &opts, &mut |_| {}).expect("generate");
     // Stop at a piece of the greedy text that starts after its first character.

@@ -19,9 +19,9 @@
 mod llm_common;
 
 use kestrel::DType;
+use kestrel::Quant;
 use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
 use kestrel_models::llm::generate::{GenerateOptions, generate};
-use kestrel_models::llm::weights::WeightQuant;
 use llm_common::{ctx, fixture, load_model, read_json, serial, smollm2};
 use serde_json::Value;
 
@@ -50,7 +50,7 @@ fn cases() -> Vec<Value> {
 
 /// Checks every reference case on a decoder loaded with `quant`, within `tol` on the top-50
 /// logits.
-fn check_cases(quant: WeightQuant, kv: DType, tol: f32) {
+fn check_cases(quant: Quant, kv: DType, tol: f32) {
     let Some(path) = smollm2() else { return };
     let _serial = serial();
     let m = load_model(&path, quant, true);
@@ -92,12 +92,12 @@ fn check_cases(quant: WeightQuant, kv: DType, tol: f32) {
 
 #[test]
 fn smollm2_f32_matches_transformers() {
-    check_cases(WeightQuant::F32, DType::F32, 0.05);
+    check_cases(Quant::F32, DType::F32, 0.05);
 }
 
 #[test]
 fn smollm2_native_q4_1_matches_transformers() {
-    check_cases(WeightQuant::Native, DType::F16, 0.15);
+    check_cases(Quant::Native, DType::F16, 0.15);
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn smollm2_prompt_ids_match_transformers() {
 fn smollm2_capital_of_france_is_paris() {
     let Some(path) = smollm2() else { return };
     let _serial = serial();
-    let m = load_model(&path, WeightQuant::Native, true);
+    let m = load_model(&path, Quant::Native, true);
     let tok = m.tokenizer.expect("the GGUF has a tokenizer");
     let mut dec = Decoder::new(&ctx(), m.config, m.weights, &DecoderOptions::default()).expect("decoder");
     let prompt = tok.encode("The capital of France is", true).expect("encode");
@@ -130,7 +130,6 @@ fn smollm2_capital_of_france_is_paris() {
 #[test]
 fn smollm2_converted_to_a_kestrel_file_is_self_contained() {
     use kestrel::weights::convert::{ConvertOptions, convert};
-    use kestrel::weights::kestrel_file::FileQuant;
     let Some(path) = smollm2() else { return };
     let _serial = serial();
     // No --config and no tokenizer.json beside the file: the GGUF metadata travels with it.
@@ -138,9 +137,9 @@ fn smollm2_converted_to_a_kestrel_file_is_self_contained() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let out = dir.join("smollm2.w8.kestrel");
     let src = kestrel::weights::open(&path).expect("open");
-    convert(src.as_ref(), &out, &ConvertOptions { quant: FileQuant::W8, architecture: None, config: None }, |_, _| {}).expect("convert");
-    let from_gguf = load_model(&path, WeightQuant::Native, true);
-    let m = load_model(&out, WeightQuant::Native, true);
+    convert(src.as_ref(), &out, &ConvertOptions { quant: Quant::W8, architecture: None, config: None }, |_, _| {}).expect("convert");
+    let from_gguf = load_model(&path, Quant::Native, true);
+    let m = load_model(&out, Quant::Native, true);
     assert_eq!(m.format, "kestrel");
     assert_eq!(m.config, from_gguf.config);
     let tok = m.tokenizer.expect("the tokenizer is recorded in the Kestrel file");

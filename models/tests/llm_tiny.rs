@@ -12,11 +12,12 @@
 
 mod llm_common;
 
+use kestrel::Quant;
 use kestrel::{Context, ContextOptions, DType};
 use kestrel_models::llm::config::{MlpKind, NormKind};
 use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
 use kestrel_models::llm::load::load;
-use kestrel_models::llm::weights::{LoadOptions, Stacked, WeightQuant};
+use kestrel_models::llm::weights::{LoadOptions, Stacked};
 use llm_common::{max_abs_diff, reference, tiny_decoder, tiny_decoder_with};
 
 /// Runs the reference ids through `dec`: a prefill of the first `split` tokens, then one token
@@ -32,7 +33,7 @@ fn incremental(dec: &mut Decoder, ids: &[u32], split: usize) -> Vec<Vec<f32>> {
 /// Every position's logits of `name` against transformers, within `tol`.
 fn check_against_reference(name: &str, kv: DType, tol: f32) {
     let r = reference(name);
-    let mut dec = tiny_decoder(name, WeightQuant::F32, true, kv, 32);
+    let mut dec = tiny_decoder(name, Quant::F32, true, kv, 32);
     let split = 5;
     let rows = incremental(&mut dec, &r.ids, split);
     let mut worst = 0.0f32;
@@ -51,21 +52,21 @@ fn llama_gqa_matches_transformers() {
 
 #[test]
 fn llama_with_biases_tied_and_linear_rope_matches_transformers() {
-    let m = llm_common::load_model(&llm_common::fixture("llama_bias"), WeightQuant::F32, true);
+    let m = llm_common::load_model(&llm_common::fixture("llama_bias"), Quant::F32, true);
     assert!(m.config.qkv_bias && m.config.o_bias && m.config.tie_embeddings, "{:?}", m.config);
     check_against_reference("llama_bias", DType::F32, 1e-3);
 }
 
 #[test]
 fn pangu_pi_layers_match_reference() {
-    let m = llm_common::load_model(&llm_common::fixture("pangu_pi"), WeightQuant::F32, true);
+    let m = llm_common::load_model(&llm_common::fixture("pangu_pi"), Quant::F32, true);
     assert_eq!((m.config.mlp, m.config.aug_shortcut, m.config.qkv_bias, m.config.o_bias), (MlpKind::PanguVanilla, Some(16), true, false));
     check_against_reference("pangu_pi", DType::F32, 1e-3);
 }
 
 #[test]
 fn slab_repbn_folded_matches_reference() {
-    let m = llm_common::load_model(&llm_common::fixture("slab_repbn"), WeightQuant::F32, true);
+    let m = llm_common::load_model(&llm_common::fixture("slab_repbn"), Quant::F32, true);
     assert_eq!(m.config.norm, NormKind::RepBn);
     check_against_reference("slab_repbn", DType::F32, 1e-3);
 }
@@ -73,8 +74,8 @@ fn slab_repbn_folded_matches_reference() {
 #[test]
 fn slab_repbn_folded_equals_unfolded() {
     let r = reference("slab_repbn");
-    let mut folded = tiny_decoder("slab_repbn", WeightQuant::F32, true, DType::F32, 32);
-    let mut kept = tiny_decoder("slab_repbn", WeightQuant::F32, false, DType::F32, 32);
+    let mut folded = tiny_decoder("slab_repbn", Quant::F32, true, DType::F32, 32);
+    let mut kept = tiny_decoder("slab_repbn", Quant::F32, false, DType::F32, 32);
     let a = folded.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
     let b = kept.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
     let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
@@ -93,7 +94,7 @@ fn stacked_projections_equal_separate_ones() {
     // both prefill (matmul) and decode (GEMV) steps.
     for name in ["llama_gqa", "llama_bias", "slab_repbn"] {
         let r = reference(name);
-        for quant in [WeightQuant::F32, WeightQuant::F16, WeightQuant::W8, WeightQuant::W4] {
+        for quant in [Quant::F32, Quant::F16, Quant::W8, Quant::W4] {
             let opts = |fuse_projections| LoadOptions { quant, fold_repbn: true, fuse_projections };
             let mut fused = tiny_decoder_with(name, &opts(true), DType::F32, 32);
             let mut separate = tiny_decoder_with(name, &opts(false), DType::F32, 32);
@@ -114,7 +115,7 @@ fn a_stack_larger_than_the_largest_buffer_stays_separate() {
     // gate|up loads as two linears; the logits match transformers as before.
     let opts = ContextOptions { max_buffer_override: Some(48 << 10), weight_textures: Some(false), ..ContextOptions::from_env() };
     let ctx = Context::new(&opts).expect("GPU context");
-    let load_opts = LoadOptions { quant: WeightQuant::F32, fold_repbn: true, fuse_projections: true };
+    let load_opts = LoadOptions { quant: Quant::F32, fold_repbn: true, fuse_projections: true };
     let m = load(&ctx, &llm_common::fixture("llama_gqa"), &load_opts, &mut |_, _| {}).expect("load");
     assert!(m.weights.layers.iter().all(|l| matches!((&l.qkv, &l.gate_up), (Stacked::Fused(_), Stacked::Separate(_)))));
     let r = reference("llama_gqa");
@@ -132,7 +133,7 @@ fn dynamic_ntk_prefill_matches_transformers() {
     // the same. (A KV-cached decode keeps keys rotated with the bases of earlier lengths, as
     // transformers' own cache does.)
     let r = reference("llama_ntk");
-    let mut dec = tiny_decoder("llama_ntk", WeightQuant::F32, true, DType::F32, 32);
+    let mut dec = tiny_decoder("llama_ntk", Quant::F32, true, DType::F32, 32);
     let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
     let d = max_abs_diff(&got, &r.logits[r.ids.len() - 1]);
     eprintln!("llama_ntk: max |Δlogit| {d:e}");
@@ -142,9 +143,9 @@ fn dynamic_ntk_prefill_matches_transformers() {
 #[test]
 fn kv_cache_decode_equals_full_rerun() {
     let r = reference("llama_gqa");
-    let mut cached = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
+    let mut cached = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, 32);
     let rows = incremental(&mut cached, &r.ids, 3);
-    let mut fresh = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
+    let mut fresh = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, 32);
     let mut worst = 0.0f32;
     for (i, row) in rows.iter().enumerate() {
         fresh.reset();
@@ -162,7 +163,7 @@ fn f16_kv_cache_within_tolerance() {
 
 /// Converts the llama_gqa checkpoint into a Kestrel model file (`quant`, with its config.json
 /// recorded) and checks the decoder loaded from it against transformers within `tol`.
-fn check_kestrel_file(quant: kestrel::weights::kestrel_file::FileQuant, tol: f32) {
+fn check_kestrel_file(quant: kestrel::Quant, tol: f32) {
     use kestrel::weights::convert::{ConvertOptions, convert};
     let dir = llm_common::fixture("llama_gqa");
     let config = llm_common::read_json(&dir.join("config.json"));
@@ -172,7 +173,7 @@ fn check_kestrel_file(quant: kestrel::weights::kestrel_file::FileQuant, tol: f32
         .expect("convert");
     let r = reference("llama_gqa");
     let mut dec = {
-        let m = llm_common::load_model(&out, WeightQuant::Native, true);
+        let m = llm_common::load_model(&out, Quant::Native, true);
         Decoder::new(&llm_common::ctx(), m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) })
             .expect("decoder")
     };
@@ -185,10 +186,9 @@ fn check_kestrel_file(quant: kestrel::weights::kestrel_file::FileQuant, tol: f32
 
 #[test]
 fn kestrel_files_of_a_hf_model_load() {
-    use kestrel::weights::kestrel_file::FileQuant;
-    check_kestrel_file(FileQuant::F32, 1e-3);
+    check_kestrel_file(Quant::F32, 1e-3);
     // int8 per output channel: logits of magnitude ~3 move by a few hundredths (measured 0.057).
-    check_kestrel_file(FileQuant::W8, 0.15);
+    check_kestrel_file(Quant::W8, 0.15);
 }
 
 /// Writes a safetensors file of f32 tensors (name, shape, little-endian bytes).
@@ -233,7 +233,7 @@ fn sharded_hf_checkpoints_load() {
     std::fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string())
         .expect("index");
     let r = reference("llama_gqa");
-    let m = llm_common::load_model(&dir, WeightQuant::F32, true);
+    let m = llm_common::load_model(&dir, Quant::F32, true);
     let mut dec = Decoder::new(&llm_common::ctx(), m.config, m.weights, &DecoderOptions { context: Some(32), kv_dtype: Some(DType::F32) })
         .expect("decoder");
     let got = dec.prefill(&r.ids).expect("prefill").to_vec().expect("readback");
@@ -265,7 +265,7 @@ fn a_context_beyond_the_trained_length_warns() {
     log::set_logger(&CAPTURED).expect("the only logger of this test binary");
     log::set_max_level(log::LevelFilter::Warn);
     let warned = |context: usize| {
-        let _dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, context);
+        let _dec = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, context);
         let needle = format!("context of {context} positions exceeds the 64");
         CAPTURED.0.lock().expect("log lock").iter().any(|m| m.contains(&needle))
     };
@@ -281,7 +281,7 @@ fn embedding_rows_in_a_prompt_equal_their_token_ids() {
 
     let r = reference("llama_gqa");
     let ids = &r.ids[..9];
-    let mut dec = tiny_decoder("llama_gqa", WeightQuant::F32, true, DType::F32, 32);
+    let mut dec = tiny_decoder("llama_gqa", Quant::F32, true, DType::F32, 32);
     let want = dec.prefill(ids).expect("prefill").to_vec().expect("readback");
     // The middle four tokens given as rows of the embedding table, as an image's features are.
     let ctx = dec.gpu().clone();

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use kestrel::weights::kestrel_file::FileQuant;
+use kestrel::Quant;
 use kestrel::{Context, ContextOptions, Recorder, Tensor};
 use kestrel_models::npy::read_npy_f32;
 use kestrel_models::params::HostParams;
@@ -151,25 +151,25 @@ fn check_small(name: &str) {
     let (_, want) = read_npy_f32(&fixtures().join(format!("{name}.logits.npy"))).unwrap();
 
     let folded = fold_checkpoint(src.as_ref(), &cfg, FoldMode::Fold).unwrap();
-    let model = SlabModel::load(&ctx(), &cfg, &folded, FileQuant::F32).unwrap();
+    let model = SlabModel::load(&ctx(), &cfg, &folded, Quant::F32).unwrap();
     let got = run(&model, &input);
     let err = max_abs(&got, &want);
     println!("{name}: f32 max |Δlogit| = {err:.2e}");
     assert!(err <= 1e-3, "{name}: f32 logits differ by {err}");
 
     let kept = fold_checkpoint(src.as_ref(), &cfg, FoldMode::Keep).unwrap();
-    let unfolded = run(&SlabModel::load(&ctx(), &cfg, &kept, FileQuant::F32).unwrap(), &input);
+    let unfolded = run(&SlabModel::load(&ctx(), &cfg, &kept, Quant::F32).unwrap(), &input);
     let scale = got.iter().map(|v| v.abs()).fold(0.0, f32::max);
     let rel = max_abs(&got, &unfolded) / scale;
     println!("{name}: folded vs unfolded max rel = {rel:.2e}");
     assert!(rel <= 1e-4, "{name}: fold changed the logits by {rel} (relative)");
 
-    for (quant, min_cos) in [(FileQuant::F16, 0.999), (FileQuant::W8, 0.999), (FileQuant::W4, 0.99)] {
+    for (quant, min_cos) in [(Quant::F16, 0.999), (Quant::W8, 0.999), (Quant::W4, 0.99)] {
         let q = run(&SlabModel::load(&ctx(), &cfg, &folded, quant).unwrap(), &input);
         let cos = cosine(&q, &got);
         println!("{name}: {} cosine {cos:.6}", quant.name());
         assert!(cos >= min_cos, "{name}: {} cosine {cos} < {min_cos}", quant.name());
-        if quant != FileQuant::W4 {
+        if quant != Quant::W4 {
             assert_eq!(argmax(&q), argmax(&got), "{name}: {} changed the top-1 class", quant.name());
         }
     }
@@ -235,7 +235,7 @@ fn check_full(arch: &str) {
     let cfg = kestrel_models::slab::config::lookup(arch).unwrap();
     let ckpt = synthetic_checkpoint(arch, weight_seed(arch).unwrap());
     let folded = fold_checkpoint(&ckpt, &cfg, FoldMode::Fold).unwrap();
-    let model = SlabModel::load(&ctx(), &cfg, &folded, FileQuant::F32).unwrap();
+    let model = SlabModel::load(&ctx(), &cfg, &folded, Quant::F32).unwrap();
     let got = run(&model, &input_image(224));
     let (_, want) = read_npy_f32(&fixtures().join(format!("{arch}_full.logits.npy"))).unwrap();
     let err = max_abs(&got, &want);
@@ -261,7 +261,7 @@ fn check_key_list(arch: &str) {
     let cfg = kestrel_models::slab::infer::infer_config(&ckpt).unwrap();
     assert_eq!(cfg.arch, arch);
     let folded = fold_checkpoint(&ckpt, &cfg, FoldMode::Fold).unwrap();
-    SlabModel::load(&ctx(), &cfg, &folded, FileQuant::F32).unwrap();
+    SlabModel::load(&ctx(), &cfg, &folded, Quant::F32).unwrap();
 }
 
 #[test]

@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use kestrel::weights::kestrel_file::FileQuant;
+use kestrel::Quant;
 use kestrel::{Context, ContextOptions, DType};
 use kestrel_models::clip::ClipModel;
 use kestrel_models::llava::LlavaModel;
 use kestrel_models::llm::decoder::DecoderOptions;
 use kestrel_models::llm::generate::{GenerateOptions, generate_segments};
-use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
+use kestrel_models::llm::weights::LoadOptions;
 use kestrel_models::video::decode::decode;
 use kestrel_models::video::{RoiGrid, Spec, encode_video, encode_video_with, prompt_text, seq_frames};
 use serde_json::Value;
@@ -35,8 +35,8 @@ fn usizes(v: &Value) -> Vec<usize> {
 #[test]
 fn pipeline_matches_pytorch() {
     let want: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("pipeline.json")).expect("pipeline.json")).expect("json");
-    let clip = ClipModel::load(&ctx(), &dir().join("clip"), FileQuant::F32).expect("CLIP");
-    let opts = LoadOptions { quant: WeightQuant::F32, ..LoadOptions::default() };
+    let clip = ClipModel::load(&ctx(), &dir().join("clip"), Quant::F32).expect("CLIP");
+    let opts = LoadOptions { quant: Quant::F32, ..LoadOptions::default() };
     let dec = DecoderOptions { context: Some(3072), kv_dtype: Some(DType::F32) };
     let mut llava = LlavaModel::load(&ctx(), &dir().join("llava"), &opts, &dec, &mut |_, _| {}).expect("LLaVA");
     let video_path = dir().join("clip_60f.mp4");
@@ -93,7 +93,7 @@ fn pipeline_matches_pytorch() {
 /// official reading's.
 #[test]
 fn spatial_roi_reading() {
-    let clip = ClipModel::load(&ctx(), &dir().join("clip"), FileQuant::F32).expect("CLIP");
+    let clip = ClipModel::load(&ctx(), &dir().join("clip"), Quant::F32).expect("CLIP");
     let llava =
         LlavaModel::load(&ctx(), &dir().join("llava"), &LoadOptions::default(), &DecoderOptions::default(), &mut |_, _| {}).expect("LLaVA");
     let video = decode(&dir().join("clip_60f.mp4"), Some(&seq_frames(60, 50))).expect("decode");
@@ -114,7 +114,7 @@ fn spatial_roi_reading() {
 /// does (with a warning), not an error or a panic; the official code would fail there.
 #[test]
 fn long_question_is_truncated_for_clip() {
-    let clip = ClipModel::load(&ctx(), &dir().join("clip"), FileQuant::F32).expect("CLIP");
+    let clip = ClipModel::load(&ctx(), &dir().join("clip"), Quant::F32).expect("CLIP");
     let long = "a photo of a cat on the sky ".repeat(30);
     let ids = clip.tokenize(&[long]).expect("tokenize");
     assert_eq!(ids.len(), 77);

@@ -5,6 +5,7 @@ use crate::dtype::DType;
 /// Every failure the runtime reports. Nothing in the public API panics on user input; it
 /// returns one of these instead.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KestrelError {
     /// No adapter matched the requested backends / name filter.
     #[error("no GPU adapter found (backends: {backends}, name filter: {filter:?}); available: {available}")]

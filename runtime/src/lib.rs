@@ -34,6 +34,7 @@ pub mod reference;
 pub mod shader;
 pub mod tensor;
 pub mod texture;
+pub mod weight_quant;
 pub mod weights;
 
 pub use caps::Capabilities;
@@ -43,3 +44,4 @@ pub use error::{KestrelError, Result};
 pub use exec::Recorder;
 pub use profile::{DispatchTiming, Profile, TimingSource};
 pub use tensor::Tensor;
+pub use weight_quant::Quant;

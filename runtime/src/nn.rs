@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::Quant;
 use crate::context::Context;
 use crate::error::{KestrelError, Result};
 use crate::exec::Recorder;
@@ -13,7 +14,6 @@ use crate::ops::qmatmul::{qgemv_accumulate, qmatmul};
 use crate::quant::{BLOCK, QuantTensor, check_weight_shape};
 use crate::tensor::Tensor;
 use crate::texture::DenseTexture;
-use crate::weights::kestrel_file::FileQuant;
 
 /// The weight of a [`Linear`], `[out_features, in_features]` (PyTorch `nn.Linear` layout).
 #[derive(Clone, Debug)]
@@ -57,7 +57,7 @@ pub struct Linear {
 /// True when a weight of this shape is stored quantised under `quant`: rows of at least one
 /// block that the scheme can encode. Narrower layers stay f32 (they are a negligible share of
 /// the bytes, and a partial block would waste most of its scale).
-pub fn quantisable(quant: FileQuant, out_features: usize, in_features: usize) -> bool {
+pub fn quantisable(quant: Quant, out_features: usize, in_features: usize) -> bool {
     quant.scheme().is_some_and(|s| in_features >= BLOCK && check_weight_shape(s, &[out_features, in_features]).is_ok())
 }
 
@@ -71,7 +71,7 @@ impl Linear {
         bias: Option<&[f32]>,
         out_features: usize,
         in_features: usize,
-        quant: FileQuant,
+        quant: Quant,
     ) -> Result<Linear> {
         let shape = [out_features, in_features];
         if out_features.checked_mul(in_features) != Some(weight.len()) || out_features == 0 {
@@ -81,7 +81,7 @@ impl Linear {
             (_, Some(scheme)) if quantisable(quant, out_features, in_features) => {
                 LinearWeight::Quant(QuantTensor::quantize(ctx, scheme, weight, &shape)?)
             }
-            (FileQuant::F16, _) => LinearWeight::Dense(Tensor::from_f32_as_f16(ctx, &shape, weight)?),
+            (Quant::F16, _) => LinearWeight::Dense(Tensor::from_f32_as_f16(ctx, &shape, weight)?),
             _ => LinearWeight::Dense(Tensor::from_f32(ctx, &shape, weight)?),
         };
         let bias = bias.map(|b| Tensor::from_f32(ctx, &[b.len()], b)).transpose()?;

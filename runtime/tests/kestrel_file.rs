@@ -13,10 +13,11 @@ mod real_weights;
 use std::path::{Path, PathBuf};
 
 use half::f16;
+use kestrel::Quant;
 use kestrel::error::KestrelError;
 use kestrel::quant::{PackedWeights, QuantScheme};
 use kestrel::weights::convert::{ConvertOptions, convert, sha256_file};
-use kestrel::weights::kestrel_file::{FileQuant, KestrelFile};
+use kestrel::weights::kestrel_file::KestrelFile;
 use kestrel::weights::{self, WeightDType, WeightSource, tensor_f32};
 use real_weights::real_weight;
 use serde_json::{Map, Value, json};
@@ -74,7 +75,7 @@ fn write_source(dir: &Path) -> PathBuf {
 }
 
 /// Converts the source with `quant`; returns the output path and the progress calls.
-fn convert_source(src_path: &Path, dir: &Path, quant: FileQuant) -> (PathBuf, Vec<(usize, usize)>) {
+fn convert_source(src_path: &Path, dir: &Path, quant: Quant) -> (PathBuf, Vec<(usize, usize)>) {
     let src = weights::open(src_path).expect("open source");
     let out = dir.join(format!("model.{}.kestrel", quant.name()));
     let opts = ConvertOptions { quant, architecture: Some("testarch".into()), config: Some(json!({"hidden": 70})) };
@@ -88,7 +89,7 @@ fn round_trip_every_quant() {
     let dir = temp_dir("roundtrip");
     let src_path = write_source(&dir);
     let src = weights::open(&src_path).expect("open source");
-    for quant in FileQuant::ALL {
+    for quant in Quant::STORAGE {
         let (out, calls) = convert_source(&src_path, &dir, quant);
         let total = src.tensors().len();
         assert_eq!(calls.first(), Some(&(0, total)), "{quant:?} progress start");
@@ -134,7 +135,7 @@ fn round_trip_every_quant() {
                     assert_eq!(kf.packed(&t.name).expect("plain"), None);
                     let got = tensor_f32(&kf, &t.name).expect("converted f32");
                     // f16 storage: exactly the f16 rounding of the source values.
-                    let want = if quant == FileQuant::F16 { common::f16_round(&want) } else { want };
+                    let want = if quant == Quant::F16 { common::f16_round(&want) } else { want };
                     assert_eq!(got, want, "{quant:?} {}", t.name);
                 }
             }
@@ -148,7 +149,7 @@ fn upload_matches_the_file() {
     let dir = temp_dir("upload");
     let src_path = write_source(&dir);
     let ctx = common::fast();
-    for quant in [FileQuant::W4, FileQuant::F16] {
+    for quant in [Quant::W4, Quant::F16] {
         let (out, _) = convert_source(&src_path, &dir, quant);
         let kf = KestrelFile::open(&out).expect("open converted");
         let up = kf.upload_all(&ctx).expect("upload");
@@ -170,9 +171,21 @@ fn convert_refuses_to_overwrite_its_source() {
     let dir = temp_dir("overwrite");
     let src_path = write_source(&dir);
     let src = weights::open(&src_path).expect("open source");
-    let opts = ConvertOptions { quant: FileQuant::W8, architecture: None, config: None };
+    let opts = ConvertOptions { quant: Quant::W8, architecture: None, config: None };
     let r = convert(src.as_ref(), &src_path, &opts, |_, _| {});
     assert!(matches!(r, Err(KestrelError::Weights { .. })), "{r:?}");
+}
+
+/// `native` keeps weights as a source stores them when loading; it is no storage for a file.
+#[test]
+fn convert_refuses_native() {
+    let dir = temp_dir("native");
+    let src_path = write_source(&dir);
+    let src = weights::open(&src_path).expect("open source");
+    let opts = ConvertOptions { quant: Quant::Native, architecture: None, config: None };
+    let r = convert(src.as_ref(), &dir.join("native.kestrel"), &opts, |_, _| {});
+    assert!(matches!(r, Err(KestrelError::InvalidArgument { op: "convert", .. })), "{r:?}");
+    assert!(!dir.join("native.kestrel").exists());
 }
 
 #[test]
@@ -181,7 +194,7 @@ fn unconvertible_source_dtype_is_an_error() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_types.gguf");
     let src = weights::open(&fixture).expect("open gguf fixture");
     let out = temp_dir("opaque").join("x.kestrel");
-    let opts = ConvertOptions { quant: FileQuant::W8, architecture: None, config: None };
+    let opts = ConvertOptions { quant: Quant::W8, architecture: None, config: None };
     let r = convert(src.as_ref(), &out, &opts, |_, _| {});
     assert!(matches!(r, Err(KestrelError::Weights { .. })), "{r:?}");
     assert!(!out.exists());
@@ -195,7 +208,7 @@ fn non_finite_weights_are_errors_naming_the_tensor() {
         let w = values(64, 5);
         let b = values(3, 6);
         let header = r#"{"fc.weight":{"dtype":"F32","shape":[2,32],"data_offsets":[0,256]},"fc.bias":{"dtype":"F32","shape":[3],"data_offsets":[256,268]}}"#;
-        for (target, quant) in [("fc.weight", FileQuant::W4), ("fc.bias", FileQuant::F32), ("fc.bias", FileQuant::F16)] {
+        for (target, quant) in [("fc.weight", Quant::W4), ("fc.bias", Quant::F32), ("fc.bias", Quant::F16)] {
             let (mut w2, mut b2) = (w.clone(), b.clone());
             if target == "fc.weight" {
                 w2[17] = bad_value;
@@ -228,7 +241,7 @@ fn real_smollm2_gguf_to_w4() {
     let Some(path) = real_weight("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
     let src = weights::open(&path).expect("open gguf");
     let out = temp_dir("smollm2").join("smollm2.w4.kestrel");
-    let opts = ConvertOptions { quant: FileQuant::W4, architecture: None, config: None };
+    let opts = ConvertOptions { quant: Quant::W4, architecture: None, config: None };
     let s = convert(src.as_ref(), &out, &opts, |_, _| {}).expect("convert");
     let kf = KestrelFile::open(&out).expect("open converted");
     assert_eq!(kf.header().architecture, "llama");
@@ -276,7 +289,7 @@ fn assert_rejected(dir: &Path, tag: &str, bytes: &[u8]) {
 fn malformed_files_are_rejected() {
     let dir = temp_dir("bad");
     let src_path = write_source(&dir);
-    let (out, _) = convert_source(&src_path, &dir, FileQuant::W4);
+    let (out, _) = convert_source(&src_path, &dir, Quant::W4);
     let good = std::fs::read(&out).expect("read converted");
     let (h, data) = split(&good);
     let meta = kestrel_meta(&h);

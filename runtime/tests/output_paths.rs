@@ -6,11 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use kestrel::Quant;
 use kestrel::error::KestrelError;
 use kestrel::output::{OutputError, PendingFile, check_writable};
 use kestrel::weights;
 use kestrel::weights::convert::{ConvertOptions, convert};
-use kestrel::weights::kestrel_file::FileQuant;
 use serde_json::json;
 
 /// A fresh, empty temporary directory for one test.
@@ -45,7 +45,7 @@ fn write_source(path: &Path) -> Vec<u8> {
 
 fn run_convert(src: &Path, out: &Path) -> Result<(), KestrelError> {
     let src = weights::open(src)?;
-    convert(src.as_ref(), out, &ConvertOptions { quant: FileQuant::W8, architecture: None, config: None }, |_, _| {})?;
+    convert(src.as_ref(), out, &ConvertOptions { quant: Quant::W8, architecture: None, config: None }, |_, _| {})?;
     Ok(())
 }
 
@@ -199,7 +199,7 @@ fn kestrel_files_whose_header_length_ends_in_0x80_open() {
     let mut hits = 0;
     for pad in 0..64 {
         let config = json!({"pad": "x".repeat(pad * 8)});
-        let opts = ConvertOptions { quant: FileQuant::W4, architecture: None, config: Some(config) };
+        let opts = ConvertOptions { quant: Quant::W4, architecture: None, config: Some(config) };
         convert(src.as_ref(), &out, &opts, |_, _| {}).expect("convert");
         let bytes = std::fs::read(&out).expect("read output");
         if bytes[0] != 0x80 {

@@ -105,7 +105,7 @@ fn linear_weights_follow_the_storage_policy() {
         let ctx = Context::new(&ContextOptions { weight_textures: Some(textures), ..ContextOptions::from_env() }).unwrap();
         let (n, k) = (33, 197);
         let w = rand_vec(n * k, 8);
-        let lin = Linear::from_f32(&ctx, &w, None, n, k, kestrel::weights::kestrel_file::FileQuant::F32).unwrap();
+        let lin = Linear::from_f32(&ctx, &w, None, n, k, kestrel::Quant::F32).unwrap();
         assert_eq!(matches!(lin.weight(), LinearWeight::Texture(_)), textures);
         let x = rand_vec(2 * k, 9);
         let tx = Tensor::from_f32(&ctx, &[2, k], &x).unwrap();

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use kestrel::Quant;
 use kestrel::weights::convert::{ConvertOptions, convert};
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel_models::slab;
 
 /// Arguments of `kestrel convert`.
@@ -30,8 +30,8 @@ pub struct ConvertArgs {
 }
 
 /// The parsed `--quant` value.
-pub fn parse_quant(s: &str) -> Result<FileQuant, Box<dyn std::error::Error>> {
-    FileQuant::from_name(s).ok_or_else(|| format!("unknown quant `{s}` (expected f32, f16, w8 or w4)").into())
+pub fn parse_quant(s: &str) -> Result<Quant, Box<dyn std::error::Error>> {
+    Quant::storage_from_name(s).ok_or_else(|| format!("unknown quant `{s}` (expected f32, f16, w8 or w4)").into())
 }
 
 /// Runs `kestrel convert`.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use kestrel::Quant;
 use kestrel::{Context, ContextOptions};
 use kestrel_models::eve::EveModel;
 use kestrel_models::llava::LlavaModel;
@@ -16,7 +17,7 @@ use kestrel_models::llm::generate::{GenerateOptions, Generation, chat_prompt, ge
 use kestrel_models::llm::load::load;
 use kestrel_models::llm::sampler::SamplerConfig;
 use kestrel_models::llm::tokenizer::Tokenizer;
-use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
+use kestrel_models::llm::weights::LoadOptions;
 use kestrel_models::npy::write_npy_f32;
 
 use crate::vlm_input::{InputArgs, Prompt, eve_prompt, llava_prompt, read_ids, segments};
@@ -177,7 +178,7 @@ pub struct Session {
 
 /// Loads the model of `args` (with a progress bar) and builds the generation options.
 pub fn open_session(args: &ModelArgs) -> Result<Session, Box<dyn std::error::Error>> {
-    let quant = WeightQuant::from_name(&args.quant).ok_or_else(|| format!("unknown --quant `{}`", args.quant))?;
+    let quant = Quant::from_name(&args.quant).ok_or_else(|| format!("unknown --quant `{}`", args.quant))?;
     let seed = args.seed.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
     let sampler = SamplerConfig {
         temperature: args.temperature,

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use kestrel::Quant;
 use kestrel::bench::{BenchOptions, BenchRecord};
 use kestrel::profile::{Profile, chrome_trace, op_table};
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, ContextOptions, Recorder, Tensor};
 use kestrel_models::params::RandomParams;
 use kestrel_models::slab::SlabModel;
@@ -75,7 +75,7 @@ struct Subject {
 }
 
 impl Subject {
-    fn new(ctx: &Arc<Context>, name: &str, arch: Option<&str>, quant: FileQuant) -> Result<Subject, Box<dyn std::error::Error>> {
+    fn new(ctx: &Arc<Context>, name: &str, arch: Option<&str>, quant: Quant) -> Result<Subject, Box<dyn std::error::Error>> {
         let model = if Path::new(name).is_file() {
             SlabModel::open(ctx, Path::new(name), arch, quant)?
         } else {
@@ -182,7 +182,7 @@ pub fn run(args: &ProfileArgs) -> Result<(), Box<dyn std::error::Error>> {
 fn report(
     ctx: &Arc<Context>,
     s: &Subject,
-    quant: FileQuant,
+    quant: Quant,
     iters: usize,
     [load_peak, peak]: [u64; 2],
     best_matmul: Option<f64>,

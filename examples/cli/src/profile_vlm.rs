@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use kestrel::Quant;
 use kestrel::bench::{BenchOptions, BenchRecord};
 use kestrel::profile::{Profile, op_table};
 use kestrel::{Context, ContextOptions, Recorder, Tensor};
@@ -15,7 +16,7 @@ use kestrel_models::eve::EveModel;
 use kestrel_models::eve::config::EveConfig;
 use kestrel_models::llava::{LlavaConfig, LlavaModel};
 use kestrel_models::llm::decoder::{Decoder, DecoderOptions, Segment};
-use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
+use kestrel_models::llm::weights::LoadOptions;
 use kestrel_models::params::RandomParams;
 use serde_json::json;
 
@@ -57,17 +58,11 @@ enum Subject {
 }
 
 impl Subject {
-    fn load(ctx: &Arc<Context>, name: &str, quant: WeightQuant) -> Result<Subject, Error> {
+    fn load(ctx: &Arc<Context>, name: &str, quant: Quant) -> Result<Subject, Error> {
         let dec = DecoderOptions { context: Some(2048), kv_dtype: None };
         Ok(match name {
             "clip-vit-l-14-336" => {
-                let fq = match quant {
-                    WeightQuant::F16 => kestrel::weights::kestrel_file::FileQuant::F16,
-                    WeightQuant::W8 => kestrel::weights::kestrel_file::FileQuant::W8,
-                    WeightQuant::W4 => kestrel::weights::kestrel_file::FileQuant::W4,
-                    _ => kestrel::weights::kestrel_file::FileQuant::F32,
-                };
-                Subject::Clip(Box::new(VisionTower::load(ctx, &VisionConfig::clip_vit_l_14_336(), &RandomParams::new(0), fq)?))
+                Subject::Clip(Box::new(VisionTower::load(ctx, &VisionConfig::clip_vit_l_14_336(), &RandomParams::new(0), quant)?))
             }
             "llava-1.5-7b" => {
                 let opts = LoadOptions { quant, ..LoadOptions::default() };
@@ -121,7 +116,7 @@ fn copy_gbps(ctx: &Arc<Context>) -> Result<f64, Error> {
 
 /// Runs the profile of every model in `args`, one after the other (each loaded alone).
 pub fn run(args: &VlmProfileArgs) -> Result<(), Error> {
-    let quant = WeightQuant::from_name(args.quant).ok_or_else(|| format!("unknown --quant `{}`", args.quant))?;
+    let quant = Quant::from_name(args.quant).ok_or_else(|| format!("unknown --quant `{}`", args.quant))?;
     let ctx = Context::new(&ContextOptions::from_env())?;
     for name in args.models {
         ctx.trim();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
-use kestrel::weights::kestrel_file::FileQuant;
+use kestrel::Quant;
 use kestrel::{Context, ContextOptions};
 use kestrel_models::clip::ClipModel;
 use kestrel_models::llava::{LlavaConfig, LlavaModel};
@@ -197,7 +197,7 @@ fn answer(a: &RunArgs) -> Result<(), Error> {
     let context = plan.visual_tokens + PROMPT.len() + question.len() + a.max_tokens;
 
     let ctx = Arc::new(Context::new(&ContextOptions::from_env())?);
-    let clip = ClipModel::load(&ctx, &clip_dir, FileQuant::F32)?;
+    let clip = ClipModel::load(&ctx, &clip_dir, Quant::F32)?;
     let decoder = DecoderOptions { context: Some(context), ..DecoderOptions::default() };
     let mut llava = LlavaModel::load(&ctx, &model_dir, &LoadOptions::default(), &decoder, &mut |_, _| {})?;
     let (tokens, sel, t) = encode_video_with(&llava, &clip, &video.frames, &question, &spec, a.roi_grid.into())?;

@@ -2,11 +2,11 @@
 //! classified from an `.npy` tensor and from images; bad images and the wrong architecture give
 //! a clear message and a non-zero exit code, never a panic.
 
+use kestrel::Quant;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel_models::npy::read_npy_f32;
 use kestrel_models::slab::config::{SlabConfig, lookup};
 use kestrel_models::slab::convert::convert_checkpoint;
@@ -39,7 +39,7 @@ fn model_file() -> PathBuf {
     FILE.get_or_init(|| {
         let out = tmp("slab_deit_test.kestrel");
         let src = kestrel::weights::open(&fixtures().join("slab/slab_deit_test.pth")).unwrap();
-        convert_checkpoint(src.as_ref(), &small_deit(), FileQuant::F32, &out, |_, _| {}).unwrap();
+        convert_checkpoint(src.as_ref(), &small_deit(), Quant::F32, &out, |_, _| {}).unwrap();
         out
     })
     .clone()

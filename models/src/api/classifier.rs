@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kestrel::weights::kestrel_file::FileQuant;
+use kestrel::Quant;
 use kestrel::{Context, Recorder, Tensor};
 use serde::Serialize;
 
@@ -25,7 +25,7 @@ pub struct ClassifierOptions {
     /// checkpoint's tensors.
     pub arch: Option<Arch>,
     /// Weight storage of a checkpoint (a Kestrel file keeps its own).
-    pub quant: FileQuant,
+    pub quant: Quant,
     /// Classes [`ImageClassifier::classify`] lists.
     pub top: usize,
 }
@@ -33,7 +33,7 @@ pub struct ClassifierOptions {
 impl Default for ClassifierOptions {
     /// Inferred architecture, f32, top 5 (as `kestrel classify`).
     fn default() -> Self {
-        ClassifierOptions { arch: None, quant: FileQuant::F32, top: 5 }
+        ClassifierOptions { arch: None, quant: Quant::F32, top: 5 }
     }
 }
 

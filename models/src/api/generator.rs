@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kestrel::Context;
+use kestrel::Quant;
 use serde::{Deserialize, Serialize};
 
 use super::profile::{ProfileReport, ProfileRequest, measure};
@@ -17,13 +18,13 @@ use crate::llm::generate::{GenerateOptions, chat_prompt, generate_until};
 use crate::llm::load::load;
 use crate::llm::sampler::SamplerConfig;
 use crate::llm::tokenizer::Tokenizer;
-use crate::llm::weights::{LoadOptions, WeightQuant};
+use crate::llm::weights::LoadOptions;
 
 /// How to open a [`TextGenerator`] (`kestrel generate`'s model options).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GeneratorOptions {
     /// Weight storage.
-    pub quant: WeightQuant,
+    pub quant: Quant,
     /// Positions of the KV cache (default: the model's context, at most 2048).
     pub context: Option<usize>,
     /// Keep q/k/v and gate/up as separate linears instead of one stacked linear each.
@@ -33,7 +34,7 @@ pub struct GeneratorOptions {
 impl Default for GeneratorOptions {
     /// Weights as the file stores them, the default context, stacked projections.
     fn default() -> Self {
-        GeneratorOptions { quant: WeightQuant::Native, context: None, separate_projections: false }
+        GeneratorOptions { quant: Quant::Native, context: None, separate_projections: false }
     }
 }
 

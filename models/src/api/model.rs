@@ -5,14 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kestrel::Context;
-use kestrel::weights::kestrel_file::{FileQuant, KestrelFile};
+use kestrel::Quant;
+use kestrel::weights::kestrel_file::KestrelFile;
 use serde::Deserialize;
 
 use super::classifier::{ClassifierOptions, ImageClassifier, arch_from_json};
 use super::generator::{CancelFlag, GeneratorOptions, TextGenerator};
 use super::profile::{ProfileReport, ProfileRequest};
 use crate::error::{ModelError, Result};
-use crate::llm::weights::WeightQuant;
 
 /// What a model does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -57,8 +57,8 @@ impl ModelOptions {
 
     fn classifier(&self) -> Result<ClassifierOptions> {
         let quant = match self.quant.as_deref() {
-            None => FileQuant::F32,
-            Some(q) => FileQuant::from_name(q).ok_or_else(|| ModelError::Input(format!("quant `{q}`: expected f32, f16, w8 or w4")))?,
+            None => Quant::F32,
+            Some(q) => Quant::storage_from_name(q).ok_or_else(|| ModelError::Input(format!("quant `{q}`: expected f32, f16, w8 or w4")))?,
         };
         let arch = self.arch.as_ref().map(arch_from_json).transpose()?;
         Ok(ClassifierOptions { arch, quant, top: self.top.unwrap_or(5) })
@@ -66,10 +66,8 @@ impl ModelOptions {
 
     fn generator(&self) -> Result<GeneratorOptions> {
         let quant = match self.quant.as_deref() {
-            None => WeightQuant::Native,
-            Some(q) => {
-                WeightQuant::from_name(q).ok_or_else(|| ModelError::Input(format!("quant `{q}`: expected native, f32, f16, w8 or w4")))?
-            }
+            None => Quant::Native,
+            Some(q) => Quant::from_name(q).ok_or_else(|| ModelError::Input(format!("quant `{q}`: expected native, f32, f16, w8 or w4")))?,
         };
         Ok(GeneratorOptions { quant, context: self.context, separate_projections: self.separate_projections })
     }

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::nn::Linear;
 use kestrel::ops::columns::Columns;
 use kestrel::ops::elementwise::{Unary, unary};
 use kestrel::ops::norm::layer_norm;
 use kestrel::ops::window_attention::{WindowAttentionOptions, window_attention_columns};
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};
 
 use super::config::{Activation, EncoderConfig};
@@ -41,14 +41,7 @@ impl LayerNorm {
 
 /// The linear `[Σ out, inp]` whose rows are those of the linears at `prefixes` (each `[out,
 /// inp]` with a bias), stored as `quant` asks.
-fn stacked_linear(
-    ctx: &Arc<Context>,
-    p: &dyn ParamSource,
-    prefixes: &[String],
-    out: usize,
-    inp: usize,
-    quant: FileQuant,
-) -> Result<Linear> {
+fn stacked_linear(ctx: &Arc<Context>, p: &dyn ParamSource, prefixes: &[String], out: usize, inp: usize, quant: Quant) -> Result<Linear> {
     let mut weight = Vec::with_capacity(prefixes.len() * out * inp);
     let mut bias = Vec::with_capacity(prefixes.len() * out);
     for prefix in prefixes {
@@ -77,7 +70,7 @@ pub struct Encoder {
 impl Encoder {
     /// Loads `{prefix}.layers.{i}` for every layer of `cfg` (transformers' names:
     /// `layer_norm1`, `self_attn.{q,k,v,out}_proj`, `layer_norm2`, `mlp.fc1`, `mlp.fc2`).
-    pub fn load(ctx: &Arc<Context>, p: &dyn ParamSource, prefix: &str, cfg: &EncoderConfig, quant: FileQuant) -> Result<Encoder> {
+    pub fn load(ctx: &Arc<Context>, p: &dyn ParamSource, prefix: &str, cfg: &EncoderConfig, quant: Quant) -> Result<Encoder> {
         let (c, m, eps) = (cfg.hidden, cfg.intermediate, cfg.layer_norm_eps);
         let layers = (0..cfg.layers)
             .map(|i| {

@@ -11,9 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kestrel::Context;
+use kestrel::Quant;
 use kestrel::nn::Linear;
 use kestrel::weights::WeightSource;
-use kestrel::weights::kestrel_file::FileQuant;
 
 use super::ClipModel;
 use super::config::ClipConfig;
@@ -33,7 +33,7 @@ fn tower_prefix(src: &dyn WeightSource, level: &str, probe: &str) -> String {
 }
 
 /// A projection `[out, inp]` without bias at `name`, if the checkpoint has it.
-fn projection(ctx: &Arc<Context>, p: &dyn ParamSource, name: &str, out: usize, inp: usize, quant: FileQuant) -> Result<Option<Linear>> {
+fn projection(ctx: &Arc<Context>, p: &dyn ParamSource, name: &str, out: usize, inp: usize, quant: Quant) -> Result<Option<Linear>> {
     if !p.has(&format!("{name}.weight")) {
         return Ok(None);
     }
@@ -44,7 +44,7 @@ fn projection(ctx: &Arc<Context>, p: &dyn ParamSource, name: &str, out: usize, i
 impl ClipModel {
     /// Loads the CLIP model in directory `dir` (or the directory of the weight file `dir`),
     /// linears stored as `quant` asks.
-    pub fn load(ctx: &Arc<Context>, dir: &Path, quant: FileQuant) -> Result<ClipModel> {
+    pub fn load(ctx: &Arc<Context>, dir: &Path, quant: Quant) -> Result<ClipModel> {
         let HfDir { dir, config, weights } = hf_dir(dir)?;
         let config = ClipConfig::from_json(&config)?;
         let src = kestrel::weights::open(&weights)?;

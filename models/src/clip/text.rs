@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::ops::elementwise::add;
 use kestrel::ops::gather::embedding;
 use kestrel::ops::layout::slice;
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};
 
 use super::config::{Pooling, TextConfig};
@@ -93,7 +93,7 @@ impl TextTower {
     /// Uploads the tower from `p` (transformers' names below the tower: `embeddings.*`,
     /// `encoder.layers.*`, `final_layer_norm`); linears stored as `quant` asks, the embedding
     /// tables f32.
-    pub fn load(ctx: &Arc<Context>, cfg: &TextConfig, p: &dyn ParamSource, quant: FileQuant) -> Result<TextTower> {
+    pub fn load(ctx: &Arc<Context>, cfg: &TextConfig, p: &dyn ParamSource, quant: Quant) -> Result<TextTower> {
         let c = cfg.encoder.hidden;
         let (v, n) = (cfg.vocab_size, cfg.max_positions);
         Ok(TextTower {

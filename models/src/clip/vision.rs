@@ -8,10 +8,10 @@
 
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::ops::conv2d::{Conv2dOptions, conv2d_tokens};
 use kestrel::ops::elementwise::add;
 use kestrel::ops::layout::{concat, slice_ranges};
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, DType, Recorder, Tensor};
 
 use super::config::VisionConfig;
@@ -22,7 +22,7 @@ use crate::params::ParamSource;
 /// A vision tower on the GPU.
 pub struct VisionTower {
     cfg: VisionConfig,
-    /// `[C, channels, patch, patch]`, f32 (f16 under [`FileQuant::F16`]).
+    /// `[C, channels, patch, patch]`, f32 (f16 under [`Quant::F16`]).
     patch: Tensor,
     /// `[1, 1, C]`.
     class: Tensor,
@@ -37,13 +37,13 @@ pub struct VisionTower {
 impl VisionTower {
     /// Uploads the tower from `p` (transformers' names below the tower: `embeddings.*`,
     /// `pre_layrnorm`, `encoder.layers.*`, `post_layernorm` when present). Linears are stored
-    /// as `quant` asks; the patch convolution is f32, or f16 under [`FileQuant::F16`].
-    pub fn load(ctx: &Arc<Context>, cfg: &VisionConfig, p: &dyn ParamSource, quant: FileQuant) -> Result<VisionTower> {
+    /// as `quant` asks; the patch convolution is f32, or f16 under [`Quant::F16`].
+    pub fn load(ctx: &Arc<Context>, cfg: &VisionConfig, p: &dyn ParamSource, quant: Quant) -> Result<VisionTower> {
         cfg.validate()?;
         let c = cfg.encoder.hidden;
         let (s, t, eps) = (cfg.patch_size, cfg.tokens(), cfg.encoder.layer_norm_eps);
         let wshape = [c, cfg.channels, s, s];
-        let dtype = if quant == FileQuant::F16 { DType::F16 } else { DType::F32 };
+        let dtype = if quant == Quant::F16 { DType::F16 } else { DType::F32 };
         let post_norm = match p.has("post_layernorm.weight") {
             true => Some(LayerNorm::load(ctx, p, "post_layernorm", c, eps)?),
             false => None,

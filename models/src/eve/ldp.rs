@@ -14,13 +14,13 @@
 
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::nn::Linear;
 use kestrel::ops::conv2d::{Conv2dOptions, conv2d_tokens};
 use kestrel::ops::elementwise::{Unary, add, mul, unary};
 use kestrel::ops::layout::permute;
 use kestrel::ops::norm::layer_norm;
 use kestrel::ops::reduce::mean_tokens;
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
@@ -67,10 +67,10 @@ struct Block {
 }
 
 impl Block {
-    fn load(ctx: &Arc<Context>, p: &dyn ParamSource, prefix: &str, h: usize, stride: usize, quant: FileQuant) -> Result<Block> {
+    fn load(ctx: &Arc<Context>, p: &dyn ParamSource, prefix: &str, h: usize, stride: usize, quant: Quant) -> Result<Block> {
         let s = squeeze_channels(h);
         let dw_shape = [h, 1, 3, 3];
-        let conv1x1 = |name: &str, out: usize, inp: usize, bias: bool, quant: FileQuant| -> Result<Linear> {
+        let conv1x1 = |name: &str, out: usize, inp: usize, bias: bool, quant: Quant| -> Result<Linear> {
             let w = p.f32(&format!("{prefix}{name}.weight"), &[out, inp, 1, 1])?;
             let b = if bias { Some(p.f32(&format!("{prefix}{name}.bias"), &[out])?) } else { None };
             Ok(Linear::from_f32(ctx, &w, b.as_deref(), out, inp, quant)?)
@@ -80,8 +80,8 @@ impl Block {
             depthwise: Tensor::from_f32(ctx, &dw_shape, &p.f32(&format!("{prefix}block.0.0.weight"), &dw_shape)?)?,
             norm1: Norm::load(ctx, p, &format!("{prefix}block.0.1"), h)?,
             // The squeeze-excite runs on one row: f32 (quantising it saves nothing).
-            fc1: conv1x1("block.1.fc1", s, h, true, FileQuant::F32)?,
-            fc2: conv1x1("block.1.fc2", h, s, true, FileQuant::F32)?,
+            fc1: conv1x1("block.1.fc1", s, h, true, Quant::F32)?,
+            fc2: conv1x1("block.1.fc2", h, s, true, Quant::F32)?,
             pointwise: conv1x1("block.2.0", h, h, false, quant)?,
             norm2: Norm::load(ctx, p, &format!("{prefix}block.2.1"), h)?,
         })
@@ -122,7 +122,7 @@ impl Ldp {
     /// Uploads the projector from `p` (names below `model.mm_projector.image_spatial_proj.model.`:
     /// `mlp.{1,3}`, `mb_block.{1,2}.block.*`) for `mm_hidden` input and `hidden` output channels;
     /// the linears and pointwise convs stored as `quant` asks.
-    pub fn load(ctx: &Arc<Context>, p: &dyn ParamSource, mm_hidden: usize, hidden: usize, quant: FileQuant) -> Result<Ldp> {
+    pub fn load(ctx: &Arc<Context>, p: &dyn ParamSource, mm_hidden: usize, hidden: usize, quant: Quant) -> Result<Ldp> {
         let fc1 = p.linear(ctx, "mlp.1", hidden, mm_hidden, quant)?;
         let fc2 = p.linear(ctx, "mlp.3", hidden, hidden, quant)?;
         let blocks = [Block::load(ctx, p, "mb_block.1.", hidden, 1, quant)?, Block::load(ctx, p, "mb_block.2.", hidden, 2, quant)?];

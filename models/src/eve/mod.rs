@@ -15,8 +15,8 @@ pub mod prompt;
 use std::path::Path;
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::ops::attention::RopeLayout;
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};
 
 use crate::clip::preprocess::{default_config, load_config};
@@ -26,7 +26,7 @@ use crate::llm::decoder::{Decoder, DecoderOptions, Segment};
 use crate::llm::load::{HfDir, dir_tokenizer, hf_dir, model_dir, read_json};
 use crate::llm::random::RandomCheckpoint;
 use crate::llm::tokenizer::Tokenizer;
-use crate::llm::weights::{DecoderWeights, LoadOptions, Naming, Store, WeightQuant, load_weights, refine_config};
+use crate::llm::weights::{DecoderWeights, LoadOptions, Naming, Store, load_weights, refine_config};
 use crate::params::{Checkpoint, RandomParams};
 use crate::vision::{DecodeLimits, ImageTensor, PreprocessConfig, load_image, preprocess};
 
@@ -53,11 +53,11 @@ pub struct EveModel {
 
 /// The storage of the vision tower's and projector's linears for a decoder quantisation: w8
 /// under w4 (as LLaVA's: a 4-bit vision encoder costs too much accuracy).
-fn vision_quant(quant: WeightQuant) -> FileQuant {
+fn vision_quant(quant: Quant) -> Quant {
     match quant {
-        WeightQuant::Native | WeightQuant::F32 => FileQuant::F32,
-        WeightQuant::F16 => FileQuant::F16,
-        WeightQuant::W8 | WeightQuant::W4 => FileQuant::W8,
+        Quant::Native | Quant::F32 => Quant::F32,
+        Quant::F16 => Quant::F16,
+        Quant::W8 | Quant::W4 => Quant::W8,
     }
 }
 
@@ -65,8 +65,8 @@ impl EveModel {
     /// Loads the Eve model in directory `dir` (`config.json`, `model.safetensors` or shards or
     /// `pytorch_model.bin`, `tokenizer.json` and `preprocessor_config.json` when present); the
     /// linears stored as `quant` asks (the vision tower and projector in f32 under
-    /// [`WeightQuant::Native`]).
-    pub fn load(ctx: &Arc<Context>, dir: &Path, quant: WeightQuant) -> Result<EveModel> {
+    /// [`Quant::Native`]).
+    pub fn load(ctx: &Arc<Context>, dir: &Path, quant: Quant) -> Result<EveModel> {
         let HfDir { dir, config, weights: weights_path } = hf_dir(dir)?;
         let mut config = EveConfig::from_json(&config)?;
         let store = Store::Plain(kestrel::weights::open(&weights_path)?);
@@ -84,7 +84,7 @@ impl EveModel {
 
     /// An Eve of `config` with seeded random weights (`kestrel profile eve-1.8b`: latency and
     /// memory do not depend on the values).
-    pub fn random(ctx: &Arc<Context>, config: EveConfig, quant: WeightQuant, seed: u64) -> Result<EveModel> {
+    pub fn random(ctx: &Arc<Context>, config: EveConfig, quant: Quant, seed: u64) -> Result<EveModel> {
         let store = Store::Plain(Box::new(RandomCheckpoint::new(&config.llm, seed)));
         let opts = LoadOptions { quant, ..LoadOptions::default() };
         let weights = load_weights(ctx, &store, &config.llm, Naming::Hf, RopeLayout::RotateHalf, &opts, &mut |_, _| {})?;

@@ -13,9 +13,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::nn::Linear;
 use kestrel::ops::attention::RopeLayout;
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::weights::renamed::Renamed;
 use kestrel::weights::{WeightDType, WeightSource};
 use kestrel::{Context, Tensor};
@@ -27,7 +27,7 @@ use crate::error::{ModelError, Result};
 use crate::llm::decoder::{Decoder, DecoderOptions};
 use crate::llm::load::{HfDir, dir_tokenizer, hf_dir, model_dir, read_json};
 use crate::llm::random::RandomCheckpoint;
-use crate::llm::weights::{LoadOptions, Naming, Store, WeightQuant, load_weights, refine_config};
+use crate::llm::weights::{LoadOptions, Naming, Store, load_weights, refine_config};
 use crate::params::{Checkpoint, ParamSource, RandomParams};
 
 /// Where each part of the checkpoint lives in one key layout.
@@ -57,15 +57,16 @@ fn layout(src: &dyn WeightSource) -> Result<&'static Layout> {
 }
 
 /// The vision tower's and projector's storage for `quant`: as asked, except w8 for
-/// [`WeightQuant::W4`] (4-bit vision encoders lose too much: the tiny fixtures' logits fall to
+/// [`Quant::W4`] (4-bit vision encoders lose too much: the tiny fixtures' logits fall to
 /// cosine 0.945 of f32 with a 4-bit tower, as llama.cpp keeps its `mmproj` in 16 or 8 bits),
-/// and for [`WeightQuant::Native`] f16 when the file stores the tower in 16 bits (`stored_half`),
+/// and for [`Quant::Native`] f16 when the file stores the tower in 16 bits (`stored_half`),
 /// else f32.
-pub(crate) fn vision_quant(quant: WeightQuant, stored_half: bool) -> FileQuant {
+pub(crate) fn vision_quant(quant: Quant, stored_half: bool) -> Quant {
     match quant {
-        WeightQuant::W4 => FileQuant::W8,
-        WeightQuant::Native if stored_half => FileQuant::F16,
-        q => q.file_quant().unwrap_or(FileQuant::F32),
+        Quant::W4 => Quant::W8,
+        Quant::Native if stored_half => Quant::F16,
+        Quant::Native => Quant::F32,
+        q => q,
     }
 }
 
@@ -134,7 +135,7 @@ pub(crate) fn vision_parts(
     config: &LlavaConfig,
     tower: &dyn ParamSource,
     top: &dyn ParamSource,
-    quant: FileQuant,
+    quant: Quant,
 ) -> Result<(VisionTower, [Linear; 2], Option<Tensor>)> {
     let vision = VisionTower::load(ctx, &config.vision, tower, quant)?;
     let (cv, h) = (config.vision.encoder.hidden, config.text.hidden);
@@ -150,7 +151,7 @@ pub(crate) fn vision_parts(
 }
 
 /// The projector linear `[out, inp]` at `name`, with a bias when `bias`.
-fn linear(ctx: &Arc<Context>, p: &dyn ParamSource, name: &str, out: usize, inp: usize, bias: bool, quant: FileQuant) -> Result<Linear> {
+fn linear(ctx: &Arc<Context>, p: &dyn ParamSource, name: &str, out: usize, inp: usize, bias: bool, quant: Quant) -> Result<Linear> {
     let w = p.f32(&format!("{name}.weight"), &[out, inp])?;
     let b = if bias { Some(p.f32(&format!("{name}.bias"), &[out])?) } else { None };
     Ok(Linear::from_f32(ctx, &w, b.as_deref(), out, inp, quant)?)

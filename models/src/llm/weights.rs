@@ -1,5 +1,5 @@
 //! A decoder's weights on the GPU, loaded from a GGUF file, a Hugging Face checkpoint or a
-//! Kestrel model file, stored as [`WeightQuant`] says.
+//! Kestrel model file, stored as [`Quant`] says.
 //!
 //! - Linears become [`Linear`]s: natively quantised (GGUF Q4_0/Q4_1/Q8_0, Kestrel-packed w8/w4),
 //!   f16, f32 or re-quantised to w8/w4.
@@ -17,12 +17,12 @@ mod store;
 
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::nn::{Linear, LinearWeight};
 use kestrel::ops::attention::RopeLayout;
 use kestrel::ops::norm::{channel_affine, rms_norm};
 use kestrel::weights::WeightDType;
 use kestrel::weights::fold::{ChannelAffine, fold_into_following_linear};
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, DType, KestrelError, Recorder, Tensor};
 
 pub use names::{FfnSite, Naming, Part, moe_coefficient, moe_router};
@@ -31,59 +31,11 @@ pub use store::Store;
 use super::config::{LlmConfig, MlpKind, NormKind};
 use crate::error::{ModelError, Result};
 
-/// How linear weights are stored on the GPU (`kestrel generate --quant`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WeightQuant {
-    /// As the file stores them where a kernel reads that form (GGUF Q4_0/Q4_1/Q8_0, Kestrel
-    /// w8/w4, f32, f16); other types (bf16, K-quants) become f16.
-    Native,
-    /// Everything dequantised to f32.
-    F32,
-    /// Everything dequantised to f16.
-    F16,
-    /// int8 per output channel.
-    W8,
-    /// int4 in groups of 32.
-    W4,
-}
-
-impl WeightQuant {
-    /// Every choice.
-    pub const ALL: [WeightQuant; 5] = [WeightQuant::Native, WeightQuant::F32, WeightQuant::F16, WeightQuant::W8, WeightQuant::W4];
-
-    /// Lower-case name (`native`, `f32`, `f16`, `w8`, `w4`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            WeightQuant::Native => "native",
-            WeightQuant::F32 => "f32",
-            WeightQuant::F16 => "f16",
-            WeightQuant::W8 => "w8",
-            WeightQuant::W4 => "w4",
-        }
-    }
-
-    /// The choice of a [`name`](Self::name), or `None`.
-    pub fn from_name(name: &str) -> Option<WeightQuant> {
-        WeightQuant::ALL.into_iter().find(|q| q.name() == name)
-    }
-
-    /// The matching storage of [`Linear::from_f32`], `None` for [`WeightQuant::Native`].
-    pub(crate) fn file_quant(self) -> Option<FileQuant> {
-        match self {
-            WeightQuant::Native => None,
-            WeightQuant::F32 => Some(FileQuant::F32),
-            WeightQuant::F16 => Some(FileQuant::F16),
-            WeightQuant::W8 => Some(FileQuant::W8),
-            WeightQuant::W4 => Some(FileQuant::W4),
-        }
-    }
-}
-
 /// Loading options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Weight storage.
-    pub quant: WeightQuant,
+    pub quant: Quant,
     /// Fold PRepBN norms into the neighbouring linears (true, the inference graph) or run them
     /// as a separate per-channel affine op (false).
     pub fold_repbn: bool,
@@ -94,7 +46,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { quant: WeightQuant::Native, fold_repbn: true, fuse_projections: true }
+        LoadOptions { quant: Quant::Native, fold_repbn: true, fuse_projections: true }
     }
 }
 
@@ -308,8 +260,8 @@ impl Loader<'_> {
         let name = self.naming.embed();
         let stored_f32 = self.store.source().info(name).is_some_and(|t| t.dtype == WeightDType::F32);
         let dtype = match self.opts.quant {
-            WeightQuant::F32 => DType::F32,
-            WeightQuant::Native if stored_f32 => DType::F32,
+            Quant::F32 => DType::F32,
+            Quant::Native if stored_f32 => DType::F32,
             _ => DType::F16,
         };
         self.store.dense(self.ctx, name, &[c.vocab, c.hidden], dtype)
@@ -341,15 +293,15 @@ impl Loader<'_> {
     /// (an affine applied to its input) folded in.
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool, pre: Option<&ChannelAffine>) -> Result<Linear> {
         let w_name = format!("{prefix}.weight");
-        match (self.opts.quant.file_quant(), pre) {
-            (None, None) => {
+        match (self.opts.quant, pre) {
+            (Quant::Native, None) => {
                 let weight = self.store.native_weight(self.ctx, &w_name, &[out, inp])?;
                 let bias = self.bias(prefix, out, bias)?.map(|b| Tensor::from_f32(self.ctx, &[out], &b)).transpose()?;
                 Ok(Linear::new(weight, bias)?)
             }
             (quant, _) => {
                 let (w, b) = self.host_linear(prefix, out, inp, bias, pre)?;
-                Ok(Linear::from_f32(self.ctx, &w, b.as_deref(), out, inp, quant.unwrap_or(FileQuant::F32))?)
+                Ok(Linear::from_f32(self.ctx, &w, b.as_deref(), out, inp, quant)?)
             }
         }
     }
@@ -406,8 +358,8 @@ impl Loader<'_> {
     fn fused(&self, parts: &[(String, usize)], inp: usize, bias: bool, pre: Option<&ChannelAffine>) -> Result<Option<Linear>> {
         let rows = parts.iter().map(|(_, out)| out).sum::<usize>();
         let mut b = bias.then(|| Vec::with_capacity(rows));
-        match (self.opts.quant.file_quant(), pre) {
-            (None, None) => {
+        match (self.opts.quant, pre) {
+            (Quant::Native, None) => {
                 let names: Vec<(String, usize)> = parts.iter().map(|(prefix, out)| (format!("{prefix}.weight"), *out)).collect();
                 let Some(weight) = self.store.native_stacked(self.ctx, &names, inp)? else {
                     return Ok(None);
@@ -429,7 +381,7 @@ impl Loader<'_> {
                         b.get_or_insert_with(|| Vec::with_capacity(rows)).extend(pb);
                     }
                 }
-                Ok(Some(Linear::from_f32(self.ctx, &w, b.as_deref(), rows, inp, quant.unwrap_or(FileQuant::F32))?))
+                Ok(Some(Linear::from_f32(self.ctx, &w, b.as_deref(), rows, inp, quant)?))
             }
         }
     }
@@ -480,7 +432,7 @@ impl Loader<'_> {
         }
         let f32_linear = |prefix: &str, out: usize, bias: bool| -> Result<Linear> {
             let (w, b) = self.host_linear(prefix, out, c.hidden, bias, None)?;
-            Ok(Linear::from_f32(self.ctx, &w, b.as_deref(), out, c.hidden, FileQuant::F32)?)
+            Ok(Linear::from_f32(self.ctx, &w, b.as_deref(), out, c.hidden, Quant::F32)?)
         };
         let router = f32_linear(&names::moe_router(i), experts, false)?;
         let coefficient = f32_linear(&names::moe_coefficient(i), 2, true)?;
@@ -497,9 +449,9 @@ impl Loader<'_> {
         let shares_table = c.tie_embeddings
             && pre.is_none()
             && match self.opts.quant {
-                WeightQuant::F32 | WeightQuant::F16 => true,
-                WeightQuant::Native => matches!(self.store.source().info(name).map(|t| t.dtype), Some(WeightDType::F32 | WeightDType::F16)),
-                WeightQuant::W8 | WeightQuant::W4 => false,
+                Quant::F32 | Quant::F16 => true,
+                Quant::Native => matches!(self.store.source().info(name).map(|t| t.dtype), Some(WeightDType::F32 | WeightDType::F16)),
+                Quant::W8 | Quant::W4 => false,
             };
         let head = if shares_table {
             Linear::new(LinearWeight::Dense(embed.clone()), None)?

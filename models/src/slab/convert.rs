@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use kestrel::Quant;
 use kestrel::weights::WeightSource;
 use kestrel::weights::convert::{ConvertOptions, ConvertSummary, convert};
-use kestrel::weights::kestrel_file::FileQuant;
 
 use crate::error::Result;
 use crate::slab::config::SlabConfig;
@@ -18,7 +18,7 @@ use crate::slab::{CONFIG_KEY, fold_checkpoint};
 pub fn convert_checkpoint(
     src: &dyn WeightSource,
     cfg: &SlabConfig,
-    quant: FileQuant,
+    quant: Quant,
     out: &Path,
     progress: impl FnMut(usize, usize),
 ) -> Result<ConvertSummary> {

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::nn::Linear;
 use kestrel::ops::columns::Columns;
 use kestrel::ops::conv2d::Conv2dOptions;
@@ -22,7 +23,6 @@ use kestrel::ops::gather::embedding;
 use kestrel::ops::layout::{concat, permute, slice};
 use kestrel::ops::reduce::mean_tokens;
 use kestrel::weights::WeightSource;
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};
 
 use crate::error::Result;
@@ -128,7 +128,7 @@ struct Branch {
 }
 
 impl Branch {
-    fn load(ctx: &Arc<Context>, p: &dyn ParamSource, prefix: &str, br: &BranchGeometry, g: &Geometry, quant: FileQuant) -> Result<Branch> {
+    fn load(ctx: &Arc<Context>, p: &dyn ParamSource, prefix: &str, br: &BranchGeometry, g: &Geometry, quant: Quant) -> Result<Branch> {
         let mixer = if g.global {
             Mixer::sla(ctx, p, prefix, br.channels, br.heads, (br.hs, br.ws))?
         } else {
@@ -220,7 +220,7 @@ pub struct Cswin {
     head: Linear,
 }
 
-fn load_block(ctx: &Arc<Context>, p: &dyn ParamSource, g: &Geometry, b: &str, quant: FileQuant) -> Result<Block> {
+fn load_block(ctx: &Arc<Context>, p: &dyn ParamSource, g: &Geometry, b: &str, quant: Quant) -> Result<Block> {
     let c = g.dim;
     let branches = g
         .branches
@@ -240,7 +240,7 @@ fn load_block(ctx: &Arc<Context>, p: &dyn ParamSource, g: &Geometry, b: &str, qu
 
 impl Cswin {
     /// Uploads a model from folded (or kept) parameters.
-    pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, quant: FileQuant) -> Result<Cswin> {
+    pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, quant: Quant) -> Result<Cswin> {
         let c0 = cfg.embed_dims[0];
         let opts = Conv2dOptions { stride: (cfg.patch_size, cfg.patch_size), padding: (STEM_PADDING, STEM_PADDING), groups: 1 };
         let stem = Conv::load(ctx, p, "stage1_conv_embed.0", [c0, cfg.in_chans, STEM_KERNEL, STEM_KERNEL], opts, quant)?;

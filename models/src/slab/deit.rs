@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::nn::Linear;
 use kestrel::ops::conv2d::Conv2dOptions;
 use kestrel::ops::layout::{concat, slice};
 use kestrel::ops::reduce::mean_tokens;
 use kestrel::weights::WeightSource;
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};
 
 use crate::error::Result;
@@ -85,7 +85,7 @@ pub struct Deit {
 
 impl Deit {
     /// Uploads a model from folded (or kept) parameters.
-    pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, quant: FileQuant) -> Result<Deit> {
+    pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, quant: Quant) -> Result<Deit> {
         let c = cfg.embed_dims[0];
         let g = grid(cfg);
         let tokens = g * g + usize::from(has_cls(cfg));

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::nn::Linear;
 use kestrel::ops::conv2d::{Conv2dOptions, conv2d, conv2d_tokens};
 use kestrel::ops::elementwise::add;
 use kestrel::ops::layout::permute;
 use kestrel::ops::norm::channel_affine;
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};
 
 use crate::error::Result;
@@ -42,7 +42,7 @@ pub fn maybe_affine(rec: &mut Recorder, a: &Option<Affine>, x: Tensor) -> Result
     }
 }
 
-/// A 2-D convolution with bias; f16 storage under [`FileQuant::F16`], f32 otherwise (convs
+/// A 2-D convolution with bias; f16 storage under [`Quant::F16`], f32 otherwise (convs
 /// are a small share of the weights, so they are not block-quantised).
 pub struct Conv {
     weight: Tensor,
@@ -58,11 +58,11 @@ impl Conv {
         prefix: &str,
         wshape: [usize; 4],
         opts: Conv2dOptions,
-        quant: FileQuant,
+        quant: Quant,
     ) -> Result<Conv> {
         let w = p.f32(&format!("{prefix}.weight"), &wshape)?;
         let b = p.f32(&format!("{prefix}.bias"), &[wshape[0]])?;
-        let dtype = if quant == FileQuant::F16 { kestrel::DType::F16 } else { kestrel::DType::F32 };
+        let dtype = if quant == Quant::F16 { kestrel::DType::F16 } else { kestrel::DType::F32 };
         Ok(Conv { weight: Tensor::from_f32_as(ctx, &wshape, &w, dtype)?, bias: Tensor::from_f32_as(ctx, &[wshape[0]], &b, dtype)?, opts })
     }
 
@@ -93,7 +93,7 @@ pub struct Mlp {
 
 impl Mlp {
     /// Loads `{prefix}.fc1` (`dim → hidden`) and `{prefix}.fc2` (`hidden → dim`).
-    pub fn load(ctx: &Arc<Context>, p: &dyn ParamSource, prefix: &str, dim: usize, hidden: usize, quant: FileQuant) -> Result<Mlp> {
+    pub fn load(ctx: &Arc<Context>, p: &dyn ParamSource, prefix: &str, dim: usize, hidden: usize, quant: Quant) -> Result<Mlp> {
         Ok(Mlp {
             fc1: p.linear(ctx, &format!("{prefix}.fc1"), hidden, dim, quant)?,
             fc2: p.linear(ctx, &format!("{prefix}.fc2"), dim, hidden, quant)?,

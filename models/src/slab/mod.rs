@@ -20,8 +20,9 @@ pub mod windows;
 use std::path::Path;
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::weights::WeightSource;
-use kestrel::weights::kestrel_file::{FileQuant, KestrelFile};
+use kestrel::weights::kestrel_file::KestrelFile;
 use kestrel::{Context, Recorder, Tensor};
 
 use crate::error::{ModelError, Result};
@@ -59,7 +60,7 @@ pub fn fold_checkpoint(src: &dyn WeightSource, cfg: &SlabConfig, mode: FoldMode)
 
 impl SlabModel {
     /// Uploads a model from folded parameters (from [`fold_checkpoint`] or a converted file).
-    pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, params: &dyn ParamSource, quant: FileQuant) -> Result<SlabModel> {
+    pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, params: &dyn ParamSource, quant: Quant) -> Result<SlabModel> {
         cfg.validate()?;
         let net = match cfg.family {
             Family::Deit => Net::Deit(deit::Deit::load(ctx, cfg, params, quant)?),
@@ -74,7 +75,7 @@ impl SlabModel {
     /// `arch` names the architecture; without it, a Kestrel file's stored config is used, or
     /// the architecture is inferred from the checkpoint's tensors. A checkpoint is folded at
     /// load and stored as `quant` asks; a Kestrel file keeps the storage it was converted with.
-    pub fn open(ctx: &Arc<Context>, path: &Path, arch: Option<&str>, quant: FileQuant) -> Result<SlabModel> {
+    pub fn open(ctx: &Arc<Context>, path: &Path, arch: Option<&str>, quant: Quant) -> Result<SlabModel> {
         let src = kestrel::weights::open(path)?;
         if src.format() == "kestrel" {
             let file = KestrelFile::open(path)?;

@@ -12,12 +12,12 @@
 
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::nn::Linear;
 use kestrel::ops::columns::Columns;
 use kestrel::ops::conv2d::Conv2dOptions;
 use kestrel::ops::reduce::mean_tokens;
 use kestrel::weights::WeightSource;
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};
 
 use crate::error::Result;
@@ -125,7 +125,7 @@ pub struct Pvt {
     head: Linear,
 }
 
-fn load_block(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, g: &Geometry, b: &str, quant: FileQuant) -> Result<Block> {
+fn load_block(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, g: &Geometry, b: &str, quant: Quant) -> Result<Block> {
     let c = g.dim;
     let a = format!("{b}.attn");
     let sr = if g.sr > 1 {
@@ -155,7 +155,7 @@ fn load_block(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, g: &Geo
 
 impl Pvt {
     /// Uploads a model from folded (or kept) parameters.
-    pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, quant: FileQuant) -> Result<Pvt> {
+    pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, quant: Quant) -> Result<Pvt> {
         let mut stages = Vec::new();
         for (s, g) in geometry(cfg).iter().enumerate() {
             let (k, c, n) = (s + 1, g.dim, g.res * g.res);

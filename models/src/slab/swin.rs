@@ -11,12 +11,12 @@
 
 use std::sync::Arc;
 
+use kestrel::Quant;
 use kestrel::nn::Linear;
 use kestrel::ops::conv2d::Conv2dOptions;
 use kestrel::ops::gather::embedding;
 use kestrel::ops::reduce::mean_tokens;
 use kestrel::weights::WeightSource;
-use kestrel::weights::kestrel_file::FileQuant;
 use kestrel::{Context, Recorder, Tensor};
 
 use crate::error::Result;
@@ -124,7 +124,7 @@ fn ids(ctx: &Arc<Context>, v: &[u32]) -> Result<Tensor> {
 
 impl Swin {
     /// Uploads a model from folded (or kept) parameters.
-    pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, quant: FileQuant) -> Result<Swin> {
+    pub fn load(ctx: &Arc<Context>, cfg: &SlabConfig, p: &dyn ParamSource, quant: Quant) -> Result<Swin> {
         let c0 = cfg.embed_dims[0];
         let opts = Conv2dOptions { stride: (cfg.patch_size, cfg.patch_size), padding: (0, 0), groups: 1 };
         let patch = Conv::load(ctx, p, "patch_embed.proj", [c0, cfg.in_chans, cfg.patch_size, cfg.patch_size], opts, quant)?;

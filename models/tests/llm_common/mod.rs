@@ -8,10 +8,11 @@ mod real_weights;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use kestrel::Quant;
 use kestrel::{Context, ContextOptions, DType};
 use kestrel_models::llm::decoder::{Decoder, DecoderOptions};
 use kestrel_models::llm::load::{LoadedModel, load};
-use kestrel_models::llm::weights::{LoadOptions, WeightQuant};
+use kestrel_models::llm::weights::LoadOptions;
 use real_weights::real_weight;
 use serde_json::Value;
 
@@ -64,7 +65,7 @@ pub fn reference(name: &str) -> Reference {
 }
 
 /// Loads the model at `path` (q/k/v and gate/up stacked where possible).
-pub fn load_model(path: &Path, quant: WeightQuant, fold_repbn: bool) -> LoadedModel {
+pub fn load_model(path: &Path, quant: Quant, fold_repbn: bool) -> LoadedModel {
     load_model_with(path, &LoadOptions { quant, fold_repbn, fuse_projections: true })
 }
 
@@ -74,7 +75,7 @@ pub fn load_model_with(path: &Path, opts: &LoadOptions) -> LoadedModel {
 }
 
 /// A decoder over a tiny fixture model with an f32 (or `kv`) cache of `context` positions.
-pub fn tiny_decoder(name: &str, quant: WeightQuant, fold_repbn: bool, kv: DType, context: usize) -> Decoder {
+pub fn tiny_decoder(name: &str, quant: Quant, fold_repbn: bool, kv: DType, context: usize) -> Decoder {
     tiny_decoder_with(name, &LoadOptions { quant, fold_repbn, fuse_projections: true }, kv, context)
 }
 

@@ -18,8 +18,9 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::kestrel_file::{FileQuant, KestrelHeader, METADATA_KEY, PackedInfo, SCALES_SUFFIX, SourceInfo, VALUES_SUFFIX, VERSION};
+use super::kestrel_file::{KestrelHeader, METADATA_KEY, PackedInfo, SCALES_SUFFIX, SourceInfo, VALUES_SUFFIX, VERSION};
 use super::{TensorInfo, WeightDType, WeightSource, bad, tensor_f32};
+use crate::Quant;
 use crate::error::{KestrelError, Result};
 use crate::output::PendingFile;
 use crate::quant::{BLOCK, PackedWeights, QuantScheme, check_weight_shape, packed_words};
@@ -28,7 +29,7 @@ use crate::quant::{BLOCK, PackedWeights, QuantScheme, check_weight_shape, packed
 #[derive(Clone, Debug)]
 pub struct ConvertOptions {
     /// Storage choice.
-    pub quant: FileQuant,
+    pub quant: Quant,
     /// Architecture name; default: the source's `general.architecture` (GGUF) or `unknown`.
     pub architecture: Option<String>,
     /// Model configuration (a JSON object); default: a GGUF source's whole metadata (model
@@ -56,7 +57,7 @@ struct Planned<'a> {
 
 /// The scheme a source tensor is quantised with under `quant`, or `None` when it is stored as
 /// a float (rules in the [module docs](self)).
-pub fn quantise_scheme(quant: FileQuant, info: &TensorInfo) -> Option<QuantScheme> {
+pub fn quantise_scheme(quant: Quant, info: &TensorInfo) -> Option<QuantScheme> {
     let scheme = quant.scheme()?;
     let float = matches!(
         info.dtype,
@@ -97,13 +98,20 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// Converts `src` into a Kestrel file at `out`, calling `progress(done, total)` after each
 /// tensor (and once with `done = 0` before the first). Errors: a tensor whose type cannot be
 /// converted, non-finite weights to quantise, a name clash with a packed buffer name, `out`
-/// being the source file, or an I/O failure — all [`KestrelError::Weights`].
+/// being the source file, or an I/O failure — all [`KestrelError::Weights`];
+/// [`Quant::Native`] (not a storage a file records) — [`KestrelError::InvalidArgument`].
 pub fn convert(
     src: &dyn WeightSource,
     out: &Path,
     opts: &ConvertOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ConvertSummary> {
+    if opts.quant == Quant::Native {
+        return Err(KestrelError::InvalidArgument {
+            op: "convert",
+            detail: "`native` is not a storage a Kestrel file records: choose f32, f16, w8 or w4".into(),
+        });
+    }
     if same_file(src.path(), out) {
         return Err(bad(out, None, "the output would overwrite the source"));
     }
@@ -125,7 +133,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Decides each tensor's storage and checks names and types before anything is written.
-fn plan(src: &dyn WeightSource, quant: FileQuant) -> Result<Vec<Planned<'_>>> {
+fn plan(src: &dyn WeightSource, quant: Quant) -> Result<Vec<Planned<'_>>> {
     let mut plan = Vec::with_capacity(src.tensors().len());
     for info in src.tensors() {
         if let WeightDType::Opaque(o) = info.dtype {
@@ -170,7 +178,7 @@ fn header(src: &dyn WeightSource, opts: &ConvertOptions, plan: &[Planned<'_>]) -
 }
 
 /// The stored tensors of one logical tensor: (name, safetensors dtype, shape, bytes).
-fn stored_layout(p: &Planned<'_>, quant: FileQuant) -> Vec<(String, &'static str, Vec<usize>, usize)> {
+fn stored_layout(p: &Planned<'_>, quant: Quant) -> Vec<(String, &'static str, Vec<usize>, usize)> {
     match p.scheme {
         Some(s) => {
             let (vw, sw) = packed_words(s, p.info.shape[0], p.info.shape[1]);
@@ -180,7 +188,7 @@ fn stored_layout(p: &Planned<'_>, quant: FileQuant) -> Vec<(String, &'static str
             ]
         }
         None => {
-            let (dtype, size) = if quant == FileQuant::F16 { ("F16", 2) } else { ("F32", 4) };
+            let (dtype, size) = if quant == Quant::F16 { ("F16", 2) } else { ("F32", 4) };
             vec![(p.info.name.clone(), dtype, p.info.shape.clone(), p.info.numel() * size)]
         }
     }
@@ -209,7 +217,7 @@ fn write(
     path: &Path,
     file: &mut std::fs::File,
     header: &KestrelHeader,
-    quant: FileQuant,
+    quant: Quant,
     plan: &[Planned<'_>],
     progress: &mut impl FnMut(usize, usize),
 ) -> Result<u64> {
@@ -244,13 +252,13 @@ fn write(
                 w.write_all(bytemuck::cast_slice(&packed.scales)).map_err(io)?;
                 (packed.values.len() + packed.scales.len()) * 4
             }
-            None if quant != FileQuant::F16 && p.info.dtype == WeightDType::F32 => {
+            None if quant != Quant::F16 && p.info.dtype == WeightDType::F32 => {
                 let b = src.bytes(name)?;
                 check_finite(src, name, b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))?;
                 w.write_all(&b).map_err(io)?;
                 b.len()
             }
-            None if quant != FileQuant::F16 => {
+            None if quant != Quant::F16 => {
                 let wf = finite_f32(src, name)?;
                 w.write_all(bytemuck::cast_slice(&wf)).map_err(io)?;
                 wf.len() * 4

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::safetensors::SafetensorsFile;
 use super::{TensorInfo, WeightDType, WeightSource, bad};
+use crate::Quant;
 use crate::context::Context;
 use crate::dtype::DType;
 use crate::error::Result;
@@ -40,56 +41,6 @@ pub const METADATA_KEY: &str = "kestrel";
 pub const VALUES_SUFFIX: &str = ".qvalues";
 /// Suffix of the stored tensor holding a quantised weight's packed scales.
 pub const SCALES_SUFFIX: &str = ".qscales";
-
-/// How a Kestrel file stores its weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FileQuant {
-    /// Every tensor f32.
-    F32,
-    /// Every tensor f16.
-    F16,
-    /// Weights int8 per output channel ([`QuantScheme::W8`]), the rest f32.
-    W8,
-    /// Weights int4 in groups of 32 ([`QuantScheme::W4`]), the rest f32.
-    W4,
-}
-
-impl FileQuant {
-    /// Every choice.
-    pub const ALL: [FileQuant; 4] = [FileQuant::F32, FileQuant::F16, FileQuant::W8, FileQuant::W4];
-
-    /// Lower-case name (`f32`, `f16`, `w8`, `w4`), as stored in the metadata.
-    pub const fn name(self) -> &'static str {
-        match self {
-            FileQuant::F32 => "f32",
-            FileQuant::F16 => "f16",
-            FileQuant::W8 => "w8",
-            FileQuant::W4 => "w4",
-        }
-    }
-
-    /// The choice of a [`name`](Self::name), or `None`.
-    pub fn from_name(name: &str) -> Option<FileQuant> {
-        FileQuant::ALL.into_iter().find(|q| q.name() == name)
-    }
-
-    /// The scheme quantised weights use, `None` for the float choices.
-    pub const fn scheme(self) -> Option<QuantScheme> {
-        match self {
-            FileQuant::W8 => Some(QuantScheme::W8),
-            FileQuant::W4 => Some(QuantScheme::W4),
-            FileQuant::F32 | FileQuant::F16 => None,
-        }
-    }
-
-    /// The stored type of every tensor that is not quantised.
-    pub const fn float_dtype(self) -> WeightDType {
-        match self {
-            FileQuant::F16 => WeightDType::F16,
-            _ => WeightDType::F32,
-        }
-    }
-}
 
 /// Where a Kestrel file was converted from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +71,7 @@ pub struct KestrelHeader {
     pub architecture: String,
     /// Model configuration, a JSON object.
     pub config: serde_json::Value,
-    /// [`FileQuant::name`] of the storage choice.
+    /// [`Quant::name`] of the storage choice.
     pub quant: String,
     /// Where the file came from.
     pub source: SourceInfo,
@@ -150,7 +101,7 @@ pub struct UploadedWeights {
 pub struct KestrelFile {
     inner: SafetensorsFile,
     header: KestrelHeader,
-    quant: FileQuant,
+    quant: Quant,
     packed: BTreeMap<String, PackedEntry>,
 }
 
@@ -184,7 +135,7 @@ impl KestrelFile {
             None => return Err(err(None, "Kestrel metadata has no integer `version`".into())),
         }
         let header: KestrelHeader = serde_json::from_value(value).map_err(|e| err(None, format!("Kestrel metadata: {e}")))?;
-        let quant = FileQuant::from_name(&header.quant)
+        let quant = Quant::storage_from_name(&header.quant)
             .ok_or_else(|| err(None, format!("unknown quant `{}` (expected f32, f16, w8 or w4)", header.quant)))?;
         if !header.config.is_object() {
             return Err(err(None, "Kestrel metadata `config` must be a JSON object".into()));
@@ -243,7 +194,7 @@ impl KestrelFile {
     }
 
     /// The storage choice.
-    pub fn quant(&self) -> FileQuant {
+    pub fn quant(&self) -> Quant {
         self.quant
     }
 
